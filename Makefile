@@ -1,0 +1,32 @@
+# rnnlm — common entry points. `make setup` once, then `make repro`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup repro test test-fast bench report clean-venv
+
+setup: $(BIN)/rnnlm-ready
+
+$(BIN)/rnnlm-ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+repro: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration"
+
+bench: setup
+	$(BIN)/python bench/throughput.py
+
+report: setup
+	$(BIN)/dvc repro report
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,64 @@
+"""Checkpoints: plain tensors and JSON-able metadata, saved atomically, loaded with weights_only.
+
+A checkpoint is a dict ``{"format": "rnnlm-checkpoint", "version": 1, "model_config": ...,
+"vocab_fingerprint": ..., "state_dict": ..., ...}``. Loading never unpickles arbitrary
+objects (``torch.load(..., weights_only=True)``), so a tampered file cannot run code; a
+truncated or foreign file gives one clear error.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import RnnlmError
+from .fileio import atomic_path
+from .models import RNNLM
+
+FORMAT = "rnnlm-checkpoint"
+VERSION = 1
+
+
+def cpu_state_dict(module: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise RnnlmError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, disallowed global, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RnnlmError(
+            f"{path}: not a loadable rnnlm checkpoint (truncated, corrupt or unsafe: {first[:200]}); "
+            "delete it and rerun the training stage"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise RnnlmError(f"{path}: not an rnnlm checkpoint (missing format marker)")
+    if ckpt.get("version") != VERSION:
+        raise RnnlmError(f"{path}: checkpoint version {ckpt.get('version')!r}, expected {VERSION}")
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, vocab_fingerprint: str | None = None, device="cpu") -> tuple[RNNLM, dict]:
+    """Rebuild the model stored in a checkpoint; refuse one trained on another vocabulary."""
+    ckpt = load_checkpoint(path)
+    if vocab_fingerprint is not None and ckpt.get("vocab_fingerprint") != vocab_fingerprint:
+        raise RnnlmError(
+            f"{path}: trained on a different vocabulary than data/vocab.json; rerun its training stage"
+        )
+    try:
+        model = RNNLM(**ckpt["model_config"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise RnnlmError(f"{path}: checkpoint does not match its model config: {str(exc)[:200]}") from None
+    return model.to(device), ckpt

@@ -1,0 +1,184 @@
+"""Clean the raw corpus into the text the vocabulary stage reads.
+
+Pure functions (:func:`decode_utf8`, :func:`strip_gutenberg`, :func:`clean_text`,
+:func:`text_stats`) plus :func:`run_clean`, which the ``clean`` stage calls to turn
+``data/raw/corpus.txt`` into ``data/clean/corpus.txt`` and ``metrics/clean.json``.
+
+Modes (``clean.mode``):
+
+``letters``
+    The d2l rule, line by line: ``re.sub('[^A-Za-z]+', ' ', line).strip().lower()``; empty lines
+    are dropped. Unlike d2l (which keeps a list of lines), the cleaned lines are joined with a
+    single space ``' '``, not ``'\\n'``: the output is one line of ``a-z`` and single spaces, so
+    the d2l time machine gives exactly 27 distinct characters (26 letters and space), the
+    vocabulary the book reports, even though the vocabulary stage treats newline as a character.
+``lines``
+    Every character is kept; each line break (``\\r\\n``, ``\\r`` or ``\\n``) becomes one space, as
+    the Jay Chou lyrics examples do.
+``raw``
+    Every character is kept; line endings are normalised to ``\\n``.
+
+``clean.max_chars`` (0 = all) then keeps the first N characters of the cleaned text.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from . import fileio
+from .errors import RnnlmError
+
+MODES = ("letters", "lines", "raw")
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_NON_LETTERS = re.compile(r"[^A-Za-z]+")
+# Marker lines such as "*** START OF THE PROJECT GUTENBERG EBOOK THE TIME MACHINE ***"
+# (also "THIS", "EBOOK"/"E-BOOK", any case, with or without spaces after the asterisks).
+_GUTENBERG_START = re.compile(
+    r"^[ \t]*\*{3}[ \t]*START OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b[^\r\n]*", re.IGNORECASE | re.MULTILINE
+)
+_GUTENBERG_END = re.compile(
+    r"^[ \t]*\*{3}[ \t]*END OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b[^\r\n]*", re.IGNORECASE | re.MULTILINE
+)
+
+
+def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>") -> str:
+    """Decode ``data`` as strict UTF-8 (a leading byte-order mark is dropped).
+
+    Invalid bytes raise :class:`RnnlmError` naming ``name``, the byte offset and the line; the
+    text is never decoded with replacement characters or another codec.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start : exc.end]
+        raise RnnlmError(
+            f"{name}: not valid UTF-8 at byte offset {exc.start} (line {line}): {exc.reason}, "
+            f"bytes {bad!r}; convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def gutenberg_span(text: str) -> tuple[int, int] | None:
+    """Return (start, end) of the body between Project Gutenberg markers, or None without markers.
+
+    The body starts after the START marker line and ends before the END marker line. With only
+    one of the markers, the other end of the text is the bound.
+    """
+    start_m = _GUTENBERG_START.search(text)
+    end_m = _GUTENBERG_END.search(text, start_m.end() if start_m else 0)
+    if start_m is None and end_m is None:
+        return None
+    start = start_m.end() if start_m else 0
+    end = end_m.start() if end_m else len(text)
+    return start, end
+
+
+def strip_gutenberg(text: str) -> str:
+    """Drop a Project Gutenberg header and footer, when present.
+
+    Keeps the lines strictly between the ``*** START OF THE/THIS PROJECT GUTENBERG EBOOK ... ***``
+    line and the ``*** END OF ...`` line, without the blank lines at either end of that body (the
+    line break that ends the last body line is kept). Text without markers is returned unchanged.
+    """
+    span = gutenberg_span(text)
+    if span is None:
+        return text
+    body = text[span[0] : span[1]]
+    lines = body.splitlines(keepends=True)
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "".join(lines)
+
+
+_strip_gutenberg = strip_gutenberg  # clean_text's parameter shadows the name
+
+
+def clean_text(text: str, mode: str = "letters", max_chars: int = 0, strip_gutenberg: bool = False) -> str:
+    """Clean ``text`` by ``mode`` (see the module docstring), then keep ``max_chars`` characters.
+
+    ``max_chars`` 0 keeps all. Raises :class:`RnnlmError` for an unknown mode, a negative
+    ``max_chars``, or an empty (or whitespace-only) result.
+    """
+    if mode not in MODES:
+        raise RnnlmError(f"clean.mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if max_chars < 0:
+        raise RnnlmError(f"clean.max_chars: must be >= 0, got {max_chars}")
+    if strip_gutenberg:
+        text = _strip_gutenberg(text)
+    if mode == "letters":
+        cleaned = (_NON_LETTERS.sub(" ", line).strip().lower() for line in _NEWLINE.split(text))
+        out = " ".join(line for line in cleaned if line)
+    elif mode == "lines":
+        out = _NEWLINE.sub(" ", text)
+    else:  # raw
+        out = _NEWLINE.sub("\n", text)
+    if max_chars:
+        out = out[:max_chars]
+    if not out.strip():
+        limit = f", clean.max_chars={max_chars}" if max_chars else ""
+        raise RnnlmError(
+            f"cleaning left no text (clean.mode={mode}{limit}, clean.strip_gutenberg={strip_gutenberg}); "
+            + ("mode 'letters' keeps only A-Z/a-z, try mode 'lines' or 'raw' for other scripts"
+               if mode == "letters" else "the input is empty or whitespace only")
+        )
+    return out
+
+
+def count_lines(text: str) -> int:
+    """Lines in ``text``: line breaks (``\\r\\n``, ``\\r``, ``\\n``), plus an unterminated last line."""
+    if not text:
+        return 0
+    breaks = len(_NEWLINE.findall(text))
+    return breaks + (0 if text.endswith(("\n", "\r")) else 1)
+
+
+def text_stats(text: str) -> dict:
+    return {"chars": len(text), "lines": count_lines(text), "distinct_chars": len(set(text))}
+
+
+def run_clean(
+    cfg: dict,
+    raw_path: str | os.PathLike = "data/raw/corpus.txt",
+    out_path: str | os.PathLike = "data/clean/corpus.txt",
+    metrics_path: str | os.PathLike = "metrics/clean.json",
+) -> dict:
+    """The clean stage: read ``raw_path``, clean by ``cfg`` (the ``clean`` params section), write
+    ``out_path`` (UTF-8) and ``metrics_path`` atomically; return the metrics.
+
+    Metrics: ``mode``, ``max_chars``, ``strip_gutenberg``, ``gutenberg_markers`` (whether markers
+    were found), ``chars_in``/``chars_out``, ``lines_in``/``lines_out``,
+    ``distinct_chars_in``/``distinct_chars_out``, ``bytes_out``.
+    """
+    raw_path = Path(raw_path)
+    try:
+        data = raw_path.read_bytes()
+    except FileNotFoundError:
+        raise RnnlmError(f"{raw_path}: not found; run the download stage first (dvc repro download)") from None
+    except OSError as exc:
+        raise RnnlmError(f"{raw_path}: cannot read: {exc.strerror or exc}") from None
+    text = decode_utf8(data, raw_path)
+    mode, max_chars, strip = cfg["mode"], int(cfg["max_chars"]), bool(cfg["strip_gutenberg"])
+    out = clean_text(text, mode, max_chars, strip)
+    s_in, s_out = text_stats(text), text_stats(out)
+    encoded = out.encode("utf-8")
+    metrics = {
+        "mode": mode,
+        "max_chars": max_chars,
+        "strip_gutenberg": strip,
+        "gutenberg_markers": gutenberg_span(text) is not None,
+        "chars_in": s_in["chars"],
+        "chars_out": s_out["chars"],
+        "lines_in": s_in["lines"],
+        "lines_out": s_out["lines"],
+        "distinct_chars_in": s_in["distinct_chars"],
+        "distinct_chars_out": s_out["distinct_chars"],
+        "bytes_out": len(encoded),
+    }
+    fileio.write_bytes(out_path, encoded)
+    fileio.write_json(metrics_path, metrics)
+    return metrics

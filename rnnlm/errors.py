@@ -1,0 +1,49 @@
+"""User-facing errors and the entry-point wrapper that reports them without a traceback."""
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+from typing import Callable
+
+
+class RnnlmError(Exception):
+    """A problem the user can fix (bad params, bad input file, no source reachable).
+
+    Stage scripts turn it into one line on stderr and exit status 1.
+    """
+
+
+class ParamError(RnnlmError):
+    """An invalid value in params.yaml; the message names the param."""
+
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        super().__init__(f"params.yaml: {key}: {problem}")
+
+
+def stage_main(fn: Callable[[], object]) -> Callable[[], None]:
+    """Decorate a stage's ``main``: user errors print one clear line and exit 1.
+
+    Anything else is a bug and keeps its traceback. Ctrl-C exits with 130 without a
+    traceback, after whatever cleanup the stage did on the way out.
+    """
+
+    @functools.wraps(fn)
+    def wrapper() -> None:
+        # SIGTERM (e.g. from a scheduler or `kill`) unwinds like Ctrl-C, so temp files are removed.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            fn()
+        except RnnlmError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")

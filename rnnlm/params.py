@@ -1,0 +1,229 @@
+"""params.yaml: loading, defaults and validation.
+
+Each stage calls :func:`load_section` for the sections it reads. Values are checked for
+type, range and allowed names; unknown keys are reported with the nearest valid name, so
+``lstm.hiden: 512`` fails loudly instead of silently training the default size.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import ParamError, RnnlmError
+
+PARAMS_FILE = "params.yaml"
+MODELS = ("rnn", "lstm", "gru")
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # "int" | "float" | "str" | "bool" | "list[str]" | "list[float]"
+    default: Any
+    choices: tuple[str, ...] = ()
+    check: Callable[[Any], str | None] | None = None  # returns a problem or None
+    help: str = ""
+
+
+def positive(v):
+    return None if v > 0 else f"must be positive, got {v!r}"
+
+
+def non_negative(v):
+    return None if v >= 0 else f"must be >= 0, got {v!r}"
+
+
+def unit_interval_open(v):  # dropout-like: [0, 1)
+    return None if 0 <= v < 1 else f"must be in [0, 1), got {v!r}"
+
+
+def factor(v):  # lr decay factor: (0, 1]
+    return None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"
+
+
+def _split_check(v):
+    if len(v) != 3:
+        return f"must list three fractions [train, val, test], got {v!r}"
+    if any(x < 0 for x in v):
+        return f"fractions must not be negative, got {v!r}"
+    if sum(v) > 1 + 1e-9:
+        return f"fractions sum to {sum(v):g}, above 1: {v!r}"
+    if any(x == 0 for x in v):
+        return f"every split needs a positive fraction, got {v!r}"
+    return None
+
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "download": {
+        "corpus": Field("str", "timemachine", help="catalog name, http(s) URL or local path"),
+        "sha256": Field("str", "", help="expected sha256 of a custom source (optional)"),
+        "mirrors": Field("list[str]", ["../shared/data"], help="directories tried before the network"),
+        "timeout": Field("float", 30.0, check=positive, help="network timeout in seconds"),
+        "retries": Field("int", 3, check=non_negative, help="retries of transient network failures"),
+    },
+    "clean": {
+        "mode": Field("str", "letters", choices=("letters", "lines", "raw")),
+        "max_chars": Field("int", 0, check=non_negative, help="0 = keep all"),
+        "strip_gutenberg": Field("bool", True),
+    },
+    "vocab": {
+        "level": Field("str", "char", choices=("char", "word")),
+        "min_freq": Field("int", 1, check=positive),
+        "reserved": Field("list[str]", []),
+        "split": Field("list[float]", [0.9, 0.05, 0.05], check=_split_check),
+    },
+    "train": {
+        "batch_size": Field("int", 32, check=positive),
+        "num_steps": Field("int", 35, check=positive),
+        "epochs": Field("int", 10, check=positive),
+        "optimizer": Field("str", "adam", choices=("sgd", "adam", "adamw")),
+        "lr": Field("float", 0.002, check=positive),
+        "weight_decay": Field("float", 0.0, check=non_negative),
+        "clip_theta": Field("float", 1.0, check=non_negative, help="global grad-norm clip; 0 = off"),
+        "sampling": Field("str", "sequential", choices=("random", "sequential")),
+        "seed": Field("int", 0, check=non_negative),
+        "device": Field("str", "auto", choices=("auto", "cpu", "cuda")),
+        "threads": Field("int", 0, check=non_negative, help="torch CPU threads; 0 = torch default"),
+        "patience": Field("int", 0, check=non_negative, help="early stopping; 0 = off"),
+        "lr_decay": Field("float", 1.0, check=factor, help="lr factor on a val plateau; 1 = off"),
+    },
+    "evaluate": {
+        "ngram_order": Field("int", 5, check=positive),
+        "batch_size": Field("int", 16, check=positive, help="parallel streams when scoring a split"),
+        "device": Field("str", "auto", choices=("auto", "cpu", "cuda")),
+    },
+    "sample": {
+        "prefixes": Field("list[str]", []),
+        "length": Field("int", 100, check=non_negative),
+        "strategy": Field("str", "top_k", choices=("greedy", "temperature", "top_k")),
+        "temperature": Field("float", 1.0, check=positive),
+        "top_k": Field("int", 5, check=positive),
+        "seed": Field("int", 0, check=non_negative),
+        "device": Field("str", "auto", choices=("auto", "cpu", "cuda")),
+    },
+}
+
+MODEL_FIELDS: dict[str, Field] = {
+    "impl": Field("str", "torch", choices=("scratch", "torch")),
+    "hidden": Field("int", 256, check=positive),
+    "layers": Field("int", 1, check=positive),
+    "dropout": Field("float", 0.0, check=unit_interval_open),
+    "embedding": Field("int", 32, check=non_negative, help="0 = one-hot inputs"),
+}
+for _m in MODELS:
+    # A model section holds its own fields plus optional overrides of any `train` value.
+    SCHEMA[_m] = {**MODEL_FIELDS, **{k: Field(f.kind, None, f.choices, f.check) for k, f in SCHEMA["train"].items()}}
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise RnnlmError(f"{path}: not found (run from the project root)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise RnnlmError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RnnlmError(f"{path}: must be a mapping of sections")
+    return data
+
+
+def _coerce(key: str, f: Field, v: Any) -> Any:
+    def bad(expected):
+        return ParamError(key, f"expected {expected}, got {v!r}")
+
+    if f.kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad("an integer")
+    elif f.kind == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise bad("a number")
+        v = float(v)
+        if not math.isfinite(v):
+            raise bad("a finite number")
+    elif f.kind == "str":
+        if not isinstance(v, str):
+            raise bad("a string")
+    elif f.kind == "bool":
+        if not isinstance(v, bool):
+            raise bad("true or false")
+    elif f.kind == "list[str]":
+        if v is None:
+            v = []
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise bad("a list of strings")
+    elif f.kind == "list[float]":
+        if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise bad("a list of numbers")
+        v = [float(x) for x in v]
+    if f.choices and v not in f.choices:
+        hint = difflib.get_close_matches(str(v), f.choices, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ParamError(key, f"unknown value {v!r}{did}; choose one of {', '.join(f.choices)}")
+    if f.check is not None:
+        problem = f.check(v)
+        if problem:
+            raise ParamError(key, problem)
+    return v
+
+
+def validate_section(name: str, raw: Any) -> dict:
+    """Return section ``name`` with defaults filled in; raise ParamError on any problem."""
+    if name not in SCHEMA:
+        raise RnnlmError(f"unknown params section {name!r}")
+    spec = SCHEMA[name]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamError(name, f"must be a mapping, got {raw!r}")
+    for key in raw:
+        if key not in spec:
+            hint = difflib.get_close_matches(str(key), spec, n=1)
+            did = f"; did you mean {name}.{hint[0]}?" if hint else ""
+            raise ParamError(f"{name}.{key}", f"unknown key{did} (valid: {', '.join(spec)})")
+    out = {}
+    for key, f in spec.items():
+        if key in raw and raw[key] is not None:
+            out[key] = _coerce(f"{name}.{key}", f, raw[key])
+        elif f.default is not None or f.kind.startswith("list"):
+            out[key] = f.default if f.default is not None else []
+    return out
+
+
+def check_sections(params: dict, names) -> None:
+    """Reject unknown top-level sections among ``params`` (typo guard for section names)."""
+    for key in params:
+        if key not in SCHEMA:
+            hint = difflib.get_close_matches(str(key), SCHEMA, n=1)
+            did = f"; did you mean {hint[0]}?" if hint else ""
+            raise ParamError(str(key), f"unknown section{did}")
+
+
+def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None = None) -> dict:
+    params = read_params(path) if params is None else params
+    check_sections(params, SCHEMA)
+    return validate_section(name, params.get(name))
+
+
+def load_model_config(model: str, path: str | Path = PARAMS_FILE, params: dict | None = None) -> tuple[dict, dict]:
+    """Return (model section, effective train config) for ``model``.
+
+    Keys of the ``train`` section that also appear in the model section are overridden.
+    """
+    if model not in MODELS:
+        hint = difflib.get_close_matches(model, MODELS, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise RnnlmError(f"unknown model {model!r}{did}; choose one of {', '.join(MODELS)}")
+    params = read_params(path) if params is None else params
+    check_sections(params, SCHEMA)
+    train = validate_section("train", params.get("train"))
+    section = validate_section(model, params.get(model))
+    model_cfg = {k: section[k] for k in MODEL_FIELDS}
+    for k in SCHEMA["train"]:
+        if k in section:
+            train[k] = section[k]
+    return model_cfg, train

@@ -1,0 +1,25 @@
+"""Stage `download`: fetch the corpus named by params `download` into data/raw/.
+
+Outputs data/raw/corpus.txt and data/raw/source.json (see rnnlm.corpus.fetch_corpus).
+"""
+import sys
+from pathlib import Path
+
+# Import the package beside this script, not another checkout installed in the environment.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rnnlm import params  # noqa: E402
+from rnnlm.corpus import fetch_corpus  # noqa: E402
+from rnnlm.errors import stage_main  # noqa: E402
+
+
+@stage_main
+def main() -> None:
+    cfg = params.load_section("download")
+    rec = fetch_corpus(cfg, Path("data/raw"))
+    member = f" (member {rec['member']})" if "member" in rec else ""
+    print(f"download: {rec['corpus']}: {rec['bytes']} bytes from {rec['source']}{member}, sha256 {rec['sha256'][:12]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Tests for rnnlm.clean and the download/clean stage scripts run end to end."""
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rnnlm.clean import clean_text, count_lines, decode_utf8, run_clean, strip_gutenberg
+from rnnlm.errors import RnnlmError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CLEAN_CFG = {"mode": "letters", "max_chars": 0, "strip_gutenberg": True}
+
+SAMPLE = "The Time Machine, by H. G. Wells [1898]\n\n\n\nI\r\nThe Time-Traveller's 2nd   line\rend.\n"
+
+
+# --------------------------------------------------------------------------- modes
+def test_letters_mode():
+    out = clean_text(SAMPLE, "letters")
+    assert out == "the time machine by h g wells i the time traveller s nd line end"
+    assert set(out) <= set("abcdefghijklmnopqrstuvwxyz ")
+
+
+def test_lines_mode_keeps_characters():
+    assert clean_text("a, B!\r\nc\rd\n\ne\n", "lines") == "a, B! c d  e "
+    assert clean_text("想要有直升机\n想要和你飞到宇宙去\r\n", "lines") == "想要有直升机 想要和你飞到宇宙去 "
+
+
+def test_raw_mode_normalises_line_endings():
+    assert clean_text("a\r\nb\rc\nd\r\n\r\n", "raw") == "a\nb\nc\nd\n\n"
+    assert clean_text("Tab\tand ÜTF-8 ✓", "raw") == "Tab\tand ÜTF-8 ✓"
+
+
+def test_max_chars():
+    assert clean_text(SAMPLE, "letters", max_chars=8) == "the time"
+    assert clean_text("想要有\n直升机", "lines", max_chars=5) == "想要有 直"
+    assert clean_text("ab\r\ncd", "raw", max_chars=3) == "ab\n"
+    assert clean_text("abc", "raw", max_chars=0) == "abc"  # 0 = all
+    assert clean_text("abc", "raw", max_chars=10) == "abc"
+
+
+def test_unknown_mode_and_negative_max_chars():
+    with pytest.raises(RnnlmError, match="clean.mode.*'word'"):
+        clean_text("abc", "word")
+    with pytest.raises(RnnlmError, match="clean.max_chars"):
+        clean_text("abc", "raw", max_chars=-1)
+
+
+def test_empty_result_is_an_error():
+    with pytest.raises(RnnlmError, match="clean.mode=letters") as ei:
+        clean_text("1234 — 你好\n\n", "letters")
+    assert "max_chars" not in str(ei.value)
+    with pytest.raises(RnnlmError, match=r"clean.mode=lines, clean.max_chars=2"):
+        clean_text("\n\nxyz", "lines", max_chars=2)
+    with pytest.raises(RnnlmError, match="clean.mode=raw"):
+        clean_text("", "raw")
+
+
+# --------------------------------------------------------------------------- Gutenberg
+GUTENBERG = (
+    "The Project Gutenberg eBook of The Time Machine\r\n"
+    "Release date: October 2, 2004 [eBook #35]\r\n"
+    "\r\n"
+    "*** START OF THE PROJECT GUTENBERG EBOOK THE TIME MACHINE ***\r\n"
+    "\r\n"
+    "The Time Machine\r\n"
+    "by H. G. Wells\r\n"
+    "\r\n"
+    "*** END OF THE PROJECT GUTENBERG EBOOK THE TIME MACHINE ***\r\n"
+    "Updated editions will replace the previous one.\r\n"
+)
+
+
+def test_strip_gutenberg_with_markers():
+    assert strip_gutenberg(GUTENBERG) == "The Time Machine\r\nby H. G. Wells\r\n"
+    older = "header\n***START OF THIS PROJECT GUTENBERG EBOOK X***\nbody line\n*** End of this Project Gutenberg eBook X ***\nlicence\n"
+    assert strip_gutenberg(older) == "body line\n"
+
+
+def test_strip_gutenberg_with_one_marker():
+    assert strip_gutenberg("licence\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nbody\n") == "body\n"
+    assert strip_gutenberg("body\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicence\n") == "body\n"
+
+
+def test_strip_gutenberg_without_markers_is_identity():
+    text = "No markers here.\n*** not a marker ***\nSTART OF THE PROJECT GUTENBERG EBOOK (no asterisks)\n"
+    assert strip_gutenberg(text) == text
+
+
+def test_clean_text_gutenberg_flag():
+    assert clean_text(GUTENBERG, "letters", strip_gutenberg=True) == "the time machine by h g wells"
+    kept = clean_text(GUTENBERG, "letters", strip_gutenberg=False)
+    assert kept.startswith("the project gutenberg ebook") and "updated editions" in kept
+
+
+# --------------------------------------------------------------------------- decoding
+def test_decode_utf8():
+    assert decode_utf8("café ✓".encode()) == "café ✓"
+    assert decode_utf8(b"\xef\xbb\xbfhello", "f") == "hello"  # BOM dropped
+    with pytest.raises(RnnlmError) as ei:
+        decode_utf8(b"line one\nabc\xffdef", "data/raw/corpus.txt")
+    msg = str(ei.value)
+    assert "data/raw/corpus.txt" in msg
+    assert "byte offset 12" in msg
+    assert "line 2" in msg
+
+
+def test_decode_latin1_is_not_mojibake():
+    with pytest.raises(RnnlmError, match="byte offset 3"):
+        decode_utf8("caf\u00e9 au lait".encode("latin-1"), "x")
+
+
+def test_count_lines():
+    assert [count_lines(t) for t in ("", "a", "a\n", "a\r\nb", "a\rb\r", "\n\n")] == [0, 1, 1, 2, 2, 2]
+
+
+# --------------------------------------------------------------------------- run_clean
+def test_run_clean_writes_outputs(tmp_path):
+    raw = tmp_path / "raw.txt"
+    raw.write_bytes(SAMPLE.encode())
+    m = run_clean(CLEAN_CFG, raw, tmp_path / "clean" / "corpus.txt", tmp_path / "metrics" / "clean.json")
+    out = (tmp_path / "clean" / "corpus.txt").read_text(encoding="utf-8")
+    assert out == "the time machine by h g wells i the time traveller s nd line end"
+    assert json.loads((tmp_path / "metrics" / "clean.json").read_text()) == m
+    assert m["mode"] == "letters"
+    assert (m["chars_in"], m["chars_out"]) == (len(SAMPLE), len(out))
+    assert (m["lines_in"], m["lines_out"]) == (7, 1)
+    assert (m["distinct_chars_in"], m["distinct_chars_out"]) == (len(set(SAMPLE)), len(set(out)))
+    assert m["gutenberg_markers"] is False
+
+
+def test_run_clean_invalid_utf8_and_missing(tmp_path):
+    raw = tmp_path / "raw.txt"
+    raw.write_bytes(b"ok\n\x80bad")
+    with pytest.raises(RnnlmError, match=r"raw\.txt: not valid UTF-8 at byte offset 3"):
+        run_clean(CLEAN_CFG, raw, tmp_path / "o.txt", tmp_path / "m.json")
+    assert not (tmp_path / "o.txt").exists() and not (tmp_path / "m.json").exists()
+    with pytest.raises(RnnlmError, match="not found; run the download stage first"):
+        run_clean(CLEAN_CFG, tmp_path / "absent.txt", tmp_path / "o.txt", tmp_path / "m.json")
+
+
+# --------------------------------------------------------------------------- stage scripts
+def run_stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def write_params(d: Path, text: str) -> None:
+    (d / "params.yaml").write_text(text, encoding="utf-8")
+
+
+def test_stages_end_to_end_local_file(tmp_path):
+    body = "Hello, World!\r\nSecond line: 42.\n"
+    (tmp_path / "mine.txt").write_bytes(body.encode())
+    sha = hashlib.sha256(body.encode()).hexdigest()
+    write_params(tmp_path, f"download:\n  corpus: mine.txt\n  sha256: {sha}\n  mirrors: []\nclean:\n  mode: raw\n")
+    r = run_stage("download", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "download: mine.txt:" in r.stdout
+    assert sorted(p.name for p in (tmp_path / "data" / "raw").iterdir()) == ["corpus.txt", "source.json"]
+    src = json.loads((tmp_path / "data" / "raw" / "source.json").read_text())
+    assert src == {"corpus": "mine.txt", "kind": "path", "source": "mine.txt", "sha256": sha,
+                   "source_bytes": len(body.encode()), "bytes": len(body.encode())}
+    r = run_stage("clean", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "data" / "clean" / "corpus.txt").read_bytes() == b"Hello, World!\nSecond line: 42.\n"
+    m = json.loads((tmp_path / "metrics" / "clean.json").read_text())
+    assert m["mode"] == "raw" and m["chars_out"] == len(body) - 1 and m["lines_out"] == 2
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no corpus mirror at {SHARED_DATA}")
+@pytest.mark.parametrize("corpus, mode, max_chars, chars_out, distinct_out", [
+    ("timemachine", "letters", 0, None, 27),
+    ("jaychou", "lines", 10000, 10000, 1027),  # the d2l Jay Chou setting: vocabulary of 1027
+])
+def test_stages_end_to_end_real_mirror(tmp_path, corpus, mode, max_chars, chars_out, distinct_out):
+    write_params(tmp_path, f"download:\n  corpus: {corpus}\n  mirrors: [{json.dumps(str(SHARED_DATA))}]\n"
+                           f"  retries: 0\nclean:\n  mode: {mode}\n  max_chars: {max_chars}\n")
+    r = run_stage("download", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "data" / "raw" / "source.json").read_text())["kind"] == "mirror"
+    r = run_stage("clean", tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = (tmp_path / "data" / "clean" / "corpus.txt").read_text(encoding="utf-8")
+    m = json.loads((tmp_path / "metrics" / "clean.json").read_text())
+    assert len(set(out)) == m["distinct_chars_out"] == distinct_out
+    if chars_out is not None:
+        assert len(out) == m["chars_out"] == chars_out
+    if mode == "letters":
+        assert set(out) == set("abcdefghijklmnopqrstuvwxyz ")
+
+
+def test_failing_download_stage(tmp_path):
+    # a corrupted mirror copy, then a loopback URL where nothing listens: both sources fail
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "corpus.txt").write_bytes(b"corrupted")
+    write_params(tmp_path, f"download:\n  corpus: http://127.0.0.1:{port}/corpus.txt\n  sha256: {'a' * 64}\n"
+                           "  mirrors: [mirror]\n  retries: 0\n  timeout: 5\n")
+    r = run_stage("download", tmp_path)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: could not fetch corpus")
+    assert "mirror/corpus.txt: sha256 mismatch" in lines[0]
+    assert f"url http://127.0.0.1:{port}/corpus.txt: cannot connect" in lines[0]
+    assert "Traceback" not in r.stderr
+    raw = tmp_path / "data" / "raw"
+    assert not raw.exists() or list(raw.iterdir()) == []
+    assert r.stdout == ""
+
+
+def test_stage_param_errors_are_one_line(tmp_path):
+    write_params(tmp_path, "download:\n  corpus: timemachin\n  mirrors: []\nclean:\n  mode: letters\n")
+    r = run_stage("download", tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "download.corpus" in r.stderr and "did you mean 'timemachine'" in r.stderr
+    r = run_stage("clean", tmp_path)  # nothing downloaded yet
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: data/raw/corpus.txt: not found") and "Traceback" not in r.stderr

@@ -1,0 +1,407 @@
+"""Tests for rnnlm.corpus: catalog, mirrors, checksums, safe zip extraction, the network path.
+
+Network tests talk only to an http.server on 127.0.0.1 started here.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rnnlm import corpus
+from rnnlm.corpus import CATALOG, extract_zip_text, fetch_corpus, resolve_corpus
+from rnnlm.errors import ParamError, RnnlmError
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEXT = b"It was the best of times,\nit was the worst of times.\n"
+TEXT_SHA = hashlib.sha256(TEXT).hexdigest()
+
+
+def cfg(corpus_name, sha256="", mirrors=(), timeout=5.0, retries=0):
+    return {"corpus": corpus_name, "sha256": sha256, "mirrors": list(mirrors), "timeout": timeout, "retries": retries}
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail the test if anything tries to download."""
+
+    def boom(url, *a, **k):
+        raise AssertionError(f"unexpected download of {url}")
+
+    monkeypatch.setattr(corpus, "download", boom)
+
+
+def listing(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+# --------------------------------------------------------------------------- catalog / resolution
+def test_catalog_names_and_checksums():
+    assert set(CATALOG) == {"timemachine", "jaychou", "tinyshakespeare"}
+    tm = resolve_corpus(cfg("timemachine"))
+    assert tm.kind == "catalog"
+    assert tm.mirror_name == "timemachine.txt"
+    assert tm.sha256 == "8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516"
+    assert tm.urls == ("http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",)
+    jc = resolve_corpus(cfg("jaychou"))
+    assert (jc.mirror_name, jc.member) == ("jaychou_lyrics.txt.zip", "jaychou_lyrics.txt")
+    assert jc.sha256.startswith("3cfedd7d")
+    ts = resolve_corpus(cfg("tinyshakespeare"))
+    assert ts.mirror_name == "tinyshakespeare.txt" and ts.sha256.startswith("86c4e6aa")
+
+
+def test_catalog_sha256_param():
+    # the same checksum (any case) is accepted; a different one is an error naming the param
+    assert resolve_corpus(cfg("timemachine", CATALOG["timemachine"].sha256.upper())).sha256 == CATALOG["timemachine"].sha256
+    with pytest.raises(ParamError, match=r"download\.sha256.*differs from the catalog"):
+        resolve_corpus(cfg("timemachine", "0" * 64))
+    with pytest.raises(ParamError, match=r"download\.sha256.*64 hexadecimal"):
+        resolve_corpus(cfg("https://example.org/x.txt", "abc"))
+
+
+def test_resolve_url_and_path(tmp_path):
+    u = resolve_corpus(cfg("https://example.org/data/my%20corpus.txt?x=1", TEXT_SHA))
+    assert (u.kind, u.urls, u.mirror_name, u.sha256) == ("url", ("https://example.org/data/my%20corpus.txt?x=1",), "my corpus.txt", TEXT_SHA)
+    assert resolve_corpus(cfg("https://example.org/")).mirror_name is None
+    f = tmp_path / "c.txt"
+    f.write_bytes(TEXT)
+    p = resolve_corpus(cfg("c.txt"), base_dir=tmp_path)
+    assert (p.kind, p.path, p.sha256) == ("path", "c.txt", None)
+    with pytest.raises(ParamError, match=r"download\.corpus.*unsupported URL scheme 'ftp'"):
+        resolve_corpus(cfg("ftp://example.org/x.txt"))
+
+
+def test_unknown_corpus_name(tmp_path):
+    with pytest.raises(ParamError) as ei:
+        resolve_corpus(cfg("timemachin"), base_dir=tmp_path)
+    msg = str(ei.value)
+    assert "download.corpus" in msg
+    assert "did you mean 'timemachine'" in msg
+    for name in CATALOG:
+        assert name in msg
+
+
+def test_missing_local_file(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ParamError) as ei:
+        fetch_corpus(cfg(str(tmp_path / "nope.txt")), out)
+    assert "download.corpus" in str(ei.value)
+    assert "no such file" in str(ei.value)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- local sources
+def test_local_path_source(tmp_path, no_network):
+    (tmp_path / "c.txt").write_bytes(TEXT)
+    out = tmp_path / "data" / "raw"
+    rec = fetch_corpus(cfg("c.txt", TEXT_SHA), out, base_dir=tmp_path)
+    assert (out / "corpus.txt").read_bytes() == TEXT
+    assert rec == {"corpus": "c.txt", "kind": "path", "source": "c.txt", "sha256": TEXT_SHA,
+                   "source_bytes": len(TEXT), "bytes": len(TEXT)}
+    assert json.loads((out / "source.json").read_text()) == rec
+    assert listing(out) == ["corpus.txt", "source.json"]
+
+
+def test_local_path_checksum_mismatch(tmp_path, no_network):
+    (tmp_path / "c.txt").write_bytes(TEXT)
+    out = tmp_path / "out"
+    with pytest.raises(RnnlmError, match=r"path c\.txt: sha256 mismatch"):
+        fetch_corpus(cfg("c.txt", "1" * 64), out, base_dir=tmp_path)
+    assert not out.exists()
+
+
+def make_mirrors(tmp_path, *contents, name="corpus.txt"):
+    dirs = []
+    for i, data in enumerate(contents):
+        d = tmp_path / f"mirror{i}"
+        d.mkdir()
+        if data is not None:
+            (d / name).write_bytes(data)
+        dirs.append(d)
+    return dirs
+
+
+def test_mirror_order_first_wins(tmp_path, no_network):
+    m0, m1 = make_mirrors(tmp_path, TEXT, TEXT)
+    out = tmp_path / "out"
+    rec = fetch_corpus(cfg("https://example.invalid/data/corpus.txt", TEXT_SHA, [str(tmp_path / "absent"), "mirror0", "mirror1"]),
+                       out, base_dir=tmp_path)
+    assert rec["source"] == str(Path("mirror0") / "corpus.txt")
+    assert rec["kind"] == "mirror"
+    assert (out / "corpus.txt").read_bytes() == TEXT
+
+
+def test_corrupted_mirror_is_skipped(tmp_path, no_network):
+    make_mirrors(tmp_path, TEXT[:-1] + b"!", TEXT)
+    out = tmp_path / "out"
+    rec = fetch_corpus(cfg("https://example.invalid/corpus.txt", TEXT_SHA, ["mirror0", "mirror1"]), out, base_dir=tmp_path)
+    assert rec["source"] == str(Path("mirror1") / "corpus.txt")
+    assert (out / "corpus.txt").read_bytes() == TEXT
+
+
+def test_mirror_without_file_is_skipped_relative_to_cwd(tmp_path, monkeypatch, no_network):
+    make_mirrors(tmp_path, None, TEXT)
+    monkeypatch.chdir(tmp_path)
+    rec = fetch_corpus(cfg("https://example.invalid/corpus.txt", TEXT_SHA, ["mirror0", "mirror1"]), Path("data/raw"))
+    assert rec["source"] == str(Path("mirror1") / "corpus.txt")
+    assert (tmp_path / "data" / "raw" / "corpus.txt").read_bytes() == TEXT
+
+
+def test_checksum_mismatch_everywhere(tmp_path, monkeypatch):
+    bad = b"corrupted\n"
+    make_mirrors(tmp_path, bad, bad)
+
+    def fake_download(url, dest, **kw):
+        Path(dest).write_bytes(bad)
+        return len(bad)
+
+    monkeypatch.setattr(corpus, "download", fake_download)
+    url = "https://example.invalid/corpus.txt"
+    for out in (tmp_path / "fresh" / "raw", tmp_path / "existing"):
+        if out.name == "existing":
+            out.mkdir()
+            (out / "keep.txt").write_text("old")
+        with pytest.raises(RnnlmError) as ei:
+            fetch_corpus(cfg(url, TEXT_SHA, ["mirror0", "mirror1", "gone"]), out, base_dir=tmp_path)
+        msg = str(ei.value)
+        assert "\n" not in msg
+        assert msg.count("sha256 mismatch") == 3
+        for label in (f"mirror {Path('mirror0') / 'corpus.txt'}", f"mirror {Path('mirror1') / 'corpus.txt'}", f"url {url}"):
+            assert label in msg
+        assert "mirror directories not found: gone" in msg
+        assert listing(out) == ([] if out.name == "raw" else ["keep.txt"])
+    assert not (tmp_path / "fresh" / "raw").exists()
+
+
+# --------------------------------------------------------------------------- zip
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(zipfile.ZipInfo(name), data)
+    with zipfile.ZipFile(path) as zf:  # the crafted names are stored as given
+        assert zf.namelist() == list(members)
+    return path
+
+
+@pytest.mark.parametrize("name, why", [("../evil.txt", "'..' component"), ("a/../../evil.txt", "'..' component"),
+                                       ("/etc/evil.txt", "absolute path"), ("C:/evil.txt", "absolute path")])
+def test_unsafe_zip_members_refused(tmp_path, name, why):
+    z = make_zip(tmp_path / "evil.zip", {name: b"pwned"})
+    dest = tmp_path / "dest.txt"
+    with pytest.raises(RnnlmError, match=why):
+        extract_zip_text(z, dest)
+    assert not (tmp_path.parent / "evil.txt").exists()
+    assert not dest.exists() or dest.read_bytes() == b""
+
+
+def test_unsafe_member_refused_even_beside_a_good_one(tmp_path):
+    z = make_zip(tmp_path / "mixed.zip", {"good.txt": b"ok", "../evil.sh": b"x"})
+    with pytest.raises(RnnlmError, match=r"'\.\./evil\.sh'"):
+        extract_zip_text(z, tmp_path / "d.txt")
+
+
+def test_zip_member_selection(tmp_path):
+    one = make_zip(tmp_path / "one.zip", {"lyrics.txt": "想要有直升机\n".encode()})
+    assert extract_zip_text(one, tmp_path / "a") == ("lyrics.txt", len("想要有直升机\n".encode()))
+    assert (tmp_path / "a").read_bytes() == "想要有直升机\n".encode()
+    # several members but exactly one .txt (directory entries ignored): that one
+    mixed = make_zip(tmp_path / "mixed.zip", {"doc/": b"", "README.md": b"r", "doc/text.txt": TEXT})
+    assert extract_zip_text(mixed, tmp_path / "b")[0] == "doc/text.txt"
+    assert (tmp_path / "b").read_bytes() == TEXT
+    two = make_zip(tmp_path / "two.zip", {"a.txt": b"a", "b.txt": b"b"})
+    with pytest.raises(RnnlmError, match="expected one text member"):
+        extract_zip_text(two, tmp_path / "c")
+    with pytest.raises(RnnlmError, match="no member 'x.txt'"):
+        extract_zip_text(one, tmp_path / "c", expected_member="x.txt")
+
+
+def test_zip_size_limit(tmp_path):
+    z = make_zip(tmp_path / "big.zip", {"big.txt": b"a" * 5000})
+    with pytest.raises(RnnlmError, match="declares 5000 bytes, above the 4096-byte limit"):
+        extract_zip_text(z, tmp_path / "d", limit=4096)
+    assert not (tmp_path / "d").exists()
+    assert extract_zip_text(z, tmp_path / "d", limit=5000) == ("big.txt", 5000)
+
+
+def test_fetch_custom_zip_source(tmp_path, no_network):
+    make_zip(tmp_path / "c.zip", {"corpus.txt": TEXT})
+    out = tmp_path / "out"
+    rec = fetch_corpus(cfg("c.zip"), out, base_dir=tmp_path)
+    assert rec["member"] == "corpus.txt" and rec["bytes"] == len(TEXT)
+    assert rec["sha256"] == hashlib.sha256((tmp_path / "c.zip").read_bytes()).hexdigest()
+    assert (out / "corpus.txt").read_bytes() == TEXT
+
+
+def test_fetch_evil_zip_leaves_nothing(tmp_path, no_network):
+    make_zip(tmp_path / "evil.zip", {"../evil.txt": b"pwned"})
+    out = tmp_path / "out"
+    with pytest.raises(RnnlmError, match=r"path evil\.zip: zip member '\.\./evil\.txt' has a '\.\.' component"):
+        fetch_corpus(cfg("evil.zip"), out, base_dir=tmp_path)
+    assert not out.exists()
+    assert not (tmp_path / "evil.txt").exists()
+
+
+# --------------------------------------------------------------------------- network (loopback)
+class Server:
+    def __init__(self):
+        self.hits: dict[str, int] = {}
+        self.routes: dict[str, object] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                n = outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                route = outer.routes.get(self.path)
+                status, body, headers = route(n) if callable(route) else (404, b"not here", {})
+                self.send_response(status)
+                headers = {"Content-Length": str(len(body)), **headers}
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr(corpus, "BACKOFF_BASE_S", 0.01)
+    s = Server()
+    yield s
+    s.close()
+
+
+def test_download_success_with_checksum(tmp_path, server):
+    server.routes["/data/corpus.txt"] = lambda n: (200, TEXT, {})
+    url = server.url("/data/corpus.txt")
+    out = tmp_path / "raw"
+    rec = fetch_corpus(cfg(url, TEXT_SHA, [str(tmp_path / "no-mirror")]), out, base_dir=tmp_path, progress=False)
+    assert rec == {"corpus": url, "kind": "url", "source": url, "sha256": TEXT_SHA, "source_bytes": len(TEXT), "bytes": len(TEXT)}
+    assert (out / "corpus.txt").read_bytes() == TEXT
+    assert listing(out) == ["corpus.txt", "source.json"]
+    assert server.hits == {"/data/corpus.txt": 1}
+
+
+def test_download_checksum_mismatch_from_url(tmp_path, server):
+    server.routes["/c.txt"] = lambda n: (200, b"tampered", {})
+    out = tmp_path / "raw"
+    with pytest.raises(RnnlmError, match=r"url http://127\.0\.0\.1:\d+/c\.txt: sha256 mismatch"):
+        fetch_corpus(cfg(server.url("/c.txt"), TEXT_SHA, retries=3), out, progress=False)
+    assert server.hits["/c.txt"] == 1  # a wrong checksum is not a transient failure
+    assert not out.exists()
+
+
+def test_download_503_once_is_retried(tmp_path, server):
+    server.routes["/flaky.txt"] = lambda n: (503, b"busy", {}) if n == 1 else (200, TEXT, {})
+    notes = []
+    rec = fetch_corpus(cfg(server.url("/flaky.txt"), TEXT_SHA, retries=2), tmp_path / "raw", progress=False, log=notes.append)
+    assert rec["sha256"] == TEXT_SHA
+    assert server.hits["/flaky.txt"] == 2
+    assert len(notes) == 1 and "HTTP 503" in notes[0] and "retry 1/2" in notes[0]
+
+
+def test_download_429_retried_until_exhausted(tmp_path, server):
+    server.routes["/busy.txt"] = lambda n: (429, b"slow down", {})
+    with pytest.raises(RnnlmError, match=r"HTTP 429 .*\(after 3 attempts\)"):
+        fetch_corpus(cfg(server.url("/busy.txt"), retries=2), tmp_path / "raw", progress=False, log=None)
+    assert server.hits["/busy.txt"] == 3
+
+
+def test_download_404_not_retried(tmp_path, server):
+    out = tmp_path / "raw"
+    with pytest.raises(RnnlmError) as ei:
+        fetch_corpus(cfg(server.url("/missing.txt"), retries=3), out, progress=False, log=None)
+    assert server.hits["/missing.txt"] == 1
+    assert "HTTP 404" in str(ei.value)
+    assert server.url("/missing.txt") in str(ei.value)
+    assert "attempts" not in str(ei.value)
+    assert not out.exists()
+
+
+def test_download_truncated_body_is_retried(tmp_path, server):
+    # Content-Length promises more than is sent on the first request
+    server.routes["/cut.txt"] = lambda n: (200, TEXT[:10], {"Content-Length": str(len(TEXT)), "Connection": "close"}) if n == 1 else (200, TEXT, {})
+    rec = fetch_corpus(cfg(server.url("/cut.txt"), retries=1), tmp_path / "raw", progress=False, log=None)
+    assert server.hits["/cut.txt"] == 2
+    assert rec["bytes"] == len(TEXT)
+    assert (tmp_path / "raw" / "corpus.txt").read_bytes() == TEXT
+
+
+def test_connection_refused_is_reported(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setattr(corpus, "BACKOFF_BASE_S", 0.01)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RnnlmError, match=r"cannot connect.*\(after 2 attempts\)"):
+        fetch_corpus(cfg(f"http://127.0.0.1:{port}/x.txt", retries=1, timeout=2), tmp_path / "raw", progress=False, log=None)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_mirror_is_tried_before_url(tmp_path, server):
+    server.routes["/corpus.txt"] = lambda n: (200, TEXT, {})
+    make_mirrors(tmp_path, TEXT)
+    rec = fetch_corpus(cfg(server.url("/corpus.txt"), TEXT_SHA, ["mirror0"]), tmp_path / "raw", base_dir=tmp_path, progress=False)
+    assert rec["kind"] == "mirror"
+    assert server.hits == {}
+    # a corrupted mirror falls through to the URL
+    (tmp_path / "mirror0" / "corpus.txt").write_bytes(b"bad")
+    rec = fetch_corpus(cfg(server.url("/corpus.txt"), TEXT_SHA, ["mirror0"]), tmp_path / "raw", base_dir=tmp_path, progress=False)
+    assert rec["kind"] == "url"
+    assert server.hits == {"/corpus.txt": 1}
+
+
+def test_zip_over_the_network(tmp_path, server):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("remote.txt", TEXT)
+    server.routes["/remote.zip"] = lambda n: (200, buf.getvalue(), {})
+    rec = fetch_corpus(cfg(server.url("/remote.zip")), tmp_path / "raw", progress=False)
+    assert rec["member"] == "remote.txt"
+    assert (tmp_path / "raw" / "corpus.txt").read_bytes() == TEXT
+
+
+# --------------------------------------------------------------------------- the real mirror
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no corpus mirror at {SHARED_DATA}")
+
+
+@needs_shared
+def test_real_mirror_timemachine(tmp_path, no_network):
+    rec = fetch_corpus(cfg("timemachine", mirrors=[str(SHARED_DATA)]), tmp_path / "raw")
+    assert rec["sha256"] == "8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516"
+    assert rec["bytes"] == 178979 and rec["kind"] == "mirror"
+    data = (tmp_path / "raw" / "corpus.txt").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == rec["sha256"]
+    assert data.startswith(b"The Time Machine, by H. G. Wells")
+
+
+@needs_shared
+def test_real_mirror_jaychou(tmp_path, no_network):
+    rec = fetch_corpus(cfg("jaychou", mirrors=[str(SHARED_DATA)]), tmp_path / "raw")
+    assert rec["sha256"] == "3cfedd7d174111cdad5a27eaffaa6a2432a2842cf2590a03dd8a97610ea07043"
+    assert rec["member"] == "jaychou_lyrics.txt"
+    assert rec["bytes"] == 171182 and rec["source_bytes"] == 52607
+    text = (tmp_path / "raw" / "corpus.txt").read_bytes().decode("utf-8")
+    assert text.startswith("想要有直升机")

@@ -1,0 +1,75 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnlm.models import CELLS, RNNLM, ScratchLayer, copy_torch_to_scratch, detach_state, num_parameters
+
+
+def _pair(cell, layers, embedding, vocab=11, hidden=8):
+    torch.manual_seed(0)
+    ref = RNNLM(cell, "torch", vocab, hidden=hidden, layers=layers, dropout=0.0, embedding=embedding).double()
+    scratch = RNNLM(cell, "scratch", vocab, hidden=hidden, layers=layers, dropout=0.0, embedding=embedding).double()
+    copy_torch_to_scratch(ref, scratch)
+    return ref.eval(), scratch.eval()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("embedding", [0, 5])
+def test_scratch_matches_torch_given_the_same_weights(cell, layers, embedding):
+    ref, scratch = _pair(cell, layers, embedding)
+    X = torch.randint(0, 11, (3, 7))
+    state0 = ref.begin_state(3)
+    if cell == "lstm":
+        state0 = tuple(torch.randn_like(s).double() for s in state0)
+    else:
+        state0 = torch.randn_like(state0).double()
+    logits_ref, state_ref = ref(X, state0)
+    logits_s, state_s = scratch(X, state0)
+    assert logits_ref.shape == (3, 7, 11)
+    torch.testing.assert_close(logits_s, logits_ref, rtol=1e-9, atol=1e-9)
+    flat = lambda s: torch.cat([t.flatten() for t in s]) if isinstance(s, tuple) else s.flatten()
+    torch.testing.assert_close(flat(state_s), flat(state_ref), rtol=1e-9, atol=1e-9)
+    # torch keeps two bias vectors per gate (b_ih, b_hh); the equations have one (GRU: plus b_hh of
+    # the candidate), so torch has exactly this many more parameters per layer:
+    extra_biases = {"rnn": 1, "lstm": 4, "gru": 2}[cell] * 8 * layers
+    assert num_parameters(ref) == num_parameters(scratch) + extra_biases
+    # and in float32 within fp32 tolerance
+    ref32, s32 = ref.float(), scratch.float()
+    torch.testing.assert_close(s32(X)[0], ref32(X)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_one_hot_matmul_equals_row_lookup(cell):
+    """The textbook feeds one_hot(X) @ W_xh; the scratch layer does a row lookup instead."""
+    torch.manual_seed(1)
+    layer = ScratchLayer(cell, input_size=13, hidden=6, ids_input=True).double()
+    ids = torch.randint(0, 13, (5, 4))
+    for g in layer.gates:
+        W = getattr(layer, f"W_x{g}")
+        torch.testing.assert_close(F.one_hot(ids, 13).double() @ W, F.embedding(ids, W), rtol=0, atol=0)
+    # the whole layer: ids input == dense one-hot input through the same weights
+    dense = ScratchLayer(cell, input_size=13, hidden=6, ids_input=False).double()
+    dense.load_state_dict(layer.state_dict())
+    h = torch.zeros(4, 6, dtype=torch.float64)
+    state = (h, h.clone()) if cell == "lstm" else h
+    out_ids, _ = layer(ids, state)
+    out_dense, _ = dense(F.one_hot(ids, 13).double(), state)
+    torch.testing.assert_close(out_ids, out_dense, rtol=1e-12, atol=1e-12)
+
+
+def test_scratch_parameters_are_named_after_the_equations():
+    names = {n for n, _ in RNNLM("lstm", "scratch", 10, hidden=4, embedding=3).named_parameters()}
+    for g in "ifoc":
+        assert {f"rnn.layers.0.W_x{g}", f"rnn.layers.0.W_h{g}", f"rnn.layers.0.b_{g}"} <= names
+    names = {n for n, _ in RNNLM("rnn", "scratch", 10, hidden=4, embedding=3).named_parameters()}
+    assert {"rnn.layers.0.W_xh", "rnn.layers.0.W_hh", "rnn.layers.0.b_h"} <= names
+
+
+@pytest.mark.parametrize("impl", ["scratch", "torch"])
+def test_state_shapes_and_detach(impl):
+    m = RNNLM("lstm", impl, 9, hidden=4, layers=2, embedding=3)
+    logits, (H, C) = m(torch.zeros(2, 5, dtype=torch.long))
+    assert H.shape == C.shape == (2, 2, 4)
+    H2, C2 = detach_state((H, C))
+    assert H.requires_grad and not H2.requires_grad

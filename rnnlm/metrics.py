@@ -11,8 +11,9 @@ from .batching import eval_streams
 
 
 def perplexity(nll_sum: float, count: int) -> float:
-    """exp of the mean negative log-likelihood (natural log)."""
-    return math.exp(nll_sum / count)
+    """exp of the mean negative log-likelihood (natural log); inf when it overflows."""
+    mean = nll_sum / count
+    return math.exp(mean) if mean < 700 else math.inf
 
 
 def bits_per_token(nll_sum: float, count: int) -> float:

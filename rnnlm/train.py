@@ -217,10 +217,13 @@ class Trainer:
                 break
             train_loss, tokens, seconds = self._train_epoch(epoch)
             val_ppl = self.val_perplexity()
-            if not math.isfinite(val_ppl):
-                raise RnnlmError(f"{self.name}: validation perplexity is not finite after epoch {epoch + 1}; "
-                                 f"lower {self.name}.lr or train.lr")
-            row = {"epoch": epoch + 1, "train_perplexity": math.exp(train_loss), "val_perplexity": val_ppl,
+            train_ppl = perplexity(train_loss, 1)
+            if not (math.isfinite(val_ppl) and math.isfinite(train_ppl)):
+                raise RnnlmError(
+                    f"{self.name}: training diverged: perplexity overflowed in epoch {epoch + 1} (train "
+                    f"{train_ppl:g}, val {val_ppl:g}); lower {self.name}.lr or train.lr, or set train.clip_theta. "
+                    "No checkpoint of the diverged state was written.")
+            row = {"epoch": epoch + 1, "train_perplexity": train_ppl, "val_perplexity": val_ppl,
                    "lr": self.optimizer.param_groups[0]["lr"], "tokens": tokens, "seconds": seconds}
             history.append(row)
             self._log_epoch(live, row)

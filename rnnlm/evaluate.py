@@ -1,0 +1,314 @@
+"""The evaluate stage's work: score every trained model and two count-based baselines on the
+same held-out tokens, and write the metrics, the results table and two figures.
+
+What is scored: for a split ``s`` (val or test) every model and baseline predicts the targets
+``s[1:]``, each given all of its preceding tokens of the split (the models carry their hidden
+state through the whole split, :func:`rnnlm.metrics.model_nll`; the n-gram baselines use up to
+``order - 1`` preceding ids, with ``s[:1]`` as history). The targets are therefore identical
+for every row of the table, and the perplexities are directly comparable.
+
+Outputs (paths relative to the project root):
+
+* ``metrics/eval.json`` -- DVC metrics, deterministic (no timings)::
+
+      {"level": "char", "tokens": {"val": n, "test": n},   # targets scored per split
+       "models":    {"rnn": {"test": {"perplexity", "bits_per_token"}, "val": {"perplexity"}, "params"}, ...},
+       "baselines": {"kneser-ney-5": {... same ...}, "unigram": {...}}}
+
+  ``bits_per_token`` is bits per character at char level and bits per word at word level.
+  A baseline's ``params`` is the number of statistics it stores (n-gram counts + discounts).
+* ``metrics/eval/results.csv`` / ``results.md`` -- one row per model and baseline, sorted by test
+  perplexity; the CSV has machine-friendly column names and full precision, the Markdown
+  human headers and rounded numbers. Training time, tokens/s and best epoch come from the train
+  stage's ``metrics/train/<model>/{metrics,timing}.json`` (empty for the baselines).
+* ``metrics/eval/learning_curves.png`` -- train (dashed) and val (solid) perplexity per epoch.
+* ``metrics/eval/test_perplexity.png`` -- test perplexity bars; baselines grey and hatched.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import load_model
+from .errors import ParamError, RnnlmError
+from .fileio import read_json, write_json, write_text
+from .metrics import bits_per_token, model_nll, perplexity
+from .models import num_parameters
+from .ngram import KneserNeyLM, UnigramLM
+from .params import MODELS
+from .prepare import load_splits
+from .vocab import Vocab
+
+NUM_STEPS = 64  # time steps per chunk when walking a split (the result does not depend on it)
+SCORED_SPLITS = ("val", "test")
+DIGITS = 6  # rounding of the floats in eval.json / results.csv (keeps them stable across BLAS builds)
+MODEL_COLORS = {"rnn": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
+BASELINE_COLOR = "0.6"
+
+# results.csv column -> results.md header (the level-dependent bits column is added in results_table)
+MD_HEADERS = {
+    "name": "model",
+    "kind": "kind",
+    "impl": "impl",
+    "params": "params",
+    "val_perplexity": "val ppl",
+    "test_perplexity": "test ppl",
+    "train_seconds": "train time (s)",
+    "tokens_per_second": "tokens/s",
+    "best_epoch": "best epoch",
+}
+
+
+def resolve_device(name: str, key: str = "evaluate.device") -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ParamError naming ``key``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamError(key, "cuda requested but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def bits_column(level: str) -> str:
+    """Name of the bits-per-token column: bits_per_char or bits_per_word."""
+    return "bits_per_char" if level == "char" else "bits_per_word"
+
+
+def split_scores(nll_sum: float, count: int) -> dict:
+    """{"perplexity", "bits_per_token"} of a total NLL (nats) over ``count`` targets."""
+    if count <= 0:
+        raise RnnlmError("nothing to score: a split needs at least 2 tokens")
+    return {"perplexity": perplexity(nll_sum, count), "bits_per_token": bits_per_token(nll_sum, count)}
+
+
+def _check_splits(splits: dict[str, np.ndarray]) -> None:
+    for name in SCORED_SPLITS:
+        if len(splits[name]) < 2:
+            raise ParamError("vocab.split", f"the {name} split has {len(splits[name])} token(s); "
+                                            "at least 2 are needed to score it")
+
+
+def score_model(model, splits: dict[str, np.ndarray], batch_size: int, device="cpu",
+                num_steps: int = NUM_STEPS) -> dict[str, dict]:
+    """{"val": scores, "test": scores} of a recurrent model (exact, batched, dropout off)."""
+    out = {}
+    for name in SCORED_SPLITS:
+        nll, n = model_nll(model, splits[name], batch_size, num_steps, device)
+        out[name] = {**split_scores(nll, n), "nll": nll, "tokens": n}
+    return out
+
+
+def score_lm(lm, splits: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Same as :func:`score_model` for a count model with ``log_prob(tokens, history)``:
+    targets ``split[1:]`` with history ``split[:1]``."""
+    out = {}
+    for name in SCORED_SPLITS:
+        tokens = np.asarray(splits[name])
+        nll = -lm.log_prob(tokens[1:], history=tokens[:1])
+        out[name] = {**split_scores(nll, len(tokens) - 1), "nll": nll, "tokens": len(tokens) - 1}
+    return out
+
+
+def kn_name(order: int) -> str:
+    return f"kneser-ney-{order}"
+
+
+def fit_baselines(train: np.ndarray, vocab_size: int, order: int) -> dict[str, tuple[object, dict]]:
+    """{name: (fitted model, description)} for the Kneser-Ney and unigram baselines."""
+    kn = KneserNeyLM(order, vocab_size).fit(train)
+    uni = UnigramLM(vocab_size).fit(train)
+    return {
+        kn_name(order): (kn, {"impl": f"interpolated KN, order {order}",
+                              "params": sum(len(c) for c in kn.counts) + len(kn.discounts)}),
+        "unigram": (uni, {"impl": f"add-{uni.alpha:g} smoothing", "params": vocab_size}),
+    }
+
+
+# --- the train stage's outputs -------------------------------------------------------------
+def _train_file(path: Path, model: str):
+    if not path.exists():
+        raise RnnlmError(f"{path}: not found; run `dvc repro train-{model}` first")
+    try:
+        return read_json(path)
+    except ValueError as exc:
+        raise RnnlmError(f"{path}: not valid JSON ({exc}); rerun `dvc repro train-{model}`") from None
+
+
+def read_training_info(train_dir: Path, model: str) -> dict:
+    """train_seconds, tokens_per_second, best_epoch from metrics/train/<model>/{timing,metrics}.json."""
+    metrics = _train_file(train_dir / "metrics.json", model)
+    timing = _train_file(train_dir / "timing.json", model)
+    try:
+        return {"train_seconds": float(timing["train_seconds"]),
+                "tokens_per_second": float(timing["tokens_per_second"]),
+                "best_epoch": int(metrics["best"]["epoch"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RnnlmError(f"{train_dir}: training metrics lack {exc}; rerun `dvc repro train-{model}`") from None
+
+
+def read_curve(path: Path, model: str) -> pd.DataFrame:
+    """A DVCLive per-epoch TSV (columns step, perplexity; the train stage logs step = epoch
+    number, 1-based) as columns epoch and perplexity."""
+    if not path.exists():
+        raise RnnlmError(f"{path}: not found; run `dvc repro train-{model}` first")
+    try:
+        df = pd.read_csv(path, sep="\t")
+        return pd.DataFrame({"epoch": df["step"].astype(int), "perplexity": df["perplexity"].astype(float)})
+    except (KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise RnnlmError(f"{path}: not a step/perplexity TSV ({exc}); rerun `dvc repro train-{model}`") from None
+
+
+# --- tables and figures ----------------------------------------------------------------------
+def results_table(rows: list[dict], level: str) -> pd.DataFrame:
+    """The CSV table: one row per model/baseline, sorted by test perplexity (then name)."""
+    bits = bits_column(level)
+    cols = ["name", "kind", "impl", "params", "val_perplexity", "test_perplexity", bits,
+            "train_seconds", "tokens_per_second", "best_epoch"]
+    df = pd.DataFrame([{**r, bits: r["bits_per_token"]} for r in rows], columns=cols)
+    df = df.sort_values(["test_perplexity", "name"], kind="mergesort").reset_index(drop=True)
+    df["params"] = df["params"].astype("int64")
+    df["best_epoch"] = df["best_epoch"].astype("Int64")
+    for c in ("val_perplexity", "test_perplexity", bits, "train_seconds", "tokens_per_second"):
+        df[c] = df[c].astype(float).round(DIGITS)
+    return df
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """Rounded, human-headed Markdown of :func:`results_table` (missing values as an en dash)."""
+    bits = next(c for c in df.columns if c.startswith("bits_per_"))
+
+    def fmt(v, spec):
+        return "–" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+    specs = {"params": ",d", "val_perplexity": ".3f", "test_perplexity": ".3f", bits: ".4f",
+             "train_seconds": ".1f", "tokens_per_second": ",.0f", "best_epoch": "d"}
+    shown = pd.DataFrame({
+        c: [fmt(v, specs[c]) if c in specs else str(v) for v in df[c]] for c in df.columns
+    })
+    headers = {**MD_HEADERS, bits: bits.replace("bits_per_", "bits/")}
+    shown = shown.rename(columns=headers)
+    align = ["left" if c in ("name", "kind", "impl") else "right" for c in df.columns]
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
+
+
+def plot_learning_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path, level: str) -> None:
+    """One figure: val (solid) and train (dashed) perplexity per epoch, one colour per model."""
+    import matplotlib.pyplot as plt
+    from .plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (name, c) in enumerate(curves.items()):
+        color = MODEL_COLORS.get(name, f"C{i}")
+        ax.plot(c["val"]["epoch"], c["val"]["perplexity"], color=color, linestyle="-", marker="o",
+                markersize=3, label=f"{name} val")
+        ax.plot(c["train"]["epoch"], c["train"]["perplexity"], color=color, linestyle="--", alpha=0.8,
+                label=f"{name} train")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"perplexity per {'character' if level == 'char' else 'word'} (log scale)")
+    ax.set_title("Learning curves: solid = validation, dashed = training")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(ncol=2, fontsize="small")
+    save_figure(fig, path)
+
+
+def plot_test_perplexity(df: pd.DataFrame, path: Path) -> None:
+    """Bar chart of test perplexity in table order; baselines grey and hatched."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from .plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    x = np.arange(len(df))
+    for i, row in enumerate(df.itertuples(index=False)):
+        baseline = row.kind == "ngram"
+        color = BASELINE_COLOR if baseline else MODEL_COLORS.get(row.name, f"C{i}")
+        if not math.isfinite(row.test_perplexity):
+            continue  # overflowed: shown in the table, no bar
+        ax.bar(i, row.test_perplexity, color=color, edgecolor="black", linewidth=0.6,
+               hatch="//" if baseline else None)
+        ax.annotate(f"{row.test_perplexity:.2f}", (i, row.test_perplexity), textcoords="offset points",
+                    xytext=(0, 3), ha="center", fontsize="small")
+    ax.set_xticks(x, list(df["name"]), rotation=20 if len(df) > 5 else 0)
+    ax.set_ylabel("test perplexity (lower is better)")
+    ax.set_title("Test perplexity: recurrent models vs n-gram baselines")
+    finite = df["test_perplexity"][np.isfinite(df["test_perplexity"])]
+    ax.set_ylim(0, (float(finite.max()) if len(finite) else 1.0) * 1.12)
+    ax.legend(handles=[Patch(facecolor="tab:blue", edgecolor="black", label="recurrent model"),
+                       Patch(facecolor=BASELINE_COLOR, edgecolor="black", hatch="//", label="n-gram baseline")],
+              fontsize="small")
+    ax.grid(True, axis="y", alpha=0.3)
+    save_figure(fig, path)
+
+
+# --- the stage ------------------------------------------------------------------------------
+def _num(v: float) -> float | None:
+    """Rounded for eval.json; an overflowed perplexity (inf) becomes null, which stays valid JSON."""
+    return round(v, DIGITS) if math.isfinite(v) else None
+
+
+def _rounded(scores: dict[str, dict], params: int) -> dict:
+    return {"test": {"perplexity": _num(scores["test"]["perplexity"]),
+                     "bits_per_token": _num(scores["test"]["bits_per_token"])},
+            "val": {"perplexity": _num(scores["val"]["perplexity"])},
+            "params": int(params)}
+
+
+def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODELS,
+                 log: Callable[[str], None] = print) -> dict:
+    """Score ``models`` and the baselines, write every output under ``root``.
+
+    Returns {"eval": the eval.json dict, "table": the results DataFrame, "markdown": results.md}.
+    """
+    root = Path(root)
+    device = resolve_device(cfg["device"])
+    vocab = Vocab.load(root / "data" / "vocab.json")
+    splits = load_splits(root / "data" / "tokens")
+    _check_splits(splits)
+    ckpts = {m: root / "models" / f"{m}.pt" for m in models}
+    for m, path in ckpts.items():  # fail before any slow work
+        if not path.exists():
+            raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train-{m}` first")
+
+    rows, results, curves = [], {"models": {}, "baselines": {}}, {}
+    for m in models:
+        train_dir = root / "metrics" / "train" / m
+        info = read_training_info(train_dir, m)
+        curves[m] = {s: read_curve(train_dir / "plots" / "metrics" / s / "perplexity.tsv", m) for s in ("train", "val")}
+        model, _ = load_model(ckpts[m], vocab.fingerprint, device)
+        scores = score_model(model, splits, cfg["batch_size"], device)
+        params, impl = num_parameters(model), model.impl
+        del model
+        results["models"][m] = _rounded(scores, params)
+        rows.append({"name": m, "kind": m, "impl": impl, "params": params,
+                     "val_perplexity": scores["val"]["perplexity"], "test_perplexity": scores["test"]["perplexity"],
+                     "bits_per_token": scores["test"]["bits_per_token"], **info})
+        log(f"evaluate: {m}: test perplexity {scores['test']['perplexity']:.3f}, "
+            f"val {scores['val']['perplexity']:.3f}")
+
+    for name, (lm, desc) in fit_baselines(splits["train"], len(vocab), cfg["ngram_order"]).items():
+        scores = score_lm(lm, splits)
+        results["baselines"][name] = _rounded(scores, desc["params"])
+        rows.append({"name": name, "kind": "ngram", "impl": desc["impl"], "params": desc["params"],
+                     "val_perplexity": scores["val"]["perplexity"], "test_perplexity": scores["test"]["perplexity"],
+                     "bits_per_token": scores["test"]["bits_per_token"],
+                     "train_seconds": math.nan, "tokens_per_second": math.nan, "best_epoch": pd.NA})
+        log(f"evaluate: {name}: test perplexity {scores['test']['perplexity']:.3f}, "
+            f"val {scores['val']['perplexity']:.3f}")
+
+    eval_json = {"level": vocab.level, "tokens": {s: int(len(splits[s]) - 1) for s in SCORED_SPLITS}, **results}
+    table = results_table(rows, vocab.level)
+    md = markdown_table(table)
+    out = root / "metrics" / "eval"
+    plot_learning_curves(curves, out / "learning_curves.png", vocab.level)
+    plot_test_perplexity(table, out / "test_perplexity.png")
+    write_text(out / "results.csv", table.to_csv(index=False))
+    write_text(out / "results.md", md)
+    write_json(root / "metrics" / "eval.json", eval_json)
+    return {"eval": eval_json, "table": table, "markdown": md}
+

@@ -1,0 +1,105 @@
+"""Shared fixtures: a copy of the project in a temporary git repository, driven by real DVC."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+VENV_BIN = Path(sys.executable).parent
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "rnnlm", "stages"]
+
+# A configuration small enough that the whole pipeline runs in seconds on 2 cores.
+TINY = {
+    "download": {"mirrors": [str(SHARED_DATA)]},
+    "clean": {"max_chars": 12000},
+    "train": {"epochs": 2, "batch_size": 8, "num_steps": 16, "lr": 0.01, "threads": 1, "device": "cpu",
+              "lr_decay": 1.0},
+    "rnn": {"hidden": 16, "embedding": 8, "dropout": 0.0},
+    "lstm": {"hidden": 16, "embedding": 8, "dropout": 0.0},
+    "gru": {"hidden": 16, "embedding": 8, "dropout": 0.0},
+    "evaluate": {"ngram_order": 3, "device": "cpu"},
+    "sample": {"length": 20, "device": "cpu"},
+}
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+class Project:
+    """A throw-away git + DVC repository holding a copy of this project."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+                    "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+                    "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(args), cwd=self.path, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+                                 f"stderr:\n{proc.stderr}")
+        return proc
+
+    def dvc(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run(str(VENV_BIN / "dvc"), *args, **kw)
+
+    def git(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run("git", *args, **kw)
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.path / "params.yaml").read_text())
+
+    def set_params(self, updates: dict) -> None:
+        (self.path / "params.yaml").write_text(yaml.safe_dump(deep_update(self.params(), updates), sort_keys=False,
+                                                             allow_unicode=True))
+
+    def commit(self, message: str = "update") -> None:
+        self.git("add", "-A")
+        self.git("commit", "-qm", message, "--allow-empty")
+
+    def repro(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.dvc("repro", *args, **kw)
+
+
+def ran_stages(output: str) -> list[str]:
+    """Stage names that `dvc repro` / `dvc exp run` actually executed, from its output."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+def make_project(dest: Path, updates: dict | None = None) -> Project:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    proj = Project(dest)
+    proj.git("init", "-q", "-b", "main")
+    proj.dvc("init", "-q")
+    proj.dvc("config", "core.analytics", "false")
+    proj.dvc("config", "core.autostage", "true")
+    proj.set_params(deep_update(yaml.safe_load(yaml.safe_dump(TINY)), updates or {}))
+    proj.commit("initial")
+    return proj
+
+
+@pytest.fixture
+def tiny_project(tmp_path) -> Project:
+    return make_project(tmp_path / "proj")

@@ -1,0 +1,80 @@
+import pytest
+import yaml
+
+from rnnlm.errors import ParamError, RnnlmError
+from rnnlm.params import SCHEMA, load_model_config, load_section, read_params, validate_section
+
+
+def write(tmp_path, data):
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_project_params_file_is_valid():
+    from pathlib import Path
+
+    params = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    for name in SCHEMA:
+        validate_section(name, params.get(name))  # raises on any problem
+    assert set(params) == set(SCHEMA)
+
+
+def test_defaults_fill_missing_keys(tmp_path):
+    cfg = load_section("train", write(tmp_path, {"train": {"epochs": 3}}))
+    assert cfg["epochs"] == 3 and cfg["optimizer"] == "adam" and cfg["device"] == "auto"
+
+
+def test_unknown_key_names_the_nearest_valid_one(tmp_path):
+    with pytest.raises(ParamError, match=r"lstm\.hiden: unknown key; did you mean lstm\.hidden\?"):
+        load_model_config("lstm", write(tmp_path, {"lstm": {"hiden": 12}}))
+
+
+def test_unknown_section_is_reported(tmp_path):
+    with pytest.raises(ParamError, match="trian: unknown section; did you mean train"):
+        load_section("vocab", write(tmp_path, {"trian": {}}))
+
+
+@pytest.mark.parametrize("section,value,pattern", [
+    ("train", {"optimizer": "adamm"}, r"train\.optimizer: unknown value 'adamm' \(did you mean 'adam'\?\)"),
+    ("train", {"lr": 0}, r"train\.lr: must be positive"),
+    ("train", {"epochs": -1}, r"train\.epochs: must be positive"),
+    ("train", {"epochs": 2.5}, r"train\.epochs: expected an integer"),
+    ("train", {"batch_size": True}, r"train\.batch_size: expected an integer"),
+    ("vocab", {"split": [0.9, 0.2, 0.1]}, r"vocab\.split: fractions sum to 1\.2, above 1"),
+    ("vocab", {"split": [0.9, -0.1, 0.2]}, r"vocab\.split: fractions must not be negative"),
+    ("vocab", {"split": [0.9, 0.1]}, r"vocab\.split: must list three fractions"),
+    ("clean", {"mode": "letter"}, r"clean\.mode: unknown value 'letter' \(did you mean 'letters'\?\)"),
+    ("sample", {"strategy": "topk"}, r"sample\.strategy: unknown value 'topk'"),
+    ("evaluate", {"ngram_order": 0}, r"evaluate\.ngram_order: must be positive"),
+])
+def test_bad_values_name_the_param(section, value, pattern):
+    with pytest.raises(ParamError, match=pattern):
+        validate_section(section, value)
+
+
+def test_model_section_overrides_train_values(tmp_path):
+    p = write(tmp_path, {"train": {"lr": 0.1, "epochs": 4}, "gru": {"lr": 0.5, "hidden": 7}})
+    model, train = load_model_config("gru", p)
+    assert model["hidden"] == 7 and train["lr"] == 0.5 and train["epochs"] == 4
+    _, train_lstm = load_model_config("lstm", p)
+    assert train_lstm["lr"] == 0.1
+
+
+def test_model_overrides_are_validated(tmp_path):
+    with pytest.raises(ParamError, match=r"rnn\.optimizer: unknown value 'sgdd'"):
+        load_model_config("rnn", write(tmp_path, {"rnn": {"optimizer": "sgdd"}}))
+
+
+def test_unknown_model_and_missing_file(tmp_path):
+    with pytest.raises(RnnlmError, match="unknown model 'lsmt' \\(did you mean 'lstm'\\?\\)"):
+        load_model_config("lsmt", write(tmp_path, {}))
+    with pytest.raises(RnnlmError, match="not found"):
+        read_params(tmp_path / "missing.yaml")
+
+
+def test_invalid_yaml_is_one_clear_error(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("train: [unclosed\n")
+    with pytest.raises(RnnlmError, match="not valid YAML"):
+        read_params(p)

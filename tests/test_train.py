@@ -1,0 +1,167 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from rnnlm.checkpoint import load_checkpoint, load_model, save_checkpoint
+from rnnlm.errors import ParamError, RnnlmError
+from rnnlm.params import validate_section
+from rnnlm.train import Trainer, TrainPaths, resolve_device
+from rnnlm.vocab import Vocab
+
+TEXT = "the time traveller for so it will be convenient to speak of him " * 40
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def setup(tmp_path, cell="lstm", impl="torch", **train):
+    vocab = Vocab.build(list(TEXT), "char")
+    ids = vocab.encode(list(TEXT))
+    cfg = validate_section("train", {"epochs": 2, "batch_size": 4, "num_steps": 10, "lr": 0.01,
+                                     "device": "cpu", "lr_decay": 1.0, **train})
+    model_cfg = {**validate_section(cell, {"hidden": 16, "embedding": 8, "impl": impl}), }
+    model_cfg = {k: model_cfg[k] for k in ("impl", "hidden", "layers", "dropout", "embedding")}
+    paths = TrainPaths.for_model(cell, tmp_path)
+    return vocab, ids, model_cfg, cfg, paths
+
+
+def run(tmp_path, cell="lstm", impl="torch", log=lambda *_: None, **train):
+    vocab, ids, model_cfg, cfg, paths = setup(tmp_path, cell, impl, **train)
+    trainer = Trainer(cell, model_cfg, cfg, vocab, ids[:2000], ids[2000:2300], paths, progress=False, log=log)
+    return trainer, trainer.run()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("impl", ["scratch", "torch"])
+def test_training_lowers_validation_perplexity(tmp_path, cell, impl):
+    _, result = run(tmp_path, cell, impl, epochs=3)
+    ppl = [row["val_perplexity"] for row in result["history"]]
+    assert ppl[-1] < ppl[0] < 40
+    assert result["best_val_perplexity"] == min(ppl)
+
+
+def test_outputs_checkpoints_and_dvclive_logs(tmp_path):
+    trainer, result = run(tmp_path, epochs=2)
+    paths = trainer.paths
+    best = load_checkpoint(paths.best)
+    assert best["epoch"] == result["best_epoch"] and best["vocab_fingerprint"] == trainer.vocab.fingerprint
+    summary = json.loads((paths.live_dir / "metrics.json").read_text())
+    assert summary["best"]["val_perplexity"] == pytest.approx(result["best_val_perplexity"])
+    tsv = (paths.live_dir / "plots/metrics/val/perplexity.tsv").read_text().splitlines()
+    assert tsv[0] == "step\tperplexity" and [r.split("\t")[0] for r in tsv[1:]] == ["1", "2"]
+    timing = json.loads((paths.live_dir / "timing.json").read_text())
+    assert timing["tokens_per_second"] > 0 and timing["device"] == "cpu"
+    assert not paths.resume.exists()  # deleted once training completes
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_checkpoint_round_trip_gives_the_same_predictions(tmp_path):
+    trainer, _ = run(tmp_path, epochs=1)
+    model, ckpt = load_model(trainer.paths.last, trainer.vocab.fingerprint)
+    X = torch.tensor([[1, 2, 3, 4]])
+    trainer.model.eval()
+    model.eval()
+    torch.testing.assert_close(model(X)[0], trainer.model(X)[0], rtol=0, atol=0)
+    with pytest.raises(RnnlmError, match="different vocabulary"):
+        load_model(trainer.paths.last, "0" * 64)
+
+
+def test_truncated_checkpoint_is_refused_clearly(tmp_path):
+    trainer, _ = run(tmp_path, epochs=1)
+    data = trainer.paths.best.read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RnnlmError, match="truncated.pt: not a loadable rnnlm checkpoint"):
+        load_checkpoint(bad)
+
+
+class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "rnnlm-checkpoint", "version": 1, "x": Exploit(str(marker))}, evil)
+    with pytest.raises(RnnlmError, match="not a loadable rnnlm checkpoint"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    plain = tmp_path / "plain.pt"
+    with open(plain, "wb") as f:
+        pickle.dump({"format": "rnnlm-checkpoint"}, f)
+    with pytest.raises(RnnlmError):
+        load_checkpoint(plain)
+
+
+def test_foreign_checkpoint_is_refused(tmp_path):
+    p = tmp_path / "other.pt"
+    save_checkpoint(p, {})
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(RnnlmError, match="missing format marker"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_divergence_stops_with_epoch_and_step_and_saves_nothing(tmp_path):
+    with pytest.raises(RnnlmError, match=r"diverged: non-finite loss at epoch 1, step \d+ .*lower lstm\.lr or train\.lr"):
+        run(tmp_path, optimizer="adam", lr=1e37, clip_theta=0.0, epochs=1)
+    with pytest.raises(RnnlmError, match=r"diverged: .* in epoch 1 .*lower lstm\.lr or train\.lr"):
+        run(tmp_path, optimizer="sgd", lr=1e30, clip_theta=0.0, epochs=1)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path):
+    _, full = run(tmp_path / "a", epochs=3, sampling="random", seed=3)
+
+    def interrupt(msg):
+        if "epoch 2/3" in msg:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", epochs=3, sampling="random", seed=3, log=interrupt)
+    resume = TrainPaths.for_model("lstm", tmp_path / "b").resume
+    assert load_checkpoint(resume)["epoch"] == 1
+    assert not (tmp_path / "b/models/lstm.pt").exists()
+    messages = []
+    trainer, resumed = run(tmp_path / "b", epochs=3, sampling="random", seed=3, log=messages.append)
+    assert any("resuming after epoch 1" in m for m in messages)
+    assert [r["val_perplexity"] for r in resumed["history"]] == [r["val_perplexity"] for r in full["history"]]
+    a = load_checkpoint(tmp_path / "a/models/lstm.last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "b/models/lstm.last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa = (tmp_path / "a/metrics/train/lstm/metrics.json").read_text()
+    assert sa == (tmp_path / "b/metrics/train/lstm/metrics.json").read_text()
+
+
+def test_resume_state_for_other_params_is_ignored(tmp_path):
+    def interrupt(msg):
+        if "epoch 2/" in msg:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, epochs=3, log=interrupt)
+    messages = []
+    run(tmp_path, epochs=3, lr=0.02, log=messages.append)
+    assert any("resume state is for other params or data; starting over" in m for m in messages)
+    assert not any("resuming" in m for m in messages)
+    assert sum("epoch" in m and "val ppl" in m for m in messages) == 3
+
+
+def test_bad_training_input_names_the_param(tmp_path):
+    with pytest.raises(ParamError, match=r"train\.num_steps"):
+        run(tmp_path, num_steps=5000)
+    if not torch.cuda.is_available():
+        with pytest.raises(ParamError, match=r"train\.device: cuda requested"):
+            resolve_device("cuda")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

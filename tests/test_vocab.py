@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+
+from rnnlm.errors import ParamError
+from rnnlm.prepare import build, load_splits, write_outputs
+from rnnlm.vocab import UNK, Vocab, detokenize, split_bounds, tokenize
+
+
+def test_tokenize_levels():
+    assert tokenize("ab c", "char") == ["a", "b", " ", "c"]
+    assert tokenize("Hello, world! it's", "word") == ["Hello", ",", "world", "!", "it", "'", "s"]
+    assert detokenize(["a", "b"], "char") == "ab" and detokenize(["a", "b"], "word") == "a b"
+
+
+def test_unk_first_then_reserved_then_by_frequency_with_deterministic_ties():
+    v = Vocab.build(list("bbaacccd"), "char", min_freq=1, reserved=["<pad>", "<eos>"])
+    assert v.tokens == [UNK, "<pad>", "<eos>", "c", "a", "b", "d"]  # a/b tie broken by text
+    assert v.counts[3:] == [3, 2, 2, 1]
+    assert v.unk == 0 and v.index["c"] == 3
+
+
+def test_min_freq_maps_rare_tokens_to_unk_and_counts_them():
+    v = Vocab.build(list("aaabbc"), "char", min_freq=2)
+    assert v.tokens == [UNK, "a", "b"]
+    assert v.counts[0] == 1  # the one 'c'
+    assert list(v.encode("abcz")) == [1, 2, 0, 0]
+
+
+def test_encode_decode_round_trip():
+    text = "the time traveller"
+    v = Vocab.build(list(text), "char")
+    ids = v.encode(list(text))
+    assert ids.dtype == np.int64 and v.to_text(ids) == text
+
+
+def test_empty_vocabulary_names_min_freq():
+    with pytest.raises(ParamError, match=r"vocab\.min_freq: vocabulary is empty"):
+        Vocab.build(list("abc"), "char", min_freq=5)
+
+
+def test_json_round_trip_and_fingerprint():
+    v = Vocab.build(list("hello world"), "char", reserved=["<eos>"])
+    w = Vocab.from_dict(json.loads(json.dumps(v.to_dict())))
+    assert w.tokens == v.tokens and w.counts == v.counts and w.fingerprint == v.fingerprint
+    assert Vocab.build(list("hello worlds"), "char").fingerprint != v.fingerprint
+
+
+def test_build_is_deterministic():
+    text = "abracadabra " * 20
+    assert Vocab.build(list(text), "char").tokens == Vocab.build(list(text), "char").tokens
+
+
+def test_split_is_contiguous_ordered_and_disjoint():
+    tr, va, te = split_bounds(1000, [0.9, 0.05, 0.05])
+    assert (tr.start, tr.stop, va.start, va.stop, te.start, te.stop) == (0, 900, 900, 950, 950, 1000)
+    tr, va, te = split_bounds(1000, [0.5, 0.1, 0.2])  # a gap between train and val; test is the end
+    assert tr.stop == 500 and (va.start, va.stop) == (700, 800) and (te.start, te.stop) == (800, 1000)
+
+
+def test_empty_split_names_the_param():
+    with pytest.raises(ParamError, match=r"vocab\.split: the val split is empty"):
+        split_bounds(10, [0.9, 0.01, 0.09])
+
+
+def test_vocabulary_comes_from_train_split_only(tmp_path):
+    text = "a" * 90 + "b" * 5 + "z" * 5  # 'z' only in the test split, 'b' only in val
+    cfg = {"level": "char", "min_freq": 1, "reserved": [], "split": [0.9, 0.05, 0.05]}
+    vocab, encoded, stats, _ = build(text, cfg)
+    assert vocab.tokens == [UNK, "a"]
+    assert stats["oov_rate"] == {"val": 1.0, "test": 1.0}
+    assert stats["tokens"] == {"train": 90, "val": 5, "test": 5}
+    assert set(encoded["test"]) == {0}
+    write_outputs(vocab, encoded, stats, tmp_path / "data", tmp_path / "metrics")
+    splits = load_splits(tmp_path / "data" / "tokens")
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [90, 5, 5]
+    assert (tmp_path / "metrics/vocab/zipf.png").read_bytes()[:4] == b"\x89PNG"
+    table = (tmp_path / "metrics/vocab/token_freq.csv").read_text().splitlines()
+    assert table[0] == "id,token,count,frequency" and table[2].startswith("1,a,90,")

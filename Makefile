@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# dvc.yaml's stage commands call `python`: run them with the venv first on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup repro test test-fast bench report clean-venv
 

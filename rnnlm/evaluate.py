@@ -11,7 +11,7 @@ Outputs (paths relative to the project root):
 
 * ``metrics/eval.json`` -- DVC metrics, deterministic (no timings)::
 
-      {"level": "char", "tokens": {"val": n, "test": n},   # targets scored per split
+      {"level": "char", "targets": {"val": n, "test": n},  # targets scored per split
        "models":    {"rnn": {"test": {"perplexity", "bits_per_token"}, "val": {"perplexity"}, "params"}, ...},
        "baselines": {"kneser-ney-5": {... same ...}, "unigram": {...}}}
 
@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import load_model
+from .device import resolve_device
 from .errors import ParamError, RnnlmError
 from .fileio import read_json, write_json, write_text
 from .metrics import bits_per_token, model_nll, perplexity
@@ -62,15 +63,6 @@ MD_HEADERS = {
     "tokens_per_second": "tokens/s",
     "best_epoch": "best epoch",
 }
-
-
-def resolve_device(name: str, key: str = "evaluate.device") -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ParamError naming ``key``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamError(key, "cuda requested but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
 
 
 def bits_column(level: str) -> str:
@@ -195,6 +187,30 @@ def markdown_table(df: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
 
 
+def _plain_log_ticks(ax) -> None:
+    """Label a log y axis with plain numbers (8, 10, 12 or 3, 5, 10, 20) instead of 3x10^0."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+    lo, hi = ax.get_ylim()
+    span = math.log10(hi / lo) if lo > 0 and hi > lo else 3.0
+    if span < 1.0:  # less than a decade: evenly spaced round numbers read best
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(plain)
+        return
+    keep = {2, 3, 5} if span < 1.5 else {2, 5} if span < 2.5 else set()
+
+    def minor(v, _pos):
+        if v <= 0:
+            return ""
+        m = v / 10 ** math.floor(math.log10(v))
+        return f"{v:g}" if abs(m - round(m)) < 1e-6 and round(m) in keep else ""
+
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
 def plot_learning_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path, level: str) -> None:
     """One figure: val (solid) and train (dashed) perplexity per epoch, one colour per model."""
     import matplotlib.pyplot as plt
@@ -208,6 +224,7 @@ def plot_learning_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path,
         ax.plot(c["train"]["epoch"], c["train"]["perplexity"], color=color, linestyle="--", alpha=0.8,
                 label=f"{name} train")
     ax.set_yscale("log")
+    _plain_log_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"perplexity per {'character' if level == 'char' else 'word'} (log scale)")
     ax.set_title("Learning curves: solid = validation, dashed = training")
@@ -266,7 +283,7 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
     Returns {"eval": the eval.json dict, "table": the results DataFrame, "markdown": results.md}.
     """
     root = Path(root)
-    device = resolve_device(cfg["device"])
+    device = resolve_device(cfg["device"], "evaluate.device")
     vocab = Vocab.load(root / "data" / "vocab.json")
     splits = load_splits(root / "data" / "tokens")
     _check_splits(splits)
@@ -301,7 +318,7 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
         log(f"evaluate: {name}: test perplexity {scores['test']['perplexity']:.3f}, "
             f"val {scores['val']['perplexity']:.3f}")
 
-    eval_json = {"level": vocab.level, "tokens": {s: int(len(splits[s]) - 1) for s in SCORED_SPLITS}, **results}
+    eval_json = {"level": vocab.level, "targets": {s: int(len(splits[s]) - 1) for s in SCORED_SPLITS}, **results}
     table = results_table(rows, vocab.level)
     md = markdown_table(table)
     out = root / "metrics" / "eval"

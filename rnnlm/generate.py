@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import torch
 
 from .checkpoint import load_model
+from .device import resolve_device
 from .errors import ParamError, RnnlmError
 from .fileio import write_text
 from .params import MODELS
@@ -53,15 +54,6 @@ DEFAULT_PREFIXES = {
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
-
-
-def resolve_device(name: str, key: str = "sample.device") -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ParamError naming ``key``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamError(key, "cuda requested but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
 
 
 def default_prefixes(corpus: str) -> list[str]:
@@ -202,7 +194,7 @@ def run_sample(cfg: dict, corpus: str, root: str | Path = ".", models: Sequence[
     Returns {model: [(prefix, text), ...]}.
     """
     root = Path(root)
-    device = resolve_device(cfg["device"])
+    device = resolve_device(cfg["device"], "sample.device")
     vocab = Vocab.load(root / "data" / "vocab.json")
     prefixes = list(dict.fromkeys(cfg["prefixes"])) or default_prefixes(corpus)
     ckpts = {m: root / "models" / f"{m}.pt" for m in models}

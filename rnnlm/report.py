@@ -165,9 +165,9 @@ def headline_html(ev: dict) -> str:
                      f"({test['bits_per_token']:.3f} {unit})")
     if not parts:
         return ""
-    tokens = ev.get("tokens", {})
+    tokens = ev.get("targets", {})
     scored = (f" Every row scores the same {tokens['test']:,} test targets (and {tokens['val']:,} validation "
-              "targets), each given all the tokens before it in its split."
+              "targets), each predicted from the tokens before it in its split."
               if "test" in tokens and "val" in tokens else "")
     return f"<p>{'; '.join(parts)}.{html.escape(scored)}</p>"
 

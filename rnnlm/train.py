@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from .batching import batches, check_batchable, num_batches
 from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
+from .device import resolve_device
 from .errors import ParamError, RnnlmError
 from .fileio import write_json
 from .metrics import model_nll, perplexity
@@ -45,14 +46,6 @@ class TrainPaths:
     def for_model(cls, name: str, root: Path = Path(".")) -> "TrainPaths":
         return cls(root / "models" / f"{name}.pt", root / "models" / f"{name}.last.pt",
                    root / "metrics" / "train" / name, root / "checkpoints" / f"{name}.resume.pt")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamError("train.device", "cuda requested but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
 
 
 def build_model(model_cfg: dict, cell: str, vocab_size: int) -> RNNLM:
@@ -94,7 +87,7 @@ class Trainer:
         check_batchable(len(train_tokens), cfg["batch_size"], cfg["num_steps"], cfg["sampling"])
         if len(val_tokens) < 2:
             raise ParamError("vocab.split", "the val split needs at least 2 tokens")
-        self.device = resolve_device(cfg["device"])
+        self.device = resolve_device(cfg["device"], "train.device")
         if cfg["threads"] > 0:
             torch.set_num_threads(cfg["threads"])
         torch.manual_seed(cfg["seed"])

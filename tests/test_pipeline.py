@@ -47,7 +47,7 @@ def test_second_repro_runs_nothing(built):
     proj.commit("after first repro")
     again = proj.repro()
     assert ran_stages(again.stdout) == []
-    assert "is up to date" in proj.dvc("status").stdout
+    assert "up to date" in proj.dvc("status").stdout
 
 
 def test_changing_min_freq_reruns_only_vocab(built):

@@ -8,7 +8,8 @@ import torch
 from rnnlm.checkpoint import load_checkpoint, load_model, save_checkpoint
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.params import validate_section
-from rnnlm.train import Trainer, TrainPaths, resolve_device
+from rnnlm.device import resolve_device
+from rnnlm.train import Trainer, TrainPaths
 from rnnlm.vocab import Vocab
 
 TEXT = "the time traveller for so it will be convenient to speak of him " * 40
@@ -163,5 +164,5 @@ def test_bad_training_input_names_the_param(tmp_path):
         run(tmp_path, num_steps=5000)
     if not torch.cuda.is_available():
         with pytest.raises(ParamError, match=r"train\.device: cuda requested"):
-            resolve_device("cuda")
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+            resolve_device("cuda", "train.device")
+    assert resolve_device("auto", "train.device").type == ("cuda" if torch.cuda.is_available() else "cpu")

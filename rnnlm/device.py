@@ -1,0 +1,15 @@
+"""Where torch work runs: the `device` params (auto | cpu | cuda)."""
+from __future__ import annotations
+
+import torch
+
+from .errors import ParamError
+
+
+def resolve_device(name: str, key: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ParamError naming ``key``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamError(key, "cuda requested but no CUDA device is available; use auto or cpu")
+    return torch.device(name)

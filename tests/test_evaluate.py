@@ -1,0 +1,284 @@
+"""Tests for rnnlm.evaluate and stages/evaluate.py: exact scores, baselines, outputs, errors."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from rnnlm import evaluate as ev
+from rnnlm.checkpoint import cpu_state_dict, save_checkpoint
+from rnnlm.errors import ParamError, RnnlmError
+from rnnlm.fileio import write_json, write_text
+from rnnlm.metrics import model_nll
+from rnnlm.models import RNNLM, num_parameters
+from rnnlm.ngram import KneserNeyLM
+from rnnlm.params import MODELS
+from rnnlm.prepare import build, write_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TEXT = ("the time traveller for so it will be convenient to speak of him was expounding a recondite "
+        "matter to us his grey eyes shone and twinkled and his usually pale face was flushed and animated ") * 6
+CFG = {"ngram_order": 3, "batch_size": 4, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# --- helpers (a tiny trained-looking project in a directory) ---------------------------------
+def fixed_distribution_model(probs, cell="rnn") -> RNNLM:
+    """A model whose prediction is ``probs`` whatever the input: decoder weights 0, bias log p."""
+    probs = torch.tensor(probs, dtype=torch.float64)
+    model = RNNLM(cell, "torch", len(probs), hidden=3, layers=1, dropout=0.0, embedding=2).double()
+    with torch.no_grad():
+        model.decoder.weight.zero_()
+        model.decoder.bias.copy_(torch.log(probs))
+    return model
+
+
+def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEXT, epochs: int = 3):
+    """data/vocab.json, data/tokens, metrics/corpus.json + zipf.png, models/<m>.pt and fake training
+    metrics (as the train stage writes them) for ``models``. Returns the vocabulary."""
+    vocab, encoded, stats, _ = build(text, {"level": level, "min_freq": 1, "reserved": [], "split": [0.8, 0.1, 0.1]})
+    write_outputs(vocab, encoded, stats, root / "data", root / "metrics")
+    for i, m in enumerate(models):
+        torch.manual_seed(i)
+        model = RNNLM(m, "torch", len(vocab), hidden=8, layers=1, dropout=0.0, embedding=4)
+        save_checkpoint(root / "models" / f"{m}.pt", {
+            "model_config": dict(model.config), "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab),
+            "state_dict": cpu_state_dict(model), "epoch": epochs - 1, "val_perplexity": 10.0 + i})
+        live = root / "metrics" / "train" / m
+        val = [20.0 / (e + 1) + i for e in range(epochs)]
+        train = [25.0 / (e + 1) + i for e in range(epochs)]
+        write_json(live / "metrics.json", {
+            "train": {"perplexity": train[-1]}, "val": {"perplexity": val[-1]}, "lr": 0.01, "step": epochs,
+            "best": {"val_perplexity": val[-2], "epoch": epochs - 1}, "params": num_parameters(model),
+            "epochs_run": epochs, "stopped_early": False})
+        write_json(live / "timing.json", {"train_seconds": 12.5 + i, "tokens": 1000, "tokens_per_second": 80.0 + i,
+                                          "device": "cpu", "threads": 1})
+        for split, values in (("train", train), ("val", val)):
+            rows = "".join(f"{e + 1}\t{v}\n" for e, v in enumerate(values))
+            write_text(live / "plots" / "metrics" / split / "perplexity.tsv", "step\tperplexity\n" + rows)
+    return vocab
+
+
+# --- exact scores ----------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("batch_size,num_steps", [(1, 64), (3, 2), (16, 1)])
+def test_model_nll_of_a_fixed_distribution_matches_the_hand_sum(cell, batch_size, num_steps):
+    p = [0.1, 0.2, 0.3, 0.4]
+    model = fixed_distribution_model(p, cell)
+    tokens = np.array([0, 1, 2, 3, 3, 1, 2, 3, 0, 3], dtype=np.int64)
+    targets = tokens[1:]  # the first token is context only
+    hand = -sum(math.log(p[t]) for t in targets)
+    nll, n = model_nll(model, tokens, batch_size, num_steps)
+    assert n == len(targets) == 9
+    assert nll == pytest.approx(hand, rel=1e-12)
+    scores = ev.split_scores(nll, n)
+    assert scores["perplexity"] == pytest.approx(math.exp(hand / 9), rel=1e-12)
+    assert scores["bits_per_token"] == pytest.approx(hand / 9 / math.log(2), rel=1e-12)
+
+
+def test_score_model_scores_val_and_test_exactly():
+    p = [0.5, 0.25, 0.125, 0.125]
+    model = fixed_distribution_model(p)
+    splits = {"train": np.array([0, 1]), "val": np.array([1, 0, 0, 0, 1]), "test": np.array([3, 2, 2, 1])}
+    out = ev.score_model(model, splits, batch_size=2)
+    # val targets 0,0,0,1: -log p = 3 ln 2 + 2 ln 2 = 5 ln 2 over 4 targets -> 1.25 bits
+    assert out["val"]["tokens"] == 4 and out["val"]["bits_per_token"] == pytest.approx(1.25)
+    assert out["val"]["perplexity"] == pytest.approx(2 ** 1.25)
+    # test targets 2,2,1: 3 + 3 + 2 bits over 3 targets
+    assert out["test"]["bits_per_token"] == pytest.approx(8 / 3)
+    assert out["test"]["perplexity"] == pytest.approx(2 ** (8 / 3))
+
+
+def test_a_split_too_short_to_score_is_a_param_error():
+    with pytest.raises(ParamError, match="vocab.split"):
+        ev._check_splits({"train": np.arange(5), "val": np.array([1]), "test": np.arange(3)})
+    with pytest.raises(RnnlmError):
+        ev.split_scores(0.0, 0)
+
+
+# --- baselines -------------------------------------------------------------------------------
+TOY_TRAIN = np.array([0, 1, 2, 0, 1, 3, 0, 1, 2, 4, 2, 0, 1, 2, 3, 3, 0, 4, 1, 2], dtype=np.int64)
+TOY = {"train": TOY_TRAIN, "val": np.array([1, 2, 0, 1, 2, 5]), "test": np.array([4, 1, 2, 3, 0, 1, 2])}
+V_TOY = 6
+
+
+def test_unigram_baseline_row_matches_add_one_by_hand():
+    models = ev.fit_baselines(TOY["train"], V_TOY, order=3)
+    assert list(models) == ["kneser-ney-3", "unigram"]
+    uni, desc = models["unigram"]
+    assert desc["params"] == V_TOY
+    counts = np.bincount(TOY_TRAIN, minlength=V_TOY)
+    p = (counts + 1) / (len(TOY_TRAIN) + V_TOY)
+    scores = ev.score_lm(uni, TOY)
+    for split in ("val", "test"):
+        targets = TOY[split][1:]
+        hand = -np.log(p[targets]).sum()
+        assert scores[split]["tokens"] == len(targets)
+        assert scores[split]["perplexity"] == pytest.approx(math.exp(hand / len(targets)), rel=1e-12)
+        assert scores[split]["bits_per_token"] == pytest.approx(hand / len(targets) / math.log(2), rel=1e-12)
+
+
+def test_kneser_ney_baseline_scores_the_same_targets_with_the_preceding_context():
+    kn, desc = ev.fit_baselines(TOY["train"], V_TOY, order=3)["kneser-ney-3"]
+    assert isinstance(kn, KneserNeyLM) and kn.order == 3
+    assert desc["params"] == sum(len(c) for c in kn.counts) + 3
+    scores = ev.score_lm(kn, TOY)
+    for split in ("val", "test"):
+        s = TOY[split]
+        # token i given (up to 2 of) the tokens before it in the split, for i >= 1
+        hand = -sum(math.log(kn.prob(s[max(0, i - 2):i], int(s[i]))) for i in range(1, len(s)))
+        assert scores[split]["tokens"] == len(s) - 1
+        assert scores[split]["perplexity"] == pytest.approx(math.exp(hand / (len(s) - 1)), rel=1e-12)
+    # a model and the baselines count the same targets
+    model = fixed_distribution_model([1 / V_TOY] * V_TOY)
+    m = ev.score_model(model, TOY, batch_size=2)
+    assert {s: m[s]["tokens"] for s in ("val", "test")} == {s: scores[s]["tokens"] for s in ("val", "test")}
+    assert m["test"]["perplexity"] == pytest.approx(V_TOY)  # uniform model
+
+
+# --- tables -----------------------------------------------------------------------------------
+def _rows():
+    base = {"impl": "torch", "train_seconds": 1.25, "tokens_per_second": 1234.5, "best_epoch": 2}
+    return [
+        {"name": "lstm", "kind": "lstm", "params": 1000, "val_perplexity": 5.0, "test_perplexity": 5.5,
+         "bits_per_token": 2.46, **base},
+        {"name": "unigram", "kind": "ngram", "impl": "add-1 smoothing", "params": 30, "val_perplexity": 20.0,
+         "test_perplexity": 21.0, "bits_per_token": 4.39, "train_seconds": math.nan, "tokens_per_second": math.nan,
+         "best_epoch": pd.NA},
+        {"name": "gru", "kind": "gru", "params": 2000, "val_perplexity": 4.0, "test_perplexity": 4.1234567,
+         "bits_per_token": 2.04, **base},
+    ]
+
+
+@pytest.mark.parametrize("level,column,header", [("char", "bits_per_char", "bits/char"),
+                                                  ("word", "bits_per_word", "bits/word")])
+def test_results_table_sorted_by_test_perplexity_with_level_named_bits(level, column, header):
+    df = ev.results_table(_rows(), level)
+    assert list(df["name"]) == ["gru", "lstm", "unigram"]
+    assert column in df.columns and "bits_per_token" not in df.columns
+    md = ev.markdown_table(df)
+    lines = md.strip().splitlines()
+    assert header in lines[0] and "test ppl" in lines[0] and "best epoch" in lines[0]
+    assert len(lines) == 2 + 3
+    assert "4.123 " in lines[2] and "4.1234567" not in md  # rounded
+    assert "2,000" in lines[2] and "1,234" in lines[2]
+    assert "–" in lines[4] and "nan" not in md.lower()
+
+
+# --- the stage's work end to end --------------------------------------------------------------
+def test_run_evaluate_writes_every_output(tmp_path):
+    vocab = make_project(tmp_path)
+    logs = []
+    result = ev.run_evaluate(CFG, tmp_path, log=logs.append)
+    out = tmp_path / "metrics"
+    data = json.loads((out / "eval.json").read_text())
+    assert data == result["eval"]
+    assert set(data["models"]) == set(MODELS)
+    assert set(data["baselines"]) == {"kneser-ney-3", "unigram"}
+    for entry in list(data["models"].values()) + list(data["baselines"].values()):
+        assert set(entry) == {"test", "val", "params"}
+        assert set(entry["test"]) == {"perplexity", "bits_per_token"}
+        assert 1 < entry["test"]["perplexity"] < 2 * len(vocab)
+        assert entry["test"]["bits_per_token"] == pytest.approx(math.log2(entry["test"]["perplexity"]), abs=1e-5)
+    assert "seconds" not in json.dumps(data)  # no timings in the DVC metrics
+    assert data["baselines"]["unigram"]["params"] == len(vocab)
+
+    csv = pd.read_csv(out / "eval" / "results.csv")
+    assert list(csv.columns) == ["name", "kind", "impl", "params", "val_perplexity", "test_perplexity",
+                                 "bits_per_char", "train_seconds", "tokens_per_second", "best_epoch"]
+    assert sorted(csv["name"]) == sorted([*MODELS, "kneser-ney-3", "unigram"])
+    assert list(csv["test_perplexity"]) == sorted(csv["test_perplexity"])
+    rows = csv.set_index("name")
+    assert rows.loc["gru", "train_seconds"] == 14.5 and rows.loc["rnn", "tokens_per_second"] == 80.0
+    assert rows.loc["lstm", "best_epoch"] == 2 and rows.loc["lstm", "kind"] == "lstm"
+    assert rows.loc["lstm", "params"] == data["models"]["lstm"]["params"]
+    assert rows.loc["unigram", "kind"] == "ngram" and pd.isna(rows.loc["unigram", "train_seconds"])
+    assert rows.loc["rnn", "test_perplexity"] == pytest.approx(data["models"]["rnn"]["test"]["perplexity"])
+
+    md = (out / "eval" / "results.md").read_text()
+    assert md == result["markdown"] and "bits/char" in md and md.count("\n") == 2 + 5
+    for png in ("learning_curves.png", "test_perplexity.png"):
+        assert (out / "eval" / png).read_bytes()[:8] == PNG_MAGIC
+    assert any("kneser-ney-3" in line for line in logs)
+
+    # deterministic: a second run writes the same metrics and table
+    before = {p: (out / p).read_bytes() for p in ("eval.json", "eval/results.csv", "eval/results.md")}
+    ev.run_evaluate(CFG, tmp_path, log=lambda s: None)
+    assert {p: (out / p).read_bytes() for p in before} == before
+
+
+def test_missing_checkpoint_names_the_file_and_the_stage(tmp_path):
+    make_project(tmp_path)
+    (tmp_path / "models" / "lstm.pt").unlink()
+    with pytest.raises(RnnlmError, match=r"models/lstm\.pt.*train-lstm"):
+        ev.run_evaluate(CFG, tmp_path, log=lambda s: None)
+    assert not (tmp_path / "metrics" / "eval.json").exists()
+
+
+def test_missing_training_metrics_name_the_file(tmp_path):
+    make_project(tmp_path, models=("gru",))
+    (tmp_path / "metrics" / "train" / "gru" / "timing.json").unlink()
+    with pytest.raises(RnnlmError, match=r"timing\.json.*train-gru"):
+        ev.run_evaluate(CFG, tmp_path, models=("gru",), log=lambda s: None)
+
+
+def test_checkpoint_of_another_vocabulary_is_refused(tmp_path):
+    make_project(tmp_path, models=("rnn",))
+    other = tmp_path / "other"
+    make_project(other, models=("rnn",), text=TEXT.upper())
+    (tmp_path / "models" / "rnn.pt").write_bytes((other / "models" / "rnn.pt").read_bytes())
+    with pytest.raises(RnnlmError, match="different vocabulary"):
+        ev.run_evaluate(CFG, tmp_path, models=("rnn",), log=lambda s: None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_names_evaluate_device():
+    with pytest.raises(ParamError, match="evaluate.device"):
+        ev.resolve_device("cuda", "evaluate.device")
+    assert ev.resolve_device("auto", "evaluate.device").type == "cpu"
+
+
+# --- the stage scripts, as `dvc repro` runs them ----------------------------------------------
+def _run_stage(root: Path, name: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.integration  # four interpreter start-ups: a few seconds each
+def test_stage_scripts_run_from_a_project_root(tmp_path):
+    make_project(tmp_path)
+    params = {"download": {"corpus": "timemachine"}, "evaluate": CFG,
+              "sample": {"length": 12, "strategy": "top_k", "device": "cpu"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("evaluate", "sample", "report"):
+        proc = _run_stage(tmp_path, stage)
+        assert proc.returncode == 0, f"{stage}: {proc.stdout}\n{proc.stderr}"
+        if stage == "evaluate":
+            assert "| model" in proc.stdout and "kneser-ney-3" in proc.stdout  # the table is printed
+    assert (tmp_path / "samples" / "samples.md").read_text().count("time traveller") >= 3
+    page = (tmp_path / "reports" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "kneser-ney-3" in page
+
+    (tmp_path / "models" / "gru.pt").unlink()
+    proc = _run_stage(tmp_path, "evaluate")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: ") and "models/gru.pt" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,61 @@
+"""Smoke test of bench/throughput.py: a tiny run, checking the report's structure (no timings)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _corpus(tmp_path):
+    text = "The Time Machine, by H. G. Wells\n\n" + "The Time Traveller was expounding a recondite matter.\n" * 40
+    path = tmp_path / "timemachine.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_d2l_clean_and_splits(bench, tmp_path):
+    assert bench.d2l_clean("Hello, World!\n\n  The 2nd line  \n") == "hello world the nd line"
+    V, train, val = bench.load_splits(_corpus(tmp_path))
+    assert train.min() >= 0 and train.max() < V and len(val) > 0
+    assert len(train) > 8 * len(val)
+
+
+def test_quick_run_writes_the_report(bench, tmp_path):
+    out = tmp_path / "bench.json"
+    report = bench.main(["--quick", "--no-memory", "--cells", "lstm", "gru", "--data", str(_corpus(tmp_path)),
+                         "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    rows = report["rows"]
+    assert [(r["cell"], r["impl"]) for r in rows] == [("lstm", "scratch"), ("lstm", "torch"),
+                                                      ("gru", "scratch"), ("gru", "torch")]
+    for r in rows:
+        assert r["project_tokens_per_s"] > 0 and r["reference_tokens_per_s"] > 0
+        assert r["ratio"] > 0 and r["ratio_min"] <= r["ratio_median"] <= r["ratio_max"]
+        assert r["reference"].startswith("d2l")
+    names = {t["target"] for t in report["targets"]}
+    assert {"lstm_torch_vs_reference", "lstm_scratch_vs_reference", "gru_scratch_vs_reference",
+            "scratch_lstm_vs_torch_lstm"} <= names
+    assert all(t["met"] in (True, False) for t in report["targets"])
+    assert report["scratch_lstm_vs_torch_lstm"] > 0
+    assert [e["impl"] for e in report["eval"]] == ["scratch", "torch"]
+    assert all(report["checks"]["fused_bptt_matches_autograd"].values())
+    settings = report["settings"]
+    assert settings["quick"] and settings["device"] == "cpu" and settings["threads"] >= 1
+    assert {"steps", "repeats", "torch", "loadavg_before"} <= set(settings)
+
+
+def test_memory_probe_reports_a_peak(bench, tmp_path):
+    args = bench.parse_args(["--quick", "--device", "cpu", "--data", str(_corpus(tmp_path))])
+    result = bench.memory_probe(args, "rnn", "scratch", "reference")
+    assert result["peak_mb"] >= 0 and result["method"]

@@ -100,6 +100,17 @@ def make_project(dest: Path, updates: dict | None = None) -> Project:
     return proj
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """In-process torch work in tests uses one thread: tests never oversubscribe the 2 cores."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def tiny_project(tmp_path) -> Project:
     return make_project(tmp_path / "proj")

@@ -31,14 +31,6 @@ TEXT = ("the time traveller for so it will be convenient to speak of him was exp
 CFG = {"ngram_order": 3, "batch_size": 4, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # --- helpers (a tiny trained-looking project in a directory) ---------------------------------
 def fixed_distribution_model(probs, cell="rnn") -> RNNLM:
     """A model whose prediction is ``probs`` whatever the input: decoder weights 0, bias log p."""

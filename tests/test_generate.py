@@ -16,14 +16,6 @@ from rnnlm.vocab import UNK, Vocab, tokenize
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding a recondite matter to us "
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def char_vocab(reserved=()) -> Vocab:
     return Vocab.build(tokenize(TEXT, "char"), "char", reserved=reserved)
 

@@ -15,14 +15,6 @@ from rnnlm.vocab import Vocab
 TEXT = "the time traveller for so it will be convenient to speak of him " * 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def setup(tmp_path, cell="lstm", impl="torch", **train):
     vocab = Vocab.build(list(TEXT), "char")
     ids = vocab.encode(list(TEXT))

@@ -26,8 +26,10 @@ def cpu_state_dict(module: torch.nn.Module) -> dict:
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # Save through a file object: torch then names the archive's records "archive/...", not
+        # after the random temporary file name, so equal checkpoints are byte-identical files.
+        torch.save(payload, f)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -239,6 +239,7 @@ class Trainer:
             stopped_early = True
 
         last = history[-1]
+        live.step = last["epoch"]  # next_step() left it one past the last epoch; the summary's step is the epoch
         save_checkpoint(paths.best, self._checkpoint_payload(best["state_dict"], best["epoch"], best["val_perplexity"]))
         save_checkpoint(paths.last, self._checkpoint_payload(cpu_state_dict(self.model), last["epoch"],
                                                              last["val_perplexity"]))

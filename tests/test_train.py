@@ -50,6 +50,7 @@ def test_outputs_checkpoints_and_dvclive_logs(tmp_path):
     assert summary["best"]["val_perplexity"] == pytest.approx(result["best_val_perplexity"])
     tsv = (paths.live_dir / "plots/metrics/val/perplexity.tsv").read_text().splitlines()
     assert tsv[0] == "step\tperplexity" and [r.split("\t")[0] for r in tsv[1:]] == ["1", "2"]
+    assert summary["step"] == 2  # the last epoch
     timing = json.loads((paths.live_dir / "timing.json").read_text())
     assert timing["tokens_per_second"] > 0 and timing["device"] == "cpu"
     assert not paths.resume.exists()  # deleted once training completes
@@ -158,3 +159,11 @@ def test_bad_training_input_names_the_param(tmp_path):
         with pytest.raises(ParamError, match=r"train\.device: cuda requested"):
             resolve_device("cuda", "train.device")
     assert resolve_device("auto", "train.device").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_equal_checkpoints_are_byte_identical_files(tmp_path):
+    """DVC hashes files: saving the same weights twice must give the same bytes."""
+    payload = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "epoch": 1}
+    save_checkpoint(tmp_path / "a.pt", payload)
+    save_checkpoint(tmp_path / "sub" / "b.pt", payload)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "b.pt").read_bytes()

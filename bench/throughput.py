@@ -353,34 +353,6 @@ def eval_rows(args, vocab_size, val, device) -> list[dict]:
     return rows
 
 
-# --- correctness of the fast path -----------------------------------------------------------
-def check_fused_bptt() -> dict:
-    """The scratch layers' written-out BPTT gives autograd's gradients (float64, tiny models)."""
-    from rnnlm.models import ScratchLayer
-
-    out = {}
-    saved = ScratchLayer.bptt
-    try:
-        for cell in CELLS:
-            for embedding in (0, 5):
-                torch.manual_seed(0)
-                model = RNNLM(cell, "scratch", 11, hidden=6, layers=2, dropout=0.0, embedding=embedding).double()
-                X = torch.randint(0, 11, (3, 7))
-                grads = []
-                for mode in ("fused", "autograd"):
-                    ScratchLayer.bptt = mode
-                    model.zero_grad()
-                    logits, state = model(X)
-                    states = state if isinstance(state, tuple) else (state,)
-                    (logits.square().sum() + sum(s.sum() for s in states)).backward()
-                    grads.append([p.grad.clone() for p in model.parameters()])
-                out[f"{cell}_{'onehot' if embedding == 0 else 'embedding'}"] = all(
-                    torch.allclose(a, b, rtol=1e-9, atol=1e-11) for a, b in zip(*grads))
-    finally:
-        ScratchLayer.bptt = saved
-    return out
-
-
 # --- the benchmark ---------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -421,7 +393,7 @@ def time_runners(args, vocab_size, train, device) -> tuple[dict, dict]:
     return seconds, {k: runners[k].mean_loss() for k in keys}
 
 
-def build_report(args, seconds, losses, memory, evals, checks, device, load_before, load_after, wall) -> dict:
+def build_report(args, seconds, losses, memory, evals, device, load_before, load_after, wall) -> dict:
     tok = args.batch_size * args.num_steps * args.steps
     rows = []
     for cell in args.cells:
@@ -473,7 +445,6 @@ def build_report(args, seconds, losses, memory, evals, checks, device, load_befo
         "eval": evals,
         "scratch_lstm_vs_torch_lstm": None if scratch_vs_torch is None else round(scratch_vs_torch, 3),
         "targets": targets,
-        "checks": {"fused_bptt_matches_autograd": checks},
         "settings": {
             "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
             "memory_steps": None if args.no_memory else args.memory_steps,
@@ -513,8 +484,6 @@ def markdown(report) -> str:
             "batched_ppl": "model_nll ppl", "one_token_ppl": "one-token ppl"})
         text.append("\nEvaluation over the val split (rnnlm.metrics.model_nll vs one token at a time, LSTM):\n")
         text.append(ev.to_markdown(index=False, floatfmt=",.2f"))
-    checks = report["checks"]["fused_bptt_matches_autograd"]
-    text.append(f"\nfused BPTT gradients == autograd gradients: {all(checks.values())} {checks}")
     tg = pd.DataFrame(report["targets"])
     tg["met"] = tg["met"].map({True: "yes", False: "NO", None: "n/a"})
     text.append("\nTargets:\n")
@@ -581,11 +550,10 @@ def main(argv=None) -> dict | None:
     start, load_before = time.perf_counter(), loadavg()
     V, train, val = load_splits(args.data)
     args.vocab_size = V
-    checks = check_fused_bptt()
     seconds, losses = time_runners(args, V, train, device)
     evals = eval_rows(args, V, val, device) if args.eval_tokens > 1 else []
     memory = {} if args.no_memory else {k: measure_memory(args, *k) for k in seconds}
-    report = build_report(args, seconds, losses, memory, evals, checks, device, load_before, loadavg(),
+    report = build_report(args, seconds, losses, memory, evals, device, load_before, loadavg(),
                           time.perf_counter() - start)
     out = Path(args.out)
     write_json(out if out.is_absolute() else ROOT / out, report)

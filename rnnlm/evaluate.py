@@ -57,6 +57,7 @@ MD_HEADERS = {
     "kind": "kind",
     "impl": "impl",
     "params": "params",
+    "train_perplexity": "train ppl",
     "val_perplexity": "val ppl",
     "test_perplexity": "test ppl",
     "train_seconds": "train time (s)",
@@ -158,13 +159,13 @@ def read_curve(path: Path, model: str) -> pd.DataFrame:
 def results_table(rows: list[dict], level: str) -> pd.DataFrame:
     """The CSV table: one row per model/baseline, sorted by test perplexity (then name)."""
     bits = bits_column(level)
-    cols = ["name", "kind", "impl", "params", "val_perplexity", "test_perplexity", bits,
+    cols = ["name", "kind", "impl", "params", "train_perplexity", "val_perplexity", "test_perplexity", bits,
             "train_seconds", "tokens_per_second", "best_epoch"]
     df = pd.DataFrame([{**r, bits: r["bits_per_token"]} for r in rows], columns=cols)
     df = df.sort_values(["test_perplexity", "name"], kind="mergesort").reset_index(drop=True)
     df["params"] = df["params"].astype("int64")
     df["best_epoch"] = df["best_epoch"].astype("Int64")
-    for c in ("val_perplexity", "test_perplexity", bits, "train_seconds", "tokens_per_second"):
+    for c in ("train_perplexity", "val_perplexity", "test_perplexity", bits, "train_seconds", "tokens_per_second"):
         df[c] = df[c].astype(float).round(DIGITS)
     return df
 
@@ -176,7 +177,7 @@ def markdown_table(df: pd.DataFrame) -> str:
     def fmt(v, spec):
         return "–" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
-    specs = {"params": ",d", "val_perplexity": ".3f", "test_perplexity": ".3f", bits: ".4f",
+    specs = {"params": ",d", "train_perplexity": ".3f", "val_perplexity": ".3f", "test_perplexity": ".3f", bits: ".4f",
              "train_seconds": ".1f", "tokens_per_second": ",.0f", "best_epoch": "d"}
     shown = pd.DataFrame({
         c: [fmt(v, specs[c]) if c in specs else str(v) for v in df[c]] for c in df.columns
@@ -297,12 +298,15 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
         train_dir = root / "metrics" / "train" / m
         info = read_training_info(train_dir, m)
         curves[m] = {s: read_curve(train_dir / "plots" / "metrics" / s / "perplexity.tsv", m) for s in ("train", "val")}
+        # training perplexity of the kept (best) epoch: the epoch's running average, dropout on
+        at_best = curves[m]["train"].loc[curves[m]["train"]["epoch"] == info["best_epoch"], "perplexity"]
+        train_ppl = float(at_best.iloc[-1]) if len(at_best) else math.nan
         model, _ = load_model(ckpts[m], vocab.fingerprint, device)
         scores = score_model(model, splits, cfg["batch_size"], device)
         params, impl = num_parameters(model), model.impl
         del model
         results["models"][m] = _rounded(scores, params)
-        rows.append({"name": m, "kind": m, "impl": impl, "params": params,
+        rows.append({"name": m, "kind": m, "impl": impl, "params": params, "train_perplexity": train_ppl,
                      "val_perplexity": scores["val"]["perplexity"], "test_perplexity": scores["test"]["perplexity"],
                      "bits_per_token": scores["test"]["bits_per_token"], **info})
         log(f"evaluate: {m}: test perplexity {scores['test']['perplexity']:.3f}, "
@@ -312,7 +316,7 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
         scores = score_lm(lm, splits)
         results["baselines"][name] = _rounded(scores, desc["params"])
         rows.append({"name": name, "kind": "ngram", "impl": desc["impl"], "params": desc["params"],
-                     "val_perplexity": scores["val"]["perplexity"], "test_perplexity": scores["test"]["perplexity"],
+                     "train_perplexity": math.nan, "val_perplexity": scores["val"]["perplexity"], "test_perplexity": scores["test"]["perplexity"],
                      "bits_per_token": scores["test"]["bits_per_token"],
                      "train_seconds": math.nan, "tokens_per_second": math.nan, "best_epoch": pd.NA})
         log(f"evaluate: {name}: test perplexity {scores['test']['perplexity']:.3f}, "

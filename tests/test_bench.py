@@ -49,7 +49,6 @@ def test_quick_run_writes_the_report(bench, tmp_path):
     assert all(t["met"] in (True, False) for t in report["targets"])
     assert report["scratch_lstm_vs_torch_lstm"] > 0
     assert [e["impl"] for e in report["eval"]] == ["scratch", "torch"]
-    assert all(report["checks"]["fused_bptt_matches_autograd"].values())
     settings = report["settings"]
     assert settings["quick"] and settings["device"] == "cpu" and settings["threads"] >= 1
     assert {"steps", "repeats", "torch", "loadavg_before"} <= set(settings)

@@ -147,13 +147,14 @@ def test_kneser_ney_baseline_scores_the_same_targets_with_the_preceding_context(
 
 # --- tables -----------------------------------------------------------------------------------
 def _rows():
-    base = {"impl": "torch", "train_seconds": 1.25, "tokens_per_second": 1234.5, "best_epoch": 2}
+    base = {"impl": "torch", "train_perplexity": 4.5, "train_seconds": 1.25, "tokens_per_second": 1234.5,
+            "best_epoch": 2}
     return [
         {"name": "lstm", "kind": "lstm", "params": 1000, "val_perplexity": 5.0, "test_perplexity": 5.5,
          "bits_per_token": 2.46, **base},
         {"name": "unigram", "kind": "ngram", "impl": "add-1 smoothing", "params": 30, "val_perplexity": 20.0,
-         "test_perplexity": 21.0, "bits_per_token": 4.39, "train_seconds": math.nan, "tokens_per_second": math.nan,
-         "best_epoch": pd.NA},
+         "test_perplexity": 21.0, "bits_per_token": 4.39, "train_perplexity": math.nan, "train_seconds": math.nan,
+         "tokens_per_second": math.nan, "best_epoch": pd.NA},
         {"name": "gru", "kind": "gru", "params": 2000, "val_perplexity": 4.0, "test_perplexity": 4.1234567,
          "bits_per_token": 2.04, **base},
     ]
@@ -193,13 +194,16 @@ def test_run_evaluate_writes_every_output(tmp_path):
     assert data["baselines"]["unigram"]["params"] == len(vocab)
 
     csv = pd.read_csv(out / "eval" / "results.csv")
-    assert list(csv.columns) == ["name", "kind", "impl", "params", "val_perplexity", "test_perplexity",
+    assert list(csv.columns) == ["name", "kind", "impl", "params", "train_perplexity", "val_perplexity", "test_perplexity",
                                  "bits_per_char", "train_seconds", "tokens_per_second", "best_epoch"]
     assert sorted(csv["name"]) == sorted([*MODELS, "kneser-ney-3", "unigram"])
     assert list(csv["test_perplexity"]) == sorted(csv["test_perplexity"])
     rows = csv.set_index("name")
     assert rows.loc["gru", "train_seconds"] == 14.5 and rows.loc["rnn", "tokens_per_second"] == 80.0
     assert rows.loc["lstm", "best_epoch"] == 2 and rows.loc["lstm", "kind"] == "lstm"
+    # train perplexity of the best epoch (2 of 3): the fake curve's value 25 / 2 + 1 for lstm (i = 1)
+    assert rows.loc["lstm", "train_perplexity"] == pytest.approx(25.0 / 2 + 1)
+    assert pd.isna(rows.loc["unigram", "train_perplexity"])
     assert rows.loc["lstm", "params"] == data["models"]["lstm"]["params"]
     assert rows.loc["unigram", "kind"] == "ngram" and pd.isna(rows.loc["unigram", "train_seconds"])
     assert rows.loc["rnn", "test_perplexity"] == pytest.approx(data["models"]["rnn"]["test"]["perplexity"])

@@ -102,10 +102,12 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def interrupt_training(proj: Project, sig: int, ready, timeout: float = 240) -> SimpleNamespace:
+def interrupt_training(proj: Project, sig: int, ready, timeout: float = 240, force: bool = False) -> SimpleNamespace:
     """Start `dvc repro train-lstm` in its own session, send ``sig`` to its process group once
-    ``ready()`` is true (a completed epoch), wait until every process of the group has exited."""
-    proc = subprocess.Popen([str(VENV_BIN / "dvc"), "repro", "train-lstm"], cwd=proj.path, env=proj.env,
+    ``ready()`` is true (a completed epoch), wait until every process of the group has exited.
+    ``force`` reruns the stage even if a previous attempt completed it (`-f -s`)."""
+    cmd = [str(VENV_BIN / "dvc"), "repro", *(["-f", "-s"] if force else []), "train-lstm"]
+    proc = subprocess.Popen(cmd, cwd=proj.path, env=proj.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
@@ -347,7 +349,17 @@ def interrupted(tmp_path_factory) -> SimpleNamespace:
     proj = make_project(tmp / "proj", UPDATES)
     proj.repro("vocab")
     resume = proj.path / RESUME
-    run = interrupt_training(proj, signal.SIGINT, ready=resume.exists)
+    runs = []
+    for attempt in range(3):
+        # Seen once in a full-suite run: the training completed (and removed its resume file)
+        # before the signal took effect. Then interrupt a forced rerun instead of failing.
+        runs.append(interrupt_training(proj, signal.SIGINT, ready=resume.exists, force=attempt > 0))
+        if resume.exists():
+            break
+    else:
+        pytest.fail("the resume state was gone after every interruption: "
+                    + "\n".join(f"rc {r.rc}\n{r.out[-1500:]}\n{r.err[-1500:]}" for r in runs))
+    run = runs[-1]
     saved = tmp / "lstm.resume.P.pt"
     shutil.copy2(resume, saved)
     best = proj.path / "models/lstm.pt"

@@ -76,11 +76,11 @@ def num_batches(n_tokens: int, batch_size: int, num_steps: int, sampling: str) -
 
 
 def eval_streams(tokens: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lay a whole split out as ``batch_size`` contiguous streams for batched evaluation.
+    """Lay a whole split out as ``batch_size`` contiguous streams for evaluation.
 
     Returns (X, Y, mask), each (batch_size, L): every target tokens[1:] appears exactly once;
-    the last stream is padded and ``mask`` is False on padding. Evaluation then walks the
-    streams num_steps at a time with the state carried, so it is batched and still exact.
+    the last stream is padded and ``mask`` is False on padding. Each stream is walked from a
+    zero state, so only ``batch_size=1`` gives every token its full preceding context.
     """
     n = len(tokens) - 1
     batch_size = max(1, min(batch_size, n))

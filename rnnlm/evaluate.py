@@ -87,7 +87,7 @@ def _check_splits(splits: dict[str, np.ndarray]) -> None:
 
 def score_model(model, splits: dict[str, np.ndarray], batch_size: int, device="cpu",
                 num_steps: int = NUM_STEPS) -> dict[str, dict]:
-    """{"val": scores, "test": scores} of a recurrent model (exact, batched, dropout off)."""
+    """{"val": scores, "test": scores} of a recurrent model (dropout off; exact with batch_size 1)."""
     out = {}
     for name in SCORED_SPLITS:
         nll, n = model_nll(model, splits[name], batch_size, num_steps, device)

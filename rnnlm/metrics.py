@@ -1,4 +1,4 @@
-"""Perplexity and bits per token, and exact batched evaluation of a model over a split."""
+"""Perplexity and bits per token, and evaluation of a model over a whole split."""
 from __future__ import annotations
 
 import math
@@ -25,8 +25,11 @@ def bits_per_token(nll_sum: float, count: int) -> float:
 def model_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, device="cpu") -> tuple[float, int]:
     """Total NLL (nats) of tokens[1:] given their preceding tokens, and the count.
 
-    The split is laid out as ``batch_size`` contiguous streams and walked ``num_steps`` at a
-    time with the hidden state carried; dropout is off. Every target is scored exactly once.
+    The split is laid out as ``batch_size`` contiguous streams (see ``eval_streams``) walked
+    ``num_steps`` at a time with the hidden state carried; dropout is off; every target is scored
+    once. With ``batch_size=1`` every token is conditioned on all the tokens before it (exact).
+    With B > 1 each stream starts from a zero state, so the first tokens of streams 2..B see less
+    context: faster, and slightly pessimistic. ``num_steps`` never changes the result.
     """
     was_training = model.training
     model.eval()

@@ -93,7 +93,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "evaluate": {
         "ngram_order": Field("int", 5, check=positive),
-        "batch_size": Field("int", 16, check=positive, help="parallel streams when scoring a split"),
+        "batch_size": Field("int", 1, check=positive, help="parallel streams when scoring a split; 1 = exact"),
         "device": Field("str", "auto", choices=("auto", "cpu", "cuda")),
     },
     "sample": {

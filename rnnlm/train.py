@@ -32,7 +32,7 @@ from .metrics import model_nll, perplexity
 from .models import RNNLM, detach_state, num_parameters
 
 CHECK_EVERY = 25  # steps between looks at the loss on the host (avoids a sync every step)
-EVAL_BATCH = 16
+EVAL_BATCH = 1  # per-epoch validation: one stream, every token with its full context (exact)
 
 
 @dataclass
@@ -97,10 +97,11 @@ class Trainer:
         if cfg["lr_decay"] < 1.0:
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min",
                                                                         factor=cfg["lr_decay"], patience=0)
-        # What a resumed run must agree on (threads and device do not change the maths on CPU).
+        # What a resumed run must agree on: everything but the thread count (CPU and CUDA runs
+        # differ numerically, so the resolved device type counts, not the `auto` spelling).
         self.fingerprint = fingerprint(
             name, model_cfg, {k: v for k, v in cfg.items() if k not in ("threads", "device")},
-            vocab.fingerprint, train_tokens, val_tokens)
+            self.device.type, vocab.fingerprint, train_tokens, val_tokens)
 
     # --- one epoch -------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> tuple[float, int, float]:
@@ -235,8 +236,6 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
                 "history": history, "best_val_perplexity": best["val_perplexity"], "best_epoch": best["epoch"],
                 "best_state_dict": best["state_dict"], "stale": stale})
-        if cfg["patience"] and stale >= cfg["patience"] and len(history) < cfg["epochs"]:
-            stopped_early = True
 
         last = history[-1]
         live.step = last["epoch"]  # next_step() left it one past the last epoch; the summary's step is the epoch

@@ -278,3 +278,22 @@ def test_stage_scripts_run_from_a_project_root(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("error: ") and "models/gru.pt" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_one_stream_is_exact_and_independent_of_num_steps():
+    """batch_size=1 scores every token with its full context: the same NLL as one forward pass
+    over the whole split, whatever the chunk length; more streams lose context at their starts."""
+    from rnnlm.metrics import model_nll
+    from rnnlm.models import RNNLM
+
+    torch.manual_seed(0)
+    model = RNNLM("lstm", "torch", 7, hidden=8, layers=2, dropout=0.0, embedding=4).double().eval()
+    tokens = np.random.default_rng(1).integers(0, 7, 200)
+    with torch.no_grad():
+        logits, _ = model(torch.from_numpy(tokens[None, :-1]))
+        full = float(torch.nn.functional.cross_entropy(logits[0], torch.from_numpy(tokens[1:]), reduction="sum"))
+    for num_steps in (1, 7, 64, 500):
+        nll, n = model_nll(model, tokens, 1, num_steps)
+        assert n == 199 and nll == pytest.approx(full, rel=1e-10)
+    nll4, n4 = model_nll(model, tokens, 4, 64)
+    assert n4 == 199 and nll4 != pytest.approx(full, rel=1e-10)

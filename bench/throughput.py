@@ -60,7 +60,7 @@ from rnnlm.vocab import Vocab, split_bounds, tokenize  # noqa: E402
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "timemachine.txt"
 BATCH, NUM_STEPS, HIDDEN = 32, 35, 256  # the textbook's shapes
 CLIP = 1.0
-EVAL_BATCH = 16  # as rnnlm.train.EVAL_BATCH
+EVAL_BATCH = 16  # evaluate.batch_size > 1: parallel streams (the default, 1, is exact and slower)
 TARGETS = {"lstm_torch_vs_reference": 1.3, "scratch_vs_reference": 1.5, "scratch_lstm_vs_torch_lstm": 0.5,
            "lstm_tokens_per_second": 100_000}
 

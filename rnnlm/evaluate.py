@@ -32,7 +32,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .checkpoint import load_model
 from .device import resolve_device

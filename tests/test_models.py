@@ -86,15 +86,21 @@ def test_hand_written_bptt_matches_autograd(cell, embedding, monkeypatch):
     Y = torch.randint(0, 11, (4, 6))
     state0 = model.begin_state(4)
     state0 = tuple(torch.randn_like(s) for s in state0) if cell == "lstm" else torch.randn_like(state0)
+    leaves = state0 if cell == "lstm" else (state0,)
+    for s in leaves:
+        s.requires_grad_(True)  # the initial state's gradient (what flows into a previous minibatch)
 
     def grads(mode):
         monkeypatch.setattr(ScratchLayer, "bptt", mode)
         model.zero_grad()
+        for s in leaves:
+            s.grad = None
         logits, state = model(X, state0)
         last = state[1] if cell == "lstm" else state  # the final state's gradient path too
         loss = F.cross_entropy(logits.reshape(-1, 11), Y.reshape(-1)) + last.pow(2).sum()
         loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+        named = {n: p.grad.clone() for n, p in model.named_parameters()}
+        return loss.detach(), {**named, **{f"state0[{i}]": s.grad.clone() for i, s in enumerate(leaves)}}
 
     loss_f, g_fused = grads("fused")
     loss_a, g_auto = grads("autograd")

@@ -11,9 +11,15 @@ formulation of "Dive into Deep Learning" re-implemented here:
 * torch ("concise"): ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` fed one-hot inputs, then ``nn.Linear``;
 
 both trained the d2l way: a host sync for the loss every step (``loss.item()``). The project side
-runs the step of ``rnnlm.train.Trainer`` (no host sync). Both sides use the same data
+runs ``rnnlm.train.train_step``, the step of the Trainer (no host sync). Both sides use the same data
 (``rnnlm.batching.sequential_batches``, same seed, state carried and detached), the same
 optimizer (SGD lr 1 as in the book, or Adam) and the same clipping (``clip_grad_norm_`` 1.0).
+
+Precision: every row is float32 on both sides, plus, where the device computes bfloat16 in
+hardware (CPU: AVX512-BF16/AMX; CUDA: Ampere or newer), a row per cell for the project's torch
+impl with ``train.precision: bf16`` (autocast) against the same float32 reference
+(``--precisions fp32`` leaves them out). On CPU only the LSTM's (oneDNN) kernel runs in bfloat16
+under autocast; nn.RNN and nn.GRU stay float32 there, apart from the decoder.
 
 Timing is interleaved: every (cell, impl, side) runner is warmed up, then each repeat runs
 ``--steps`` steps of every runner in a rotating order, so all runners see the same machine load.
@@ -25,7 +31,7 @@ baseline via /proc/self/status VmHWM, reset through /proc/self/clear_refs, or ru
 fallback; CUDA: ``torch.cuda.max_memory_allocated``).
 
 Usage: ``.venv/bin/python bench/throughput.py [--steps 20] [--repeats 5] [--threads 0]
-[--device auto] [--quick] [--out metrics/bench.json]``
+[--device auto] [--precisions fp32 bf16] [--quick] [--out metrics/bench.json]``
 """
 from __future__ import annotations
 
@@ -52,15 +58,18 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from rnnlm.batching import sequential_batches  # noqa: E402
+from rnnlm.device import bf16_native  # noqa: E402
 from rnnlm.fileio import write_json  # noqa: E402
 from rnnlm.metrics import model_nll  # noqa: E402
 from rnnlm.models import CELLS, IMPLS, RNNLM, detach_state  # noqa: E402
+from rnnlm.train import train_step  # noqa: E402
 from rnnlm.vocab import Vocab, split_bounds, tokenize  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "timemachine.txt"
 BATCH, NUM_STEPS, HIDDEN = 32, 35, 256  # the textbook's shapes
 CLIP = 1.0
 EVAL_BATCH = 16  # evaluate.batch_size > 1: parallel streams (the default, 1, is exact and slower)
+PRECISIONS = ("fp32", "bf16")
 TARGETS = {"lstm_torch_vs_reference": 1.3, "scratch_vs_reference": 1.5, "scratch_lstm_vs_torch_lstm": 0.5,
            "lstm_tokens_per_second": 100_000}
 
@@ -177,13 +186,15 @@ def reference_name(cell: str, impl: str) -> str:
 class Runner:
     """Trains one model step by step on a fixed list of minibatches.
 
-    side "project": RNNLM and the step of rnnlm.train.Trainer (losses stay on the device);
-    side "reference": the d2l model and d2l's train_epoch step (``loss.item()`` every step).
+    side "project": RNNLM and rnnlm.train.train_step (losses stay on the device), in
+    ``precision`` fp32 or bf16 (autocast); side "reference": the d2l model and d2l's
+    train_epoch step (``loss.item()`` every step), always fp32.
     """
 
-    def __init__(self, cell, impl, side, vocab_size, batches, device, optimizer="sgd", lr=None,
+    def __init__(self, cell, impl, side, precision, vocab_size, batches, device, optimizer="sgd", lr=None,
                  embedding=0, hidden=HIDDEN, seed=0):
         self.cell, self.impl, self.side, self.V = cell, impl, side, vocab_size
+        self.amp_dtype = torch.bfloat16 if precision == "bf16" else None
         self.batches, self.device, self.i = batches, device, 0
         torch.manual_seed(seed)
         if side == "project":
@@ -213,15 +224,16 @@ class Runner:
             self.state = model.begin_state(X.shape[0], self.device)
         else:
             self.state = detach_state(self.state)
-        logits, self.state = model(X, self.state)
-        loss = F.cross_entropy(logits.reshape(-1, self.V), Y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
         if self.side == "project":
-            self.loss_sum += loss.detach().double() * Y.numel()  # no host sync (as rnnlm.train)
+            loss, self.state = train_step(model, opt, X, Y, self.state, CLIP, self.amp_dtype)
+            self.loss_sum += loss.double() * Y.numel()  # no host sync (as rnnlm.train)
         else:
+            logits, self.state = model(X, self.state)
+            loss = F.cross_entropy(logits.reshape(-1, self.V), Y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+            opt.step()
             self.host_loss_sum += loss.item() * Y.numel()  # d2l: metric.add(l * y.numel(), ...)
         self.tokens += Y.numel()
 
@@ -265,12 +277,13 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def memory_probe(args, cell, impl, side) -> dict:
+def memory_probe(args, cell, impl, side, precision="fp32") -> dict:
     """Peak memory of a few training steps of one runner (run in a fresh subprocess)."""
     device = resolve_device(args.device)
     V, train, _ = load_splits(args.data)
     batches = batch_list(train, args.warmup + args.memory_steps, args.batch_size, args.num_steps)
-    runner = Runner(cell, impl, side, V, batches, device, args.optimizer, args.lr, args.embedding, args.hidden)
+    runner = Runner(cell, impl, side, precision, V, batches, device, args.optimizer, args.lr, args.embedding,
+                    args.hidden)
     steps = args.warmup + args.memory_steps
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -293,8 +306,8 @@ def memory_probe(args, cell, impl, side) -> dict:
             "method": "ru_maxrss above its value before training"}
 
 
-def measure_memory(args, cell, impl, side) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", cell, impl, side,
+def measure_memory(args, cell, impl, side, precision) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", cell, impl, side, precision,
            "--device", args.device, "--threads", str(args.threads), "--data", str(args.data),
            "--optimizer", args.optimizer, "--embedding", str(args.embedding),
            "--warmup", str(args.warmup), "--memory-steps", str(args.memory_steps),
@@ -375,10 +388,22 @@ def loadavg():
         return None
 
 
+def runner_keys(args) -> list[tuple[str, str, str, str]]:
+    """(cell, impl, side, precision) of every runner: project and reference in fp32 for each
+    cell x impl, and the project's torch impl in each further precision of ``args.precisions``."""
+    keys = []
+    for c in args.cells:
+        for i in args.impls:
+            keys += [(c, i, "project", "fp32"), (c, i, "reference", "fp32")]
+            if i == "torch":
+                keys += [(c, i, "project", p) for p in args.precisions if p != "fp32"]
+    return keys
+
+
 def time_runners(args, vocab_size, train, device) -> tuple[dict, dict]:
     """Interleaved timing. Returns {key: [seconds per repeat]} and {key: mean training loss}."""
     batches = batch_list(train, args.warmup + args.steps * args.repeats, args.batch_size, args.num_steps)
-    keys = [(c, i, s) for c in args.cells for i in args.impls for s in ("project", "reference")]
+    keys = runner_keys(args)
     runners = {k: Runner(*k, vocab_size, batches, device, args.optimizer, args.lr, args.embedding, args.hidden)
                for k in keys}
     for k in keys:
@@ -396,26 +421,28 @@ def time_runners(args, vocab_size, train, device) -> tuple[dict, dict]:
 def build_report(args, seconds, losses, memory, evals, device, load_before, load_after, wall) -> dict:
     tok = args.batch_size * args.num_steps * args.steps
     rows = []
-    for cell in args.cells:
-        for impl in args.impls:
-            p, ref = seconds[(cell, impl, "project")], seconds[(cell, impl, "reference")]
-            ratios = [b / a for a, b in zip(p, ref)]  # per repeat: project tok/s / reference tok/s
-            rows.append({
-                "cell": cell, "impl": impl,
-                "project_tokens_per_s": round(tok / min(p), 1),
-                "reference": reference_name(cell, impl),
-                "reference_tokens_per_s": round(tok / min(ref), 1),
-                "ratio": round(min(ref) / min(p), 3),
-                "project_tokens_per_s_median": round(tok / statistics.median(p), 1),
-                "reference_tokens_per_s_median": round(tok / statistics.median(ref), 1),
-                "ratio_median": round(statistics.median(ratios), 3),
-                "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
-                "project_peak_mb": memory.get((cell, impl, "project"), {}).get("peak_mb"),
-                "reference_peak_mb": memory.get((cell, impl, "reference"), {}).get("peak_mb"),
-                "project_loss": round(losses[(cell, impl, "project")], 4),
-                "reference_loss": round(losses[(cell, impl, "reference")], 4),
-            })
-    by = {(r["cell"], r["impl"]): r for r in rows}
+    for cell, impl, side, precision in seconds:
+        if side != "project":
+            continue
+        key, ref_key = (cell, impl, side, precision), (cell, impl, "reference", "fp32")
+        p, ref = seconds[key], seconds[ref_key]
+        ratios = [b / a for a, b in zip(p, ref)]  # per repeat: project tok/s / reference tok/s
+        rows.append({
+            "cell": cell, "impl": impl, "precision": precision,
+            "project_tokens_per_s": round(tok / min(p), 1),
+            "reference": reference_name(cell, impl),
+            "reference_tokens_per_s": round(tok / min(ref), 1),
+            "ratio": round(min(ref) / min(p), 3),
+            "project_tokens_per_s_median": round(tok / statistics.median(p), 1),
+            "reference_tokens_per_s_median": round(tok / statistics.median(ref), 1),
+            "ratio_median": round(statistics.median(ratios), 3),
+            "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
+            "project_peak_mb": memory.get(key, {}).get("peak_mb"),
+            "reference_peak_mb": memory.get(ref_key, {}).get("peak_mb"),
+            "project_loss": round(losses[key], 4),
+            "reference_loss": round(losses[ref_key], 4),
+        })
+    by = {(r["cell"], r["impl"], r["precision"]): r for r in rows}
     targets = []
 
     def target(name, value, threshold, note):
@@ -423,23 +450,26 @@ def build_report(args, seconds, losses, memory, evals, device, load_before, load
         targets.append({"target": name, "value": None if value is None else round(value, 3),
                         "threshold": threshold, "met": met, "note": note})
 
-    if ("lstm", "torch") in by:
-        target("lstm_torch_vs_reference", by[("lstm", "torch")]["ratio"], TARGETS["lstm_torch_vs_reference"],
-               "project LSTM (torch impl) tokens/s / d2l concise nn.LSTM tokens/s")
+    for precision in PRECISIONS:
+        if ("lstm", "torch", precision) in by:
+            name = "lstm_torch_vs_reference" + ("" if precision == "fp32" else f" ({precision})")
+            target(name, by[("lstm", "torch", precision)]["ratio"], TARGETS["lstm_torch_vs_reference"],
+                   f"project LSTM (torch impl, {precision}) tokens/s / d2l concise nn.LSTM (fp32) tokens/s")
     for cell in args.cells:
-        if (cell, "scratch") in by:
-            target(f"{cell}_scratch_vs_reference", by[(cell, "scratch")]["ratio"], TARGETS["scratch_vs_reference"],
-                   f"project scratch {cell} tokens/s / d2l {cell} scratch tokens/s")
+        if (cell, "scratch", "fp32") in by:
+            target(f"{cell}_scratch_vs_reference", by[(cell, "scratch", "fp32")]["ratio"],
+                   TARGETS["scratch_vs_reference"], f"project scratch {cell} tokens/s / d2l {cell} scratch tokens/s")
     scratch_vs_torch = None
-    if ("lstm", "scratch") in by and ("lstm", "torch") in by:
-        s, t = seconds[("lstm", "scratch", "project")], seconds[("lstm", "torch", "project")]
+    if ("lstm", "scratch", "fp32") in by and ("lstm", "torch", "fp32") in by:
+        s, t = seconds[("lstm", "scratch", "project", "fp32")], seconds[("lstm", "torch", "project", "fp32")]
         scratch_vs_torch = min(t) / min(s)
         target("scratch_lstm_vs_torch_lstm", scratch_vs_torch, TARGETS["scratch_lstm_vs_torch_lstm"],
-               "project scratch LSTM tokens/s / project torch LSTM tokens/s")
-    for impl in args.impls:
-        if ("lstm", impl) in by:
-            target(f"lstm_{impl}_tokens_per_s (longer term)", by[("lstm", impl)]["project_tokens_per_s"],
-                   TARGETS["lstm_tokens_per_second"], "absolute tokens/s, LSTM hidden 256")
+               "project scratch LSTM tokens/s / project torch LSTM tokens/s (both fp32)")
+    for (cell, impl, precision), row in by.items():
+        if cell == "lstm":
+            target(f"lstm_{impl}_tokens_per_s{'' if precision == 'fp32' else f' ({precision})'} (longer term)",
+                   row["project_tokens_per_s"], TARGETS["lstm_tokens_per_second"],
+                   "absolute tokens/s, LSTM hidden 256")
     return {
         "rows": rows,
         "eval": evals,
@@ -449,6 +479,7 @@ def build_report(args, seconds, losses, memory, evals, device, load_before, load
             "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
             "memory_steps": None if args.no_memory else args.memory_steps,
             "batch_size": args.batch_size, "num_steps": args.num_steps, "hidden": args.hidden,
+            "precisions": list(args.precisions), "precision_note": args.precision_note,
             "vocab_size": args.vocab_size, "embedding": args.embedding, "optimizer": args.optimizer,
             "lr": args.lr if args.lr is not None else (1.0 if args.optimizer == "sgd" else 0.003),
             "clip_grad_norm": CLIP, "threads": torch.get_num_threads(),
@@ -466,7 +497,7 @@ def markdown(report) -> str:
     df = pd.DataFrame(report["rows"])
     df["per repeat"] = [f"{r:.2f} ({lo:.2f}-{hi:.2f})" for r, lo, hi in
                         zip(df["ratio_median"], df["ratio_min"], df["ratio_max"])]
-    cols = {"cell": "cell", "impl": "impl", "project_tokens_per_s": "project tok/s",
+    cols = {"cell": "cell", "impl": "impl", "precision": "project precision", "project_tokens_per_s": "project tok/s",
             "reference": "reference", "reference_tokens_per_s": "reference tok/s",
             "ratio": "project/reference", "per repeat": "per repeat: median (min-max)",
             "project_peak_mb": "project peak MB", "reference_peak_mb": "reference peak MB"}
@@ -494,6 +525,8 @@ def markdown(report) -> str:
                 f"{s['optimizer']} lr {s['lr']}, device {s['device']}, {s['threads']} threads, torch {s['torch']}, "
                 f"load average before {s['loadavg_before']} after {s['loadavg_after']}, {s['wall_seconds']} s"
                 "; tok/s: best of the repeats")
+    if s["precision_note"]:
+        text.append(s["precision_note"] + ".")
     if s["busy"]:
         text.append("WARNING: other processes were using the CPUs (load average above the cores this run left "
                     "free): the numbers are noisy; rerun on an idle machine"
@@ -514,6 +547,9 @@ def parse_args(argv=None):
     ap.add_argument("--out", default="metrics/bench.json", help="JSON report (relative to the repo root)")
     ap.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     ap.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    ap.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                    help="project-side precisions (the torch impl gets a row per precision beyond fp32; "
+                         "bf16 is skipped where the device has no native bfloat16)")
     ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     ap.add_argument("--lr", type=float, default=None, help="default: 1 for sgd (the book), 0.003 for adam")
     ap.add_argument("--embedding", type=int, default=0,
@@ -526,7 +562,7 @@ def parse_args(argv=None):
     ap.add_argument("--eval-tokens", type=int, default=3000, help="val tokens in the eval rows; 0 = skip")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the time machine text (mirror)")
     ap.add_argument("--verbose", action="store_true")
-    ap.add_argument("--memory-probe", nargs=3, metavar=("CELL", "IMPL", "SIDE"), help=argparse.SUPPRESS)
+    ap.add_argument("--memory-probe", nargs=4, metavar=("CELL", "IMPL", "SIDE", "PRECISION"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.repeats, args.warmup, args.memory_steps = 2, 2, 1, 1
@@ -547,6 +583,12 @@ def main(argv=None) -> dict | None:
     if not args.data.exists():
         raise SystemExit(f"{args.data}: not found (the corpus mirror beside the project root)")
     device = resolve_device(args.device)
+    args.precision_note = None
+    if "bf16" in args.precisions and not bf16_native(device):
+        args.precisions = [p for p in args.precisions if p != "bf16"]
+        args.precision_note = f"bf16 rows left out: this {device.type} has no native bfloat16 matmuls"
+    if "fp32" not in args.precisions:
+        args.precisions = ["fp32", *args.precisions]  # the fp32 rows are the comparison every target uses
     start, load_before = time.perf_counter(), loadavg()
     V, train, val = load_splits(args.data)
     args.vocab_size = V

@@ -13,3 +13,13 @@ def resolve_device(name: str, key: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ParamError(key, "cuda requested but no CUDA device is available; use auto or cpu")
     return torch.device(name)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 matmuls in hardware (CPU: AVX512-BF16/AMX; CUDA: Ampere+)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

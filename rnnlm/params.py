@@ -88,6 +88,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field("int", 0, check=non_negative),
         "device": Field("str", "auto", choices=("auto", "cpu", "cuda")),
         "threads": Field("int", 0, check=non_negative, help="torch CPU threads; 0 = torch default"),
+        "precision": Field("str", "fp32", choices=("fp32", "bf16"),
+                           help="bf16: mixed precision (autocast); weights, optimizer and evaluation stay fp32"),
         "patience": Field("int", 0, check=non_negative, help="early stopping; 0 = off"),
         "lr_decay": Field("float", 1.0, check=factor, help="lr factor on a val plateau; 1 = off"),
     },

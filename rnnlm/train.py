@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .batching import batches, check_batchable, num_batches
 from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
-from .device import resolve_device
+from .device import bf16_native, resolve_device
 from .errors import ParamError, RnnlmError
 from .fileio import write_json
 from .metrics import model_nll, perplexity
@@ -64,6 +64,22 @@ def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     raise ParamError("train.optimizer", f"unknown optimizer {name!r}")
 
 
+def train_step(model, optimizer, X, Y, state, clip_theta: float, amp_dtype=None):
+    """One optimizer step on the minibatch (X, Y) from ``state``; returns (loss, new state).
+
+    The loss stays on the device (no host sync). ``amp_dtype`` (e.g. torch.bfloat16) runs the
+    forward pass under autocast; the loss is computed in float32 either way."""
+    with torch.autocast(X.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        logits, state = model(X, state)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), Y.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_theta > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_theta)
+    optimizer.step()
+    return loss.detach(), state
+
+
 def fingerprint(*parts) -> str:
     h = hashlib.sha256()
     for p in parts:
@@ -90,6 +106,13 @@ class Trainer:
         self.device = resolve_device(cfg["device"], "train.device")
         if cfg["threads"] > 0:
             torch.set_num_threads(cfg["threads"])
+        # train.precision: bf16 runs the forward pass under autocast (matmuls and the torch.nn
+        # recurrent kernels in bfloat16, e.g. on AMX or tensor cores); the weights, their
+        # gradients, the optimizer and every reported perplexity stay float32.
+        self.amp_dtype = torch.bfloat16 if cfg["precision"] == "bf16" else None
+        if self.amp_dtype is not None and not bf16_native(self.device):
+            self.log(f"{name}: warning: train.precision=bf16, but this {self.device.type} has no native bfloat16 "
+                     "matmuls, so it is emulated and slower than fp32")
         torch.manual_seed(cfg["seed"])
         self.model = build_model(model_cfg, name, len(vocab)).to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
@@ -109,7 +132,6 @@ class Trainer:
         torch.manual_seed(_epoch_seed(cfg["seed"], epoch))
         rng = np.random.default_rng([cfg["seed"], epoch])
         model.train()
-        V = len(self.vocab)
         state = None
         losses: list[torch.Tensor] = []
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -126,15 +148,9 @@ class Trainer:
                 state = model.begin_state(X.shape[0], device)  # fresh state per random minibatch
             else:
                 state = detach_state(state)  # carried across sequential minibatches, cut from the graph
-            logits, state = model(X, state)
-            loss = F.cross_entropy(logits.reshape(-1, V), Y.reshape(-1))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg["clip_theta"] > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_theta"])
-            self.optimizer.step()
-            losses.append(loss.detach())
-            loss_sum += loss.detach().double() * Y.numel()
+            loss, state = train_step(model, self.optimizer, X, Y, state, cfg["clip_theta"], self.amp_dtype)
+            losses.append(loss)
+            loss_sum += loss.double() * Y.numel()
             tokens += Y.numel()
             bar.update(Y.numel())
             if len(losses) == CHECK_EVERY:
@@ -252,7 +268,7 @@ class Trainer:
         train_seconds = sum(r["seconds"] for r in history)
         timing = {"train_seconds": round(train_seconds, 3), "tokens": train_tokens,
                   "tokens_per_second": round(train_tokens / train_seconds, 1), "device": str(self.device),
-                  "threads": torch.get_num_threads()}
+                  "threads": torch.get_num_threads(), "precision": cfg["precision"]}
         write_json(paths.live_dir / "timing.json", timing)
         paths.resume.unlink(missing_ok=True)
         return {"best_val_perplexity": best["val_perplexity"], "best_epoch": best["epoch"],

@@ -33,12 +33,12 @@ def test_d2l_clean_and_splits(bench, tmp_path):
 
 def test_quick_run_writes_the_report(bench, tmp_path):
     out = tmp_path / "bench.json"
-    report = bench.main(["--quick", "--no-memory", "--cells", "lstm", "gru", "--data", str(_corpus(tmp_path)),
-                         "--out", str(out)])
+    report = bench.main(["--quick", "--no-memory", "--cells", "lstm", "gru", "--precisions", "fp32",
+                         "--data", str(_corpus(tmp_path)), "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     rows = report["rows"]
-    assert [(r["cell"], r["impl"]) for r in rows] == [("lstm", "scratch"), ("lstm", "torch"),
-                                                      ("gru", "scratch"), ("gru", "torch")]
+    assert [(r["cell"], r["impl"], r["precision"]) for r in rows] == [
+        ("lstm", "scratch", "fp32"), ("lstm", "torch", "fp32"), ("gru", "scratch", "fp32"), ("gru", "torch", "fp32")]
     for r in rows:
         assert r["project_tokens_per_s"] > 0 and r["reference_tokens_per_s"] > 0
         assert r["ratio"] > 0 and r["ratio_min"] <= r["ratio_median"] <= r["ratio_max"]
@@ -56,5 +56,25 @@ def test_quick_run_writes_the_report(bench, tmp_path):
 
 def test_memory_probe_reports_a_peak(bench, tmp_path):
     args = bench.parse_args(["--quick", "--device", "cpu", "--data", str(_corpus(tmp_path))])
-    result = bench.memory_probe(args, "rnn", "scratch", "reference")
+    result = bench.memory_probe(args, "rnn", "scratch", "reference", "fp32")
     assert result["peak_mb"] >= 0 and result["method"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_rows_for_the_torch_impl_where_the_device_has_bf16(bench, tmp_path, monkeypatch, native):
+    monkeypatch.setattr(bench, "bf16_native", lambda device: native)
+    report = bench.main(["--quick", "--no-memory", "--eval-tokens", "0", "--cells", "lstm", "--data",
+                         str(_corpus(tmp_path)), "--out", str(tmp_path / "bench.json")])
+    rows = [(r["impl"], r["precision"]) for r in report["rows"]]
+    targets = {t["target"] for t in report["targets"]}
+    if native:
+        assert rows == [("scratch", "fp32"), ("torch", "fp32"), ("torch", "bf16")]
+        bf16 = report["rows"][2]
+        assert bf16["reference"] == report["rows"][1]["reference"]  # against the same fp32 reference
+        assert bf16["reference_tokens_per_s"] == report["rows"][1]["reference_tokens_per_s"]
+        assert {"lstm_torch_vs_reference", "lstm_torch_vs_reference (bf16)"} <= targets
+        assert report["settings"]["precision_note"] is None
+    else:
+        assert rows == [("scratch", "fp32"), ("torch", "fp32")]
+        assert "lstm_torch_vs_reference (bf16)" not in targets
+        assert "no native bfloat16" in report["settings"]["precision_note"]

@@ -166,3 +166,35 @@ def test_equal_checkpoints_are_byte_identical_files(tmp_path):
     save_checkpoint(tmp_path / "a.pt", payload)
     save_checkpoint(tmp_path / "sub" / "b.pt", payload)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "b.pt").read_bytes()
+
+
+def test_bf16_precision_trains_under_autocast_and_is_recorded(tmp_path, monkeypatch):
+    """train.precision=bf16: the forward pass runs under bfloat16 autocast (so the numbers differ
+    from fp32), the weights stay float32, and timing.json records the precision."""
+    calls = []
+    real_autocast = torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True, **kw):
+        calls.append((device_type, dtype, enabled))
+        return real_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    _, fp32 = run(tmp_path / "fp32", epochs=1)
+    assert calls and not any(enabled for _, _, enabled in calls)
+    calls.clear()
+    trainer, bf16 = run(tmp_path / "bf16", epochs=1, precision="bf16")
+    assert calls and all(c == ("cpu", torch.bfloat16, True) for c in calls)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert bf16["best_val_perplexity"] != fp32["best_val_perplexity"]
+    assert abs(bf16["best_val_perplexity"] / fp32["best_val_perplexity"] - 1) < 0.05
+    timing = json.loads((trainer.paths.live_dir / "timing.json").read_text())
+    assert timing["precision"] == "bf16"
+
+
+def test_bf16_without_native_support_warns(tmp_path, monkeypatch):
+    import rnnlm.train
+
+    monkeypatch.setattr(rnnlm.train, "bf16_native", lambda device: False)
+    lines = []
+    run(tmp_path, epochs=1, precision="bf16", log=lines.append)
+    assert any("warning: train.precision=bf16" in line and "emulated" in line for line in lines)

@@ -18,8 +18,8 @@ optimizer (SGD lr 1 as in the book, or Adam) and the same clipping (``clip_grad_
 Precision: every row is float32 on both sides, plus, where the device computes bfloat16 in
 hardware (CPU: AVX512-BF16/AMX; CUDA: Ampere or newer), a row per cell for the project's torch
 impl with ``train.precision: bf16`` (autocast) against the same float32 reference
-(``--precisions fp32`` leaves them out). On CPU only the LSTM's (oneDNN) kernel runs in bfloat16
-under autocast; nn.RNN and nn.GRU stay float32 there, apart from the decoder.
+(``--precisions fp32`` leaves them out). On CPU, autocast runs nn.LSTM and nn.RNN in bfloat16
+(oneDNN) but leaves nn.GRU in float32, apart from the decoder; only the LSTM gets faster.
 
 Timing is interleaved: every (cell, impl, side) runner is warmed up, then each repeat runs
 ``--steps`` steps of every runner in a rotating order, so all runners see the same machine load.
@@ -375,10 +375,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def busy(*loads) -> bool:
-    """True when the 1-minute load average exceeded the cores this run does not use itself."""
-    spare = (os.cpu_count() or 1) - torch.get_num_threads()
-    return any(load is not None and load[0] > spare + 0.5 for load in loads)
+def busy(before, after) -> bool:
+    """Whether other processes used the CPUs, from the 1-minute load averages: before the run,
+    above the cores this run leaves free; after it, above all cores (the run's own threads count
+    in that one)."""
+    cores = os.cpu_count() or 1
+    spare = cores - torch.get_num_threads()
+    return bool((before is not None and before[0] > spare + 0.5) or (after is not None and after[0] > cores + 0.5))
 
 
 def loadavg():

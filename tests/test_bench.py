@@ -78,3 +78,12 @@ def test_bf16_rows_for_the_torch_impl_where_the_device_has_bf16(bench, tmp_path,
         assert rows == [("scratch", "fp32"), ("torch", "fp32")]
         assert "lstm_torch_vs_reference (bf16)" not in targets
         assert "no native bfloat16" in report["settings"]["precision_note"]
+
+
+def test_busy_counts_the_runs_own_threads_only_after_it(bench):
+    cores = bench.os.cpu_count() or 1
+    spare = cores - bench.torch.get_num_threads()
+    assert not bench.busy(None, None)
+    assert not bench.busy([spare + 0.4] * 3, [cores + 0.4] * 3)  # the run's own load afterwards is fine
+    assert bench.busy([spare + 0.6] * 3, None)  # something else ran before
+    assert bench.busy(None, [cores + 0.6] * 3)  # more than all cores during the run

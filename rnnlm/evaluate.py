@@ -131,12 +131,13 @@ def _train_file(path: Path, model: str):
 
 
 def read_training_info(train_dir: Path, model: str) -> dict:
-    """train_seconds, tokens_per_second, best_epoch from metrics/train/<model>/{timing,metrics}.json."""
+    """train_seconds, tokens_per_second, precision, best_epoch from metrics/train/<model>/{timing,metrics}.json."""
     metrics = _train_file(train_dir / "metrics.json", model)
     timing = _train_file(train_dir / "timing.json", model)
     try:
         return {"train_seconds": float(timing["train_seconds"]),
                 "tokens_per_second": float(timing["tokens_per_second"]),
+                "precision": str(timing.get("precision", "fp32")),
                 "best_epoch": int(metrics["best"]["epoch"])}
     except (KeyError, TypeError, ValueError) as exc:
         raise RnnlmError(f"{train_dir}: training metrics lack {exc}; rerun `dvc repro train-{model}`") from None
@@ -302,7 +303,8 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
         train_ppl = float(at_best.iloc[-1]) if len(at_best) else math.nan
         model, _ = load_model(ckpts[m], vocab.fingerprint, device)
         scores = score_model(model, splits, cfg["batch_size"], device)
-        params, impl = num_parameters(model), model.impl
+        precision = info.pop("precision")
+        params, impl = num_parameters(model), model.impl + ("" if precision == "fp32" else f" ({precision})")
         del model
         results["models"][m] = _rounded(scores, params)
         rows.append({"name": m, "kind": m, "impl": impl, "params": params, "train_perplexity": train_ppl,

@@ -60,8 +60,9 @@ def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEX
             "train": {"perplexity": train[-1]}, "val": {"perplexity": val[-1]}, "lr": 0.01, "step": epochs,
             "best": {"val_perplexity": val[-2], "epoch": epochs - 1}, "params": num_parameters(model),
             "epochs_run": epochs, "stopped_early": False})
+        # the lstm as trained with precision bf16; the others without the key (files from before it existed)
         write_json(live / "timing.json", {"train_seconds": 12.5 + i, "tokens": 1000, "tokens_per_second": 80.0 + i,
-                                          "device": "cpu", "threads": 1})
+                                          "device": "cpu", "threads": 1, **({"precision": "bf16"} if m == "lstm" else {})})
         for split, values in (("train", train), ("val", val)):
             rows = "".join(f"{e + 1}\t{v}\n" for e, v in enumerate(values))
             write_text(live / "plots" / "metrics" / split / "perplexity.tsv", "step\tperplexity\n" + rows)
@@ -201,6 +202,7 @@ def test_run_evaluate_writes_every_output(tmp_path):
     rows = csv.set_index("name")
     assert rows.loc["gru", "train_seconds"] == 14.5 and rows.loc["rnn", "tokens_per_second"] == 80.0
     assert rows.loc["lstm", "best_epoch"] == 2 and rows.loc["lstm", "kind"] == "lstm"
+    assert rows.loc["lstm", "impl"] == "torch (bf16)" and rows.loc["rnn", "impl"] == "torch"
     # train perplexity of the best epoch (2 of 3): the fake curve's value 25 / 2 + 1 for lstm (i = 1)
     assert rows.loc["lstm", "train_perplexity"] == pytest.approx(25.0 / 2 + 1)
     assert pd.isna(rows.loc["unigram", "train_perplexity"])

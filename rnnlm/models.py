@@ -89,6 +89,9 @@ class ScratchLayer(nn.Module):
             # X_t W_x + b for every t at once, one matmul
             source, ids = torch.addmm(b, inputs.flatten(0, 1), W_x).view(*inputs.shape[:2], -1), None
         if self.bptt == "fused":
+            # The time loops compute in the parameters' dtype; under autocast (train.precision: bf16)
+            # the input projection above comes out in bfloat16, so it is cast back here.
+            source = source.to(W_h.dtype)
             if self.cell == "lstm":
                 outputs, C = _LSTMThroughTime.apply(source, ids, W_h, state[0], state[1])
                 return outputs, (outputs[-1], C)

@@ -198,3 +198,24 @@ def test_bf16_without_native_support_warns(tmp_path, monkeypatch):
     lines = []
     run(tmp_path, epochs=1, precision="bf16", log=lines.append)
     assert any("warning: train.precision=bf16" in line and "emulated" in line for line in lines)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("embedding", [0, 8])
+def test_bf16_train_step_works_for_the_scratch_cells(cell, embedding):
+    """Under autocast the scratch layers' input projection is bfloat16 while their time loops
+    run in float32 (two layers: the second reads the first's float outputs)."""
+    from rnnlm.models import RNNLM
+    from rnnlm.train import train_step
+
+    torch.manual_seed(0)
+    model = RNNLM(cell, "scratch", 11, hidden=8, layers=2, dropout=0.0, embedding=embedding)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    X, Y = torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (3, 5))
+    state = None
+    for _ in range(2):  # the second step starts from the carried state
+        loss, state = train_step(model, optimizer, X, Y, state, 1.0, torch.bfloat16)
+        state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    assert all(p.dtype == torch.float32 and p.grad is not None and torch.isfinite(p.grad).all()
+               for p in model.parameters())

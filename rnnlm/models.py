@@ -187,11 +187,11 @@ class _RNNThroughTime(torch.autograd.Function):
         outputs = states[1:]
         dOut = _grad_or_zeros(dOut, outputs)
         W_hT = W_h.t()  # (a transposing copy costs more than the matmuls gain from it)
-        dPre = torch.empty_like(outputs)
-        dPre_, H_, dOut_ = dPre.unbind(0), outputs.unbind(0), dOut.unbind(0)
+        dPre = torch.ones_like(outputs).addcmul_(outputs, outputs, value=-1)  # tanh' = 1 - H_t^2, all steps
+        dPre_, dOut_ = dPre.unbind(0), dOut.unbind(0)
         dH = dOut_[-1]
-        for t in range(len(H_) - 1, -1, -1):
-            _tanh_backward(dH, H_[t], grad_input=dPre_[t])  # dPre_t = dH_t (1 - H_t^2)
+        for t in range(len(dPre_) - 1, -1, -1):
+            dPre_[t].mul_(dH)  # dPre_t = dH_t (1 - H_t^2)
             dH = torch.addmm(dOut_[t - 1], dPre_[t], W_hT) if t else torch.mm(dPre_[t], W_hT)  # dH_{t-1}
         dW_h = torch.mm(states[:-1].flatten(0, 1).t(), dPre.flatten(0, 1))  # sum_t H_{t-1}^T dPre_t
         return _input_grad(dPre, source, ids), None, dW_h, dH

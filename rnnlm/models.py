@@ -142,8 +142,8 @@ class ScratchLayer(nn.Module):
 # matmul over all steps at the end. Autograd, by comparison, records ~15 nodes per step and
 # computes the W_h gradient step by step. The input side X_t W_x + b comes in as ``source``:
 # XW for all steps (its gradient is dPre), or for one-hot inputs the table W_x + b with the
-# token ids (its gradient: dPre summed per id). The LSTM and GRU backward passes compute every
-# factor that does not depend on the incoming gradient for all steps before the loop, so the loop
+# token ids (its gradient: dPre summed per id). The backward passes compute every factor that
+# does not depend on the incoming gradient for all steps before the loop, so the loop
 # itself is a few products per step. Per-step views are made once with unbind: in a loop of
 # small products, slicing costs about as much as the arithmetic. sigmoid' and tanh' come from the outputs
 # s = sigmoid(x), y = tanh(x): sigmoid_backward(g, s) = g s (1 - s), tanh_backward(g, y) = g (1 - y^2).

@@ -1,4 +1,4 @@
-# rnnlm — common entry points. `make setup` once, then `make repro`.
+# rnnlm — common entry points. `make setup` once, then `make repro` (or `make repro CORPUS=ptb`).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -15,8 +15,14 @@ $(BIN)/rnnlm-ready: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# `make repro` runs params.yaml as it is; `make repro CORPUS=ptb` runs recipes/ptb.yaml on top of
+# the committed params.yaml as a DVC experiment (see rnnlm/recipes.py).
 repro: setup
+ifdef CORPUS
+	$(BIN)/python -m rnnlm.recipes $(CORPUS)
+else
 	$(BIN)/dvc repro
+endif
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -26,6 +32,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/word_level.py
 
 report: setup
 	$(BIN)/dvc repro report

@@ -30,6 +30,7 @@ from . import fileio
 from .errors import RnnlmError
 
 MODES = ("letters", "lines", "raw")
+MIN_KEPT = 0.10  # mode letters refuses a text it would shrink below this share (another script)
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _NON_LETTERS = re.compile(r"[^A-Za-z]+")
@@ -49,6 +50,10 @@ def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>") -> str:
     Invalid bytes raise :class:`RnnlmError` naming ``name``, the byte offset and the line; the
     text is never decoded with replacement characters or another codec.
     """
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise RnnlmError(f"{name}: a binary file, not text (NUL byte at offset {nul}); give a plain-text "
+                         "corpus (an archive must be a .zip with a text member)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -113,6 +118,11 @@ def clean_text(text: str, mode: str = "letters", max_chars: int = 0, strip_guten
     if mode == "letters":
         cleaned = (_NON_LETTERS.sub(" ", line).strip().lower() for line in _NEWLINE.split(text))
         out = " ".join(line for line in cleaned if line)
+        if text.strip() and len(out) < MIN_KEPT * len(text):
+            raise RnnlmError(
+                f"clean.mode=letters keeps only {len(out):,} of {len(text):,} characters "
+                f"({len(out) / len(text):.1%}): the text is mostly not A-Z letters; "
+                "use clean.mode lines or raw for it")
     elif mode == "lines":
         out = _NEWLINE.sub(" ", text)
     else:  # raw
@@ -141,14 +151,40 @@ def text_stats(text: str) -> dict:
     return {"chars": len(text), "lines": count_lines(text), "distinct_chars": len(set(text))}
 
 
-def run_clean(
+def run_clean_dir(cfg: dict, raw_dir: str | os.PathLike = "data/raw", out_dir: str | os.PathLike = "data/clean",
+                  metrics_path: str | os.PathLike = "metrics/clean.json") -> dict:
+    """The clean stage: ``raw_dir/corpus.txt`` -> ``out_dir/corpus.txt``, or for a pre-split corpus
+    each of ``raw_dir/{train,val,test}.txt`` -> ``out_dir/{train,val,test}.txt`` (``clean.max_chars``
+    applies to each file). Writes ``metrics_path`` with the metrics of :func:`run_clean`, per
+    split under ``splits`` for a pre-split corpus; returns them."""
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    names = ["train", "val", "test"] if (raw_dir / "train.txt").exists() else ["corpus"]
+    stale = ["corpus"] if names != ["corpus"] else ["train", "val", "test"]
+    per = {n: clean_file(cfg, raw_dir / f"{n}.txt", out_dir / f"{n}.txt") for n in names}
+    for n in stale:
+        (out_dir / f"{n}.txt").unlink(missing_ok=True)
+    metrics = per["corpus"] if names == ["corpus"] else {
+        **{k: sum(m[k] for m in per.values()) for k in ("chars_in", "chars_out", "bytes_out")}, "splits": per}
+    fileio.write_json(metrics_path, metrics)
+    return metrics
+
+
+def run_clean(cfg: dict, raw_path: str | os.PathLike = "data/raw/corpus.txt",
+              out_path: str | os.PathLike = "data/clean/corpus.txt",
+              metrics_path: str | os.PathLike = "metrics/clean.json") -> dict:
+    """Clean one file and write its metrics (see :func:`clean_file`)."""
+    metrics = clean_file(cfg, raw_path, out_path)
+    fileio.write_json(metrics_path, metrics)
+    return metrics
+
+
+def clean_file(
     cfg: dict,
     raw_path: str | os.PathLike = "data/raw/corpus.txt",
     out_path: str | os.PathLike = "data/clean/corpus.txt",
-    metrics_path: str | os.PathLike = "metrics/clean.json",
 ) -> dict:
-    """The clean stage: read ``raw_path``, clean by ``cfg`` (the ``clean`` params section), write
-    ``out_path`` (UTF-8) and ``metrics_path`` atomically; return the metrics.
+    """Read ``raw_path``, clean by ``cfg`` (the ``clean`` params section), write ``out_path``
+    (UTF-8) atomically; return the metrics.
 
     Metrics: ``mode``, ``max_chars``, ``strip_gutenberg``, ``gutenberg_markers`` (whether markers
     were found), ``chars_in``/``chars_out``, ``lines_in``/``lines_out``,
@@ -180,5 +216,4 @@ def run_clean(
         "bytes_out": len(encoded),
     }
     fileio.write_bytes(out_path, encoded)
-    fileio.write_json(metrics_path, metrics)
     return metrics

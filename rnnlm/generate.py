@@ -41,7 +41,7 @@ from .device import resolve_device
 from .errors import ParamError, RnnlmError
 from .fileio import write_text
 from .params import MODELS
-from .vocab import UNK, Vocab, tokenize
+from .vocab import UNK, Vocab
 
 STRATEGIES = ("greedy", "temperature", "top_k")
 BOS = "<bos>"
@@ -49,6 +49,7 @@ DEFAULT_PREFIXES = {
     "timemachine": ["time traveller"],
     "jaychou": ["分开", "不分开"],
     "tinyshakespeare": ["ROMEO:"],
+    "ptb": ["the company said", "in the first quarter"],
 }
 
 
@@ -58,7 +59,7 @@ def _stderr(msg: str) -> None:
 
 def default_prefixes(corpus: str) -> list[str]:
     """The prefixes used when ``sample.prefixes`` is empty: per catalog corpus, else one empty prefix."""
-    return list(DEFAULT_PREFIXES.get(corpus, [""]))
+    return list(DEFAULT_PREFIXES.get(corpus, [""]) if isinstance(corpus, str) else [""])
 
 
 def sample_seed(seed: int, model: str, prefix: str) -> int:
@@ -75,7 +76,7 @@ def banned_ids(vocab: Vocab) -> list[int]:
 
 def encode_prefix(vocab: Vocab, prefix: str, warn: Callable[[str], None] | None = _stderr) -> list[int]:
     """Token ids of ``prefix``; unknown tokens map to ``<unk>`` with one warning naming them."""
-    tokens = tokenize(prefix, vocab.level)
+    tokens = vocab.tokenize(prefix, eos=False)
     unknown = [t for t in dict.fromkeys(vocab.unknown(tokens)) if t != UNK]
     if unknown and warn is not None:
         shown = ", ".join(repr(t) for t in unknown)

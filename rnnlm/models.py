@@ -357,17 +357,31 @@ class ScratchRecurrent(nn.Module):
 
 
 class RNNLM(nn.Module):
-    """Embedding (or one-hot) -> recurrent layers -> dropout -> linear decoder over the vocabulary."""
+    """Embedding (or one-hot) -> dropout -> recurrent layers -> dropout -> decoder over the vocabulary.
+
+    The decoder is a linear layer (``softmax: full``), optionally sharing the embedding matrix
+    (``tie_weights``, Press & Wolf 2017; needs embedding == hidden), or an adaptive softmax
+    (``softmax: adaptive``, Grave et al. 2017: ``nn.AdaptiveLogSoftmaxWithLoss``) whose cost at
+    10k+ words is a fraction of the full one. ``dropout`` applies to the embeddings, between
+    layers and to the outputs.
+    """
 
     def __init__(self, cell: str, impl: str, vocab_size: int, hidden: int = 256, layers: int = 1,
-                 dropout: float = 0.0, embedding: int = 32):
+                 dropout: float = 0.0, embedding: int = 32, tie_weights: bool = False, softmax: str = "full",
+                 cutoffs: tuple[int, ...] | list[int] = ()):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}")
         if impl not in IMPLS:
             raise ValueError(f"unknown impl {impl!r}")
+        if tie_weights and (embedding != hidden or softmax != "full"):
+            raise ValueError("tie_weights needs embedding == hidden and softmax 'full'")
+        cutoffs = list(cutoffs) if softmax == "adaptive" else []
+        if softmax == "adaptive" and not cutoffs:
+            cutoffs = default_cutoffs(vocab_size)
         self.config = dict(cell=cell, impl=impl, vocab_size=vocab_size, hidden=hidden, layers=layers,
-                           dropout=dropout, embedding=embedding)
+                           dropout=dropout, embedding=embedding, tie_weights=tie_weights, softmax=softmax,
+                           cutoffs=cutoffs)
         self.cell, self.impl, self.vocab_size = cell, impl, vocab_size
         self.hidden, self.num_layers = hidden, layers
         self.embedding = nn.Embedding(vocab_size, embedding) if embedding > 0 else None
@@ -379,14 +393,23 @@ class RNNLM(nn.Module):
             self.rnn = cls(input_size, hidden, num_layers=layers, dropout=inter)
         else:
             self.rnn = ScratchRecurrent(cell, input_size, hidden, layers, inter, ids_input=embedding == 0)
-        self.decoder = nn.Linear(hidden, vocab_size)
+        if softmax == "adaptive":
+            self.decoder = None
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, cutoffs, div_value=4.0)
+        else:
+            self.adaptive = None
+            self.decoder = nn.Linear(hidden, vocab_size)
+            if tie_weights:
+                self.decoder.weight = self.embedding.weight
 
     def begin_state(self, batch_size: int, device=None):
-        h = torch.zeros(self.num_layers, batch_size, self.hidden, device=device, dtype=self.decoder.weight.dtype)
+        dtype = next(self.parameters()).dtype
+        h = torch.zeros(self.num_layers, batch_size, self.hidden, device=device, dtype=dtype)
         return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
 
-    def forward(self, X: torch.Tensor, state=None):
-        """X: (batch, time) token ids. Returns logits (batch, time, vocab) and the final state."""
+    def features(self, X: torch.Tensor, state=None):
+        """X: (batch, time) token ids. Returns the last layer's outputs (time, batch, hidden), after
+        dropout, and the final state."""
         if state is None:
             state = self.begin_state(X.shape[0], X.device)
         ids = X.T  # time-major inside
@@ -395,10 +418,42 @@ class RNNLM(nn.Module):
         elif self.impl == "scratch":
             inputs = ids  # one-hot handled as a row lookup in the first layer
         else:
-            inputs = F.one_hot(ids, self.vocab_size).to(self.decoder.weight.dtype)
+            inputs = F.one_hot(ids, self.vocab_size).to(next(self.parameters()).dtype)
         outputs, state = self.rnn(inputs, state)
-        logits = self.decoder(self.drop(outputs))
-        return logits.transpose(0, 1), state
+        return self.drop(outputs), state
+
+    def forward(self, X: torch.Tensor, state=None):
+        """X: (batch, time) token ids. Returns scores (batch, time, vocab) whose softmax is the
+        next-token distribution (logits; log-probabilities for the adaptive softmax) and the final state."""
+        outputs, state = self.features(X, state)
+        if self.adaptive is not None:
+            T, B, H = outputs.shape
+            with torch.autocast(outputs.device.type, enabled=False):
+                scores = self.adaptive.log_prob(outputs.reshape(T * B, H).float()).reshape(T, B, -1)
+        else:
+            scores = self.decoder(outputs)
+        return scores.transpose(0, 1), state
+
+    def token_nll(self, X: torch.Tensor, Y: torch.Tensor, state=None):
+        """Negative log-likelihood (nats, float32) of each target: (batch, time), and the final state.
+
+        The adaptive softmax scores only the targets' clusters, so this is cheaper than ``forward``."""
+        outputs, state = self.features(X, state)
+        targets = Y.T.reshape(-1)
+        if self.adaptive is not None:  # float32 even under autocast: its index_copy_ mixes dtypes otherwise
+            with torch.autocast(outputs.device.type, enabled=False):
+                out = self.adaptive(outputs.reshape(-1, outputs.shape[-1]).float(), targets)
+            nll = -out.output
+        else:
+            logits = self.decoder(outputs)
+            nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none")
+        return nll.reshape(Y.shape[1], Y.shape[0]).T, state
+
+
+def default_cutoffs(vocab_size: int) -> list[int]:
+    """Adaptive-softmax cluster bounds: a head of the 2,000 most frequent tokens (ids are
+    frequency-ordered), then 10,000, for vocabularies large enough to gain from them."""
+    return [c for c in (2000, 10000) if c < vocab_size - 1] or [max(1, vocab_size // 2)]
 
 
 def detach_state(state):

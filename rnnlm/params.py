@@ -22,7 +22,7 @@ MODELS = ("rnn", "lstm", "gru")
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # "int" | "float" | "str" | "bool" | "list[str]" | "list[float]"
+    kind: str  # "int" | "float" | "str" | "bool" | "list[str]" | "list[int]" | "list[float]" | "corpus"
     default: Any
     choices: tuple[str, ...] = ()
     check: Callable[[Any], str | None] | None = None  # returns a problem or None
@@ -50,16 +50,44 @@ def _split_check(v):
         return f"must list three fractions [train, val, test], got {v!r}"
     if any(x < 0 for x in v):
         return f"fractions must not be negative, got {v!r}"
-    if sum(v) > 1 + 1e-9:
-        return f"fractions sum to {sum(v):g}, above 1: {v!r}"
+    if abs(sum(v) - 1) > 1e-6:
+        return f"fractions must sum to 1 (the whole corpus is split), got {sum(v):g}: {v!r}"
     if any(x == 0 for x in v):
         return f"every split needs a positive fraction, got {v!r}"
     return None
 
 
+def _cutoffs_check(v):
+    if any(c <= 0 for c in v) or any(b <= a for a, b in zip(v, v[1:])):
+        return f"must be positive and increasing, got {v!r}"
+    return None
+
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _corpus_check(v):
+    """``download.corpus``: one source (a string), or {train, val, test} sources, each a string or
+    {source, sha256}."""
+    if isinstance(v, str):
+        return None
+    if set(v) != set(SPLIT_NAMES):
+        return f"a pre-split corpus names exactly train, val and test, got {sorted(v)}"
+    for split, src in v.items():
+        if isinstance(src, dict):
+            extra = set(src) - {"source", "sha256"}
+            if extra or not isinstance(src.get("source"), str) or not isinstance(src.get("sha256", ""), str):
+                return (f"{split}: expected a path/URL or {{source: <path or URL>, sha256: <hex>}}, "
+                        f"got {src!r}")
+        elif not isinstance(src, str):
+            return f"{split}: expected a path/URL or {{source, sha256}}, got {src!r}"
+    return None
+
+
 SCHEMA: dict[str, dict[str, Field]] = {
     "download": {
-        "corpus": Field("str", "timemachine", help="catalog name, http(s) URL or local path"),
+        "corpus": Field("corpus", "timemachine", check=_corpus_check,
+                        help="catalog name, http(s) URL, local path, or {train, val, test} sources"),
         "sha256": Field("str", "", help="expected sha256 of a custom source (optional)"),
         "mirrors": Field("list[str]", ["../shared/data"], help="directories tried before the network"),
         "timeout": Field("float", 30.0, check=positive, help="network timeout in seconds"),
@@ -74,12 +102,19 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "level": Field("str", "char", choices=("char", "word")),
         "min_freq": Field("int", 1, check=positive),
         "reserved": Field("list[str]", []),
-        "split": Field("list[float]", [0.9, 0.05, 0.05], check=_split_check),
+        "split": Field("list[float]", [0.9, 0.05, 0.05], check=_split_check,
+                       help="single-file corpora only; a pre-split corpus keeps its own files"),
+        "tokenizer": Field("str", "regex", choices=("regex", "whitespace"),
+                           help="word level: regex (words and punctuation marks) or whitespace (split only)"),
+        "eos": Field("bool", False, help="word level: an <eos> token at every line end"),
     },
     "train": {
         "batch_size": Field("int", 32, check=positive),
         "num_steps": Field("int", 35, check=positive),
         "epochs": Field("int", 10, check=positive),
+        "max_steps": Field("int", 0, check=non_negative, help="optimizer-step budget; 0 = epochs only"),
+        "max_minutes": Field("float", 0.0, check=non_negative, help="wall-clock budget; 0 = none"),
+        "eval_every": Field("int", 0, check=non_negative, help="validate every N steps; 0 = every epoch"),
         "optimizer": Field("str", "adam", choices=("sgd", "adam", "adamw")),
         "lr": Field("float", 0.002, check=positive),
         "weight_decay": Field("float", 0.0, check=non_negative),
@@ -92,6 +127,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                            help="bf16: mixed precision (autocast); weights, optimizer and evaluation stay fp32"),
         "patience": Field("int", 0, check=non_negative, help="early stopping; 0 = off"),
         "lr_decay": Field("float", 1.0, check=factor, help="lr factor on a val plateau; 1 = off"),
+        "lr_schedule": Field("str", "plateau", choices=("plateau", "cosine"),
+                             help="plateau: lr_decay when val stalls; cosine: lr to lr/10 over the epoch/step budget"),
     },
     "evaluate": {
         "ngram_order": Field("int", 5, check=positive),
@@ -115,6 +152,9 @@ MODEL_FIELDS: dict[str, Field] = {
     "layers": Field("int", 1, check=positive),
     "dropout": Field("float", 0.0, check=unit_interval_open),
     "embedding": Field("int", 32, check=non_negative, help="0 = one-hot inputs"),
+    "tie_weights": Field("bool", False, help="decoder shares the embedding matrix (needs embedding == hidden)"),
+    "softmax": Field("str", "full", choices=("full", "adaptive")),
+    "cutoffs": Field("list[int]", [], check=_cutoffs_check, help="adaptive softmax cluster bounds; [] = automatic"),
 }
 for _m in MODELS:
     # A model section holds its own fields plus optional overrides of any `train` value.
@@ -142,6 +182,11 @@ def _coerce(key: str, f: Field, v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, int):
             raise bad("an integer")
     elif f.kind == "float":
+        if isinstance(v, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                raise bad("a number") from None
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise bad("a number")
         v = float(v)
@@ -158,6 +203,14 @@ def _coerce(key: str, f: Field, v: Any) -> Any:
             v = []
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             raise bad("a list of strings")
+    elif f.kind == "corpus":
+        if not isinstance(v, (str, dict)):
+            raise bad("a catalog name, URL or path, or a {train, val, test} mapping")
+    elif f.kind == "list[int]":
+        if v is None:
+            v = []
+        if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            raise bad("a list of integers")
     elif f.kind == "list[float]":
         if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
             raise bad("a list of numbers")
@@ -193,6 +246,17 @@ def validate_section(name: str, raw: Any) -> dict:
             out[key] = _coerce(f"{name}.{key}", f, raw[key])
         elif f.default is not None or f.kind.startswith("list"):
             out[key] = f.default if f.default is not None else []
+    if name == "vocab" and out["level"] == "char":
+        for key, bad in (("tokenizer", "whitespace"), ("eos", True)):
+            if out[key] == bad:
+                raise ParamError(f"vocab.{key}", f"{bad!r} is for vocab.level: word; the char level "
+                                                 "keeps every character (newlines included)")
+    if name in MODELS:
+        if out.get("tie_weights") and out.get("embedding") != out.get("hidden"):
+            raise ParamError(f"{name}.tie_weights", f"needs {name}.embedding == {name}.hidden "
+                                                    f"(got {out.get('embedding')} and {out.get('hidden')})")
+        if out.get("tie_weights") and out.get("softmax") == "adaptive":
+            raise ParamError(f"{name}.tie_weights", "cannot be combined with softmax: adaptive; choose one")
     return out
 
 

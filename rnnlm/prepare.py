@@ -1,5 +1,6 @@
-"""The vocab stage's work: tokenize the cleaned text, split it, build the vocabulary from the
-train split, encode the splits, and describe the corpus."""
+"""The vocab stage's work: tokenize the cleaned text, split it (or take the corpus's own train /
+val / test files), build the vocabulary from the train split, encode the splits, and describe
+the corpus."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,24 +10,54 @@ import pandas as pd
 
 from .errors import RnnlmError
 from .fileio import atomic_path, write_json, write_text
-from .vocab import Vocab, oov_rate, split_bounds, tokenize
+from .vocab import Vocab, oov_rate, split_bounds, tokenize, unk_rate
 
 SPLITS = ("train", "val", "test")
 
 
-def build(text: str, cfg: dict) -> tuple[Vocab, dict[str, np.ndarray], dict, dict[str, list[str]]]:
-    tokens = tokenize(text, cfg["level"])
+def read_clean(clean_dir: Path) -> str | dict[str, str]:
+    """The clean stage's output: ``corpus.txt`` (one text, split here by ``vocab.split``) or
+    ``train.txt``, ``val.txt``, ``test.txt`` (a pre-split corpus)."""
+    clean_dir = Path(clean_dir)
+    if (clean_dir / "train.txt").exists():
+        return {s: _read(clean_dir / f"{s}.txt") for s in SPLITS}
+    return _read(clean_dir / "corpus.txt")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RnnlmError(f"{path}: not found; run `dvc repro clean` first") from None
+
+
+def split_tokens(text: str | dict[str, str], cfg: dict) -> dict[str, list[str]]:
+    """Token lists per split: a pre-split corpus's own files, or ``vocab.split`` of one text."""
+    tok = dict(level=cfg["level"], tokenizer=cfg["tokenizer"], eos=cfg["eos"])
+    if isinstance(text, dict):
+        parts = {name: tokenize(text[name], **tok) for name in SPLITS}
+        for name, tokens in parts.items():
+            if not tokens:
+                raise RnnlmError(f"data/clean/{name}.txt has no tokens after cleaning "
+                                 f"(download.corpus.{name}, clean.mode); check that split's file")
+        return parts
+    tokens = tokenize(text, **tok)
     if not tokens:
         raise RnnlmError("data/clean/corpus.txt has no tokens")
-    slices = split_bounds(len(tokens), cfg["split"])
-    parts = {name: tokens[s] for name, s in zip(SPLITS, slices)}
-    vocab = Vocab.build(parts["train"], cfg["level"], cfg["min_freq"], cfg["reserved"])
+    return {name: tokens[s] for name, s in zip(SPLITS, split_bounds(len(tokens), cfg["split"]))}
+
+
+def build(text: str | dict[str, str], cfg: dict) -> tuple[Vocab, dict[str, np.ndarray], dict, dict[str, list[str]]]:
+    parts = split_tokens(text, cfg)
+    vocab = Vocab.build(parts["train"], cfg["level"], cfg["min_freq"], cfg["reserved"], cfg["tokenizer"], cfg["eos"])
     encoded = {name: vocab.encode(parts[name]) for name in SPLITS}
     stats = {
         "level": cfg["level"],
+        "presplit": isinstance(text, dict),
         "vocab_size": len(vocab),
         "tokens": {name: len(parts[name]) for name in SPLITS},
         "oov_rate": {name: round(oov_rate(vocab, parts[name]), 6) for name in ("val", "test")},
+        "unk_rate": {name: round(unk_rate(vocab, encoded[name]), 6) for name in SPLITS},
     }
     return vocab, encoded, stats, parts
 

@@ -1,17 +1,25 @@
-"""The training loop: minibatches, gradient clipping, per-epoch validation, DVCLive logging,
-best/last checkpoints, early stopping, lr decay on plateau, and resume after interruption.
+"""The training loop: minibatches, gradient clipping, validation at fixed points, DVCLive
+logging, best/last checkpoints, early stopping, lr decay on plateau, and resume after interruption.
 
-Resume: at the end of every epoch the full training state (weights, optimizer, scheduler,
-best weights so far, per-epoch history) is written atomically to
-``checkpoints/<model>.resume.pt``. If a run is interrupted (Ctrl-C, SIGTERM, a crash), the
-next run of the same stage with the same params and data resumes after the last completed
-epoch; any change of params or data makes it start over. All randomness of an epoch is
-derived from (seed, epoch), so a resumed run produces the same weights and metrics as an
-uninterrupted one. The resume file is deleted when training completes.
+Budgets: training stops at whichever comes first of ``epochs``, ``max_steps`` optimizer steps
+(0 = no step budget) and ``max_minutes`` of wall-clock time (0 = none). Validation runs every
+``eval_every`` steps (0 = at the end of every epoch) and once more when a budget ends between two
+validation points, so the same recipe scales from a 58k-character corpus to a million words.
+
+Resume: at every validation point the full training state (weights, optimizer, scheduler, best
+weights so far, history, the position inside the epoch with its carried hidden state and random
+state) is written atomically to ``checkpoints/<model>.resume.pt``. If a run is interrupted
+(Ctrl-C, SIGTERM, a crash), the next run of the same stage with the same params, data and code
+resumes after the last validation point; any change of params, data or the ``rnnlm`` package's
+code makes it start over. All randomness of an epoch is derived from (seed, epoch), so a resumed
+run produces the same weights and metrics as an uninterrupted one (a ``max_minutes`` budget is
+the exception: where it stops depends on the machine's speed). The resume file is deleted when
+training completes.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -20,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .batching import batches, check_batchable, num_batches
@@ -32,6 +39,7 @@ from .metrics import model_nll, perplexity
 from .models import RNNLM, detach_state, num_parameters
 
 CHECK_EVERY = 25  # steps between looks at the loss on the host (avoids a sync every step)
+COSINE_FLOOR = 0.1  # lr_schedule cosine ends at this fraction of lr
 EVAL_BATCH = 1  # per-epoch validation: one stream, every token with its full context (exact)
 
 
@@ -49,8 +57,7 @@ class TrainPaths:
 
 
 def build_model(model_cfg: dict, cell: str, vocab_size: int) -> RNNLM:
-    return RNNLM(cell=cell, impl=model_cfg["impl"], vocab_size=vocab_size, hidden=model_cfg["hidden"],
-                 layers=model_cfg["layers"], dropout=model_cfg["dropout"], embedding=model_cfg["embedding"])
+    return RNNLM(cell=cell, vocab_size=vocab_size, **model_cfg)
 
 
 def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
@@ -70,8 +77,8 @@ def train_step(model, optimizer, X, Y, state, clip_theta: float, amp_dtype=None)
     The loss stays on the device (no host sync). ``amp_dtype`` (e.g. torch.bfloat16) runs the
     forward pass under autocast; the loss is computed in float32 either way."""
     with torch.autocast(X.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-        logits, state = model(X, state)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), Y.reshape(-1))
+        nll, state = model.token_nll(X, Y, state)
+    loss = nll.float().mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_theta > 0:
@@ -90,8 +97,35 @@ def fingerprint(*parts) -> str:
     return h.hexdigest()
 
 
+def code_fingerprint(package: Path = Path(__file__).parent) -> str:
+    """sha256 of the ``rnnlm`` package's source: a resume state is only valid for the same code."""
+    h = hashlib.sha256()
+    for path in sorted(Path(package).glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 1) % (2**63)
+
+
+@dataclass
+class Position:
+    """Where a run stands: optimizer steps done, the epoch under way, and its minibatches done."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+
+
+@dataclass
+class Segment:
+    """The training between two validation points."""
+
+    loss: float  # mean training loss (nats per token, dropout on)
+    tokens: int
+    seconds: float
+    stop: str | None  # the budget that ended training here: "epochs", "max_steps", "max_minutes"
 
 
 class Trainer:
@@ -116,74 +150,127 @@ class Trainer:
         torch.manual_seed(cfg["seed"])
         self.model = build_model(model_cfg, name, len(vocab)).to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
-        self.scheduler = None
-        if cfg["lr_decay"] < 1.0:
+        self.steps_per_epoch = num_batches(len(train_tokens), cfg["batch_size"], cfg["num_steps"], cfg["sampling"])
+        self.scheduler = None  # stepped at validation points (plateau) or after every step (cosine)
+        if cfg["lr_schedule"] == "cosine":
+            total = self.total_steps()
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+        elif cfg["lr_decay"] < 1.0:
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min",
                                                                         factor=cfg["lr_decay"], patience=0)
         # What a resumed run must agree on: everything but the thread count (CPU and CUDA runs
-        # differ numerically, so the resolved device type counts, not the `auto` spelling).
+        # differ numerically, so the resolved device type counts, not the `auto` spelling), and the code.
         self.fingerprint = fingerprint(
             name, model_cfg, {k: v for k, v in cfg.items() if k not in ("threads", "device")},
-            self.device.type, vocab.fingerprint, train_tokens, val_tokens)
+            self.device.type, vocab.fingerprint, train_tokens, val_tokens, code_fingerprint())
 
-    # --- one epoch -------------------------------------------------------------------
-    def _train_epoch(self, epoch: int) -> tuple[float, int, float]:
+    # --- budgets ---------------------------------------------------------------------
+    def total_steps(self) -> int:
+        """Optimizer steps the epoch and step budgets allow (the time budget may stop earlier)."""
+        steps = self.cfg["epochs"] * self.steps_per_epoch
+        return min(steps, self.cfg["max_steps"]) if self.cfg["max_steps"] else steps
+
+    def _budget_reached(self, pos: Position, elapsed: float) -> str | None:
+        cfg = self.cfg
+        if pos.epoch >= cfg["epochs"]:
+            return "epochs"
+        if cfg["max_steps"] and pos.step >= cfg["max_steps"]:
+            return "max_steps"
+        if cfg["max_minutes"] and elapsed >= cfg["max_minutes"] * 60:
+            return "max_minutes"
+        return None
+
+    # --- training between two validation points ----------------------------------------
+    def _segment(self, pos: Position, carried, clock, bar) -> tuple[Segment, object]:
+        """Train from ``pos`` (updated in place) to the next validation point: every ``eval_every``
+        steps, else the end of the epoch, or the end of a budget. ``carried`` is the hidden state
+        carried across sequential minibatches (None at an epoch start). ``clock()`` is the
+        wall-clock time spent so far, over interruptions. Returns the segment and the carried state."""
         cfg, model, device = self.cfg, self.model, self.device
-        torch.manual_seed(_epoch_seed(cfg["seed"], epoch))
-        rng = np.random.default_rng([cfg["seed"], epoch])
         model.train()
-        state = None
         losses: list[torch.Tensor] = []
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        tokens = 0
-        total = num_batches(len(self.train_tokens), cfg["batch_size"], cfg["num_steps"], cfg["sampling"])
-        bar = tqdm(total=total * cfg["batch_size"] * cfg["num_steps"], unit="tok", unit_scale=True,
-                   desc=f"{self.name} epoch {epoch + 1}/{cfg['epochs']}", leave=False,
-                   disable=not self.progress if self.progress is not None else None)
-        start = time.perf_counter()
-        for step, (X, Y) in enumerate(batches(self.train_tokens, cfg["batch_size"], cfg["num_steps"],
-                                              cfg["sampling"], rng)):
-            X, Y = X.to(device, non_blocking=True), Y.to(device, non_blocking=True)
-            if cfg["sampling"] == "random" or state is None:
-                state = model.begin_state(X.shape[0], device)  # fresh state per random minibatch
-            else:
-                state = detach_state(state)  # carried across sequential minibatches, cut from the graph
-            loss, state = train_step(model, self.optimizer, X, Y, state, cfg["clip_theta"], self.amp_dtype)
-            losses.append(loss)
-            loss_sum += loss.double() * Y.numel()
-            tokens += Y.numel()
-            bar.update(Y.numel())
-            if len(losses) == CHECK_EVERY:
-                self._check_finite(losses, epoch, step)
-                bar.set_postfix(loss=f"{float(losses[-1]):.3f}")
-                losses = []
+        tokens, start = 0, time.perf_counter()
+        stop = self._budget_reached(pos, elapsed=0.0)  # the time budget allows at least one step
+        while stop is None:
+            if pos.batch == 0:  # a new epoch: its randomness derives from (seed, epoch) alone
+                torch.manual_seed(_epoch_seed(cfg["seed"], pos.epoch))
+                carried = None
+            rng = np.random.default_rng([cfg["seed"], pos.epoch])
+            epoch_batches = batches(self.train_tokens, cfg["batch_size"], cfg["num_steps"], cfg["sampling"], rng)
+            at_eval = False
+            for X, Y in itertools.islice(epoch_batches, pos.batch, None):
+                X, Y = X.to(device, non_blocking=True), Y.to(device, non_blocking=True)
+                if cfg["sampling"] == "random" or carried is None:
+                    carried = model.begin_state(X.shape[0], device)  # fresh state per random minibatch
+                else:
+                    carried = detach_state(carried)  # carried across sequential minibatches, cut from the graph
+                loss, carried = train_step(model, self.optimizer, X, Y, carried, cfg["clip_theta"], self.amp_dtype)
+                if cfg["lr_schedule"] == "cosine":
+                    self.scheduler.step()
+                pos.step, pos.batch = pos.step + 1, pos.batch + 1
+                losses.append(loss)
+                loss_sum += loss.double() * Y.numel()
+                tokens += Y.numel()
+                bar.update(1)
+                if len(losses) == CHECK_EVERY:
+                    self._check_finite(losses, pos)
+                    bar.set_postfix(loss=f"{float(losses[-1]):.3f}", epoch=pos.epoch + 1)
+                    losses = []
+                stop = self._budget_reached(pos, clock())
+                at_eval = cfg["eval_every"] > 0 and pos.step % cfg["eval_every"] == 0
+                if stop or at_eval:
+                    break
+            else:  # the epoch is done
+                pos.epoch, pos.batch = pos.epoch + 1, 0
+                stop = self._budget_reached(pos, clock())
+                at_eval = cfg["eval_every"] == 0
+            if at_eval:
+                break
         if losses:
-            self._check_finite(losses, epoch, step)
+            self._check_finite(losses, pos)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        bar.close()
-        return float(loss_sum) / tokens, tokens, seconds
+        if tokens == 0:
+            raise RnnlmError(f"{self.name}: no training step fits in the budget; raise train.max_steps, "
+                             "train.max_minutes or train.epochs")
+        return Segment(float(loss_sum) / tokens, tokens, seconds, stop), carried
 
-    def _check_finite(self, losses, epoch, last_step):
+    def _check_finite(self, losses, pos: Position):
         window = torch.stack(losses)
         bad = (~torch.isfinite(window)).nonzero()
         if len(bad):
-            step = last_step - len(losses) + 1 + int(bad[0, 0])
+            step = pos.step - len(losses) + 1 + int(bad[0, 0])
+            clip = ("lower train.clip_theta" if self.cfg["clip_theta"] > 0 else "set train.clip_theta (e.g. 1.0)")
             raise RnnlmError(
-                f"{self.name}: training diverged: non-finite loss at epoch {epoch + 1}, step {step + 1} "
-                f"(lr={self.optimizer.param_groups[0]['lr']:g}); lower {self.name}.lr or train.lr, or set "
-                "train.clip_theta. No checkpoint of the diverged state was written."
+                f"{self.name}: training diverged: non-finite loss at step {step} (epoch {pos.epoch + 1}, "
+                f"lr={self.optimizer.param_groups[0]['lr']:g}); lower {self.name}.lr or train.lr, or {clip}. "
+                "No checkpoint of the diverged state was written."
             )
 
     def val_perplexity(self) -> float:
         nll, n = model_nll(self.model, self.val_tokens, EVAL_BATCH, self.cfg["num_steps"], self.device)
         return perplexity(nll, n)
 
-    # --- the run ---------------------------------------------------------------------
-    def _checkpoint_payload(self, state_dict, epoch, val_ppl) -> dict:
+    # --- checkpoints -----------------------------------------------------------------
+    def _checkpoint_payload(self, state_dict, step, val_ppl) -> dict:
         return {"model_config": dict(self.model.config), "vocab_fingerprint": self.vocab.fingerprint,
-                "vocab_size": len(self.vocab), "state_dict": state_dict, "epoch": epoch, "val_perplexity": val_ppl}
+                "vocab_size": len(self.vocab), "state_dict": state_dict, "step": step, "val_perplexity": val_ppl}
+
+    def _save_resume(self, pos: Position, carried, history, best, stale, elapsed) -> None:
+        rng = {"cpu": torch.random.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if carried is not None:
+            carried = [t.detach().cpu() for t in (carried if isinstance(carried, tuple) else (carried,))]
+        save_checkpoint(self.paths.resume, {
+            **self._checkpoint_payload(cpu_state_dict(self.model), pos.step, history[-1]["val_perplexity"]),
+            "fingerprint": self.fingerprint, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "position": {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch}, "carried": carried,
+            "rng": rng, "history": history, "best": best, "stale": stale, "elapsed": elapsed})
 
     def _try_resume(self) -> dict | None:
         path = self.paths.resume
@@ -195,89 +282,98 @@ class Trainer:
             self.log(f"{self.name}: ignoring unreadable resume state ({exc}); starting over")
             return None
         if ckpt.get("fingerprint") != self.fingerprint:
-            self.log(f"{self.name}: resume state is for other params or data; starting over")
+            self.log(f"{self.name}: resume state is for other params, data or code; starting over")
             return None
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler"):
             self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.log(f"{self.name}: resuming after epoch {ckpt['epoch']} (from {path})")
+        torch.random.set_rng_state(ckpt["rng"]["cpu"])
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        self.log(f"{self.name}: resuming after step {ckpt['position']['step']} (from {path})")
         return ckpt
 
+    # --- the run ---------------------------------------------------------------------
     def run(self) -> dict:
         from dvclive import Live  # imported here: keeps `import rnnlm.train` light for tests
 
         cfg, paths = self.cfg, self.paths
-        resumed = self._try_resume()
-        history: list[dict] = list(resumed["history"]) if resumed else []
-        best = {"val_perplexity": math.inf, "epoch": 0, "state_dict": None}
-        if resumed:
-            best = {"val_perplexity": resumed["best_val_perplexity"], "epoch": resumed["best_epoch"],
-                    "state_dict": resumed["best_state_dict"]}
-        stale = resumed["stale"] if resumed else 0
-        start_epoch = resumed["epoch"] if resumed else 0
+        resumed = self._try_resume() or {}
+        pos = Position(**resumed.get("position", {}))
+        carried = resumed.get("carried")
+        if carried is not None:
+            carried = tuple(t.to(self.device) for t in carried) if len(carried) > 1 else carried[0].to(self.device)
+        history: list[dict] = list(resumed.get("history", []))
+        best = resumed.get("best", {"val_perplexity": math.inf, "step": 0, "epoch": 0.0, "state_dict": None})
+        stale = resumed.get("stale", 0)
+        started, elapsed0 = time.perf_counter(), resumed.get("elapsed", 0.0)
+        clock = lambda: elapsed0 + time.perf_counter() - started  # noqa: E731
 
         live = Live(dir=str(paths.live_dir), dvcyaml=False, save_dvc_exp=False)
-        for row in history:  # replay the epochs of an interrupted run so the logs are whole
-            self._log_epoch(live, row)
-        stopped_early = False
-        for epoch in range(start_epoch, cfg["epochs"]):
-            if cfg["patience"] and stale >= cfg["patience"]:
-                stopped_early = True
-                break
-            train_loss, tokens, seconds = self._train_epoch(epoch)
+        for row in history:  # replay the validation points of an interrupted run so the logs are whole
+            self._log_point(live, row)
+        bar = tqdm(total=self.total_steps(), initial=pos.step, unit="step", desc=self.name, leave=False,
+                   disable=not self.progress if self.progress is not None else None)
+        while True:
+            seg, carried = self._segment(pos, carried, clock, bar)
             val_ppl = self.val_perplexity()
-            train_ppl = perplexity(train_loss, 1)
+            train_ppl = perplexity(seg.loss, 1)
             if not (math.isfinite(val_ppl) and math.isfinite(train_ppl)):
                 raise RnnlmError(
-                    f"{self.name}: training diverged: perplexity overflowed in epoch {epoch + 1} (train "
-                    f"{train_ppl:g}, val {val_ppl:g}); lower {self.name}.lr or train.lr, or set train.clip_theta. "
+                    f"{self.name}: training diverged: perplexity overflowed by step {pos.step} (train "
+                    f"{train_ppl:g}, val {val_ppl:g}); lower {self.name}.lr or train.lr. "
                     "No checkpoint of the diverged state was written.")
-            row = {"epoch": epoch + 1, "train_perplexity": train_ppl, "val_perplexity": val_ppl,
-                   "lr": self.optimizer.param_groups[0]["lr"], "tokens": tokens, "seconds": seconds}
+            row = {"step": pos.step, "epoch": round(pos.epoch + pos.batch / self.steps_per_epoch, 4),
+                   "train_perplexity": train_ppl, "val_perplexity": val_ppl,
+                   "lr": self.optimizer.param_groups[0]["lr"], "tokens": seg.tokens, "seconds": seg.seconds}
             history.append(row)
-            self._log_epoch(live, row)
-            self.log(f"{self.name} epoch {epoch + 1}/{cfg['epochs']}: train ppl {row['train_perplexity']:.3f}, "
-                     f"val ppl {val_ppl:.3f}, {tokens / seconds:,.0f} tok/s")
+            self._log_point(live, row)
+            self.log(f"{self.name} step {pos.step} (epoch {row['epoch']:.2f}): train ppl {train_ppl:.3f}, "
+                     f"val ppl {val_ppl:.3f}, {seg.tokens / seg.seconds:,.0f} tok/s")
             if val_ppl < best["val_perplexity"]:
-                best = {"val_perplexity": val_ppl, "epoch": epoch + 1, "state_dict": cpu_state_dict(self.model)}
+                best = {"val_perplexity": val_ppl, "step": pos.step, "epoch": row["epoch"],
+                        "state_dict": cpu_state_dict(self.model)}
                 stale = 0
             else:
                 stale += 1
-            if self.scheduler is not None:
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(val_ppl)
-            save_checkpoint(paths.resume, {
-                **self._checkpoint_payload(cpu_state_dict(self.model), epoch + 1, val_ppl),
-                "fingerprint": self.fingerprint, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-                "history": history, "best_val_perplexity": best["val_perplexity"], "best_epoch": best["epoch"],
-                "best_state_dict": best["state_dict"], "stale": stale})
+            stop = seg.stop or ("patience" if cfg["patience"] and stale >= cfg["patience"] else None)
+            if stop:
+                break
+            self._save_resume(pos, carried, history, best, stale, clock())
+        bar.close()
+        return self._finish(live, history, best, stop)
 
-        last = history[-1]
-        live.step = last["epoch"]  # next_step() left it one past the last epoch; the summary's step is the epoch
-        save_checkpoint(paths.best, self._checkpoint_payload(best["state_dict"], best["epoch"], best["val_perplexity"]))
-        save_checkpoint(paths.last, self._checkpoint_payload(cpu_state_dict(self.model), last["epoch"],
+    def _finish(self, live, history, best, stop) -> dict:
+        paths, last = self.paths, history[-1]
+        live.step = last["step"]  # next_step() left it one past the last point; the summary's step is the last one
+        save_checkpoint(paths.best, self._checkpoint_payload(best["state_dict"], best["step"], best["val_perplexity"]))
+        save_checkpoint(paths.last, self._checkpoint_payload(cpu_state_dict(self.model), last["step"],
                                                              last["val_perplexity"]))
-        live.summary["best"] = {"val_perplexity": best["val_perplexity"], "epoch": best["epoch"]}
+        live.summary["best"] = {"val_perplexity": best["val_perplexity"], "step": best["step"], "epoch": best["epoch"]}
         live.summary["params"] = num_parameters(self.model)
-        live.summary["epochs_run"] = len(history)
-        live.summary["stopped_early"] = stopped_early
+        live.summary["steps"] = last["step"]
+        live.summary["epochs"] = last["epoch"]
+        live.summary["stopped_by"] = stop
         live.make_summary()
         live.end()
         train_tokens = sum(r["tokens"] for r in history)
         train_seconds = sum(r["seconds"] for r in history)
         timing = {"train_seconds": round(train_seconds, 3), "tokens": train_tokens,
                   "tokens_per_second": round(train_tokens / train_seconds, 1), "device": str(self.device),
-                  "threads": torch.get_num_threads(), "precision": cfg["precision"]}
+                  "threads": torch.get_num_threads(), "precision": self.cfg["precision"]}
         write_json(paths.live_dir / "timing.json", timing)
         paths.resume.unlink(missing_ok=True)
-        return {"best_val_perplexity": best["val_perplexity"], "best_epoch": best["epoch"],
-                "history": history, **timing}
+        return {"best_val_perplexity": best["val_perplexity"], "best_step": best["step"], "best_epoch": best["epoch"],
+                "stopped_by": stop, "history": history, **timing}
 
     @staticmethod
-    def _log_epoch(live, row):
-        live.step = row["epoch"]  # x axis of the per-epoch plots: epoch 1, 2, ...
+    def _log_point(live, row):
+        live.step = row["step"]  # x axis of the plots: optimizer steps
         live.log_metric("train/perplexity", row["train_perplexity"])
         live.log_metric("val/perplexity", row["val_perplexity"])
         live.log_metric("lr", row["lr"])
+        live.log_metric("epoch", row["epoch"])
         live.next_step()

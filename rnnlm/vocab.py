@@ -18,21 +18,52 @@ import numpy as np
 from .errors import ParamError, RnnlmError
 
 UNK = "<unk>"
+EOS = "<eos>"
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
 
 
-def tokenize(text: str, level: str) -> list[str]:
-    """Characters (every character, spaces included) or words (runs of word characters;
-    each punctuation mark is a token of its own; whitespace separates)."""
+def tokenize(text: str, level: str, tokenizer: str = "regex", eos: bool = False) -> list[str]:
+    """Split ``text`` into tokens.
+
+    * ``char``: every character, spaces and newlines included.
+    * ``word`` with ``tokenizer="regex"``: runs of word characters, and each punctuation mark is a
+      token of its own (``<unk>`` becomes ``<``, ``unk``, ``>``).
+    * ``word`` with ``tokenizer="whitespace"``: split on whitespace and nothing else, the
+      convention of pre-tokenized corpora such as the Penn Treebank (pytorch/examples
+      word_language_model): ``n't`` and a literal ``<unk>`` stay one token each.
+
+    ``eos`` (word level) appends ``<eos>`` to every line, as that community does: a text of N
+    lines (the last one with or without its line break) gets N ``<eos>`` tokens.
+    """
     if level == "char":
         return list(text)
-    if level == "word":
-        return _WORD_RE.findall(text)
-    raise ParamError("vocab.level", f"unknown level {level!r}; choose char or word")
+    if level != "word":
+        raise ParamError("vocab.level", f"unknown level {level!r}; choose char or word")
+    split = str.split if tokenizer == "whitespace" else _WORD_RE.findall
+    if not eos:
+        return split(text)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the line break that ends the last line does not start another one
+    out: list[str] = []
+    for line in lines:
+        out.extend(split(line))
+        out.append(EOS)
+    return out
 
 
 def detokenize(tokens: Iterable[str], level: str) -> str:
-    return ("" if level == "char" else " ").join(tokens)
+    """Inverse of :func:`tokenize` as far as it goes: words joined by spaces, ``<eos>`` a line break."""
+    if level == "char":
+        return "".join(tokens)
+    lines, line = [], []
+    for t in tokens:
+        if t == EOS:
+            lines.append(" ".join(line))
+            line = []
+        else:
+            line.append(t)
+    return "\n".join(lines + [" ".join(line)])
 
 
 @dataclass
@@ -41,12 +72,15 @@ class Vocab:
     counts: list[int]
     level: str = "char"
     reserved: list[str] = field(default_factory=list)
+    tokenizer: str = "regex"  # word level: how text is split (see tokenize)
+    eos: bool = False  # word level: <eos> at every line end
 
     def __post_init__(self):
         self.index = {t: i for i, t in enumerate(self.tokens)}
 
     @classmethod
-    def build(cls, tokens: Sequence[str], level: str, min_freq: int = 1, reserved: Sequence[str] = ()) -> "Vocab":
+    def build(cls, tokens: Sequence[str], level: str, min_freq: int = 1, reserved: Sequence[str] = (),
+              tokenizer: str = "regex", eos: bool = False) -> "Vocab":
         counter = Counter(tokens)
         specials = [UNK] + [r for r in dict.fromkeys(reserved) if r != UNK]
         regular = sorted(
@@ -61,7 +95,7 @@ class Vocab:
         kept = {t for t, _ in regular}
         unk_count = sum(c for t, c in counter.items() if t not in kept and t not in specials[1:])
         counts = [unk_count] + [counter.get(r, 0) for r in specials[1:]] + [c for _, c in regular]
-        return cls(specials + [t for t, _ in regular], counts, level, list(specials[1:]))
+        return cls(specials + [t for t, _ in regular], counts, level, list(specials[1:]), tokenizer, eos)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -80,6 +114,10 @@ class Vocab:
     def to_text(self, ids: Iterable[int]) -> str:
         return detokenize(self.decode(ids), self.level)
 
+    def tokenize(self, text: str, eos: bool | None = None) -> list[str]:
+        """``text`` split the way this vocabulary's corpus was (``eos=False`` for a prefix)."""
+        return tokenize(text, self.level, self.tokenizer, self.eos if eos is None else eos)
+
     def unknown(self, tokens: Iterable[str]) -> list[str]:
         return [t for t in tokens if t not in self.index]
 
@@ -88,6 +126,8 @@ class Vocab:
         return {
             "level": self.level,
             "reserved": self.reserved,
+            "tokenizer": self.tokenizer,
+            "eos": self.eos,
             "size": len(self.tokens),
             "fingerprint": self.fingerprint,
             "tokens": self.tokens,
@@ -103,7 +143,8 @@ class Vocab:
     @classmethod
     def from_dict(cls, d: dict) -> "Vocab":
         try:
-            vocab = cls(list(d["tokens"]), [int(c) for c in d["counts"]], d["level"], list(d.get("reserved", [])))
+            vocab = cls(list(d["tokens"]), [int(c) for c in d["counts"]], d["level"], list(d.get("reserved", [])),
+                        str(d.get("tokenizer", "regex")), bool(d.get("eos", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise RnnlmError(f"vocabulary file is malformed: {exc}") from None
         if not vocab.tokens or vocab.tokens[0] != UNK or len(vocab.tokens) != len(vocab.counts):
@@ -142,7 +183,14 @@ def split_bounds(n: int, fractions: Sequence[float]) -> tuple[slice, slice, slic
 
 
 def oov_rate(vocab: Vocab, tokens: Sequence[str]) -> float:
+    """Share of ``tokens`` absent from the vocabulary (mapped to ``<unk>`` by encoding)."""
     if not tokens:
         return 0.0
     index = vocab.index
     return sum(1 for t in tokens if t not in index) / len(tokens)
+
+
+def unk_rate(vocab: Vocab, ids: np.ndarray) -> float:
+    """Share of encoded tokens that are ``<unk>``: the OOV ones plus a literal ``<unk>`` in the text
+    (pre-processed corpora such as the Penn Treebank write rare words that way)."""
+    return float(np.mean(ids == vocab.unk)) if len(ids) else 0.0

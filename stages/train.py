@@ -22,7 +22,8 @@ def main():
     vocab = Vocab.load("data/vocab.json")
     splits = load_splits()
     result = Trainer(name, model_cfg, cfg, vocab, splits["train"], splits["val"], TrainPaths.for_model(name)).run()
-    print(f"{name}: best val perplexity {result['best_val_perplexity']:.3f} at epoch {result['best_epoch']}, "
+    print(f"{name}: best val perplexity {result['best_val_perplexity']:.3f} at step {result['best_step']} "
+          f"(epoch {result['best_epoch']:.2f}), stopped by {result['stopped_by']}, "
           f"{result['tokens_per_second']:,.0f} tok/s, {result['train_seconds']:.0f}s")
 
 

@@ -6,20 +6,18 @@ from pathlib import Path
 # Import the package beside this script, not another checkout installed in the environment.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnlm.errors import RnnlmError, stage_main  # noqa: E402
+from rnnlm.errors import stage_main  # noqa: E402
 from rnnlm.params import load_section  # noqa: E402
-from rnnlm.prepare import build, write_outputs  # noqa: E402
+from rnnlm.prepare import build, read_clean, write_outputs  # noqa: E402
 
 
 @stage_main
 def main():
     cfg = load_section("vocab")
-    src = Path("data/clean/corpus.txt")
-    if not src.exists():
-        raise RnnlmError(f"{src}: not found; run `dvc repro clean` first")
-    vocab, encoded, stats, _ = build(src.read_text(encoding="utf-8"), cfg)
+    vocab, encoded, stats, _ = build(read_clean(Path("data/clean")), cfg)
     write_outputs(vocab, encoded, stats)
-    print(f"vocab: {len(vocab)} {cfg['level']} types; tokens {stats['tokens']}; OOV {stats['oov_rate']}")
+    print(f"vocab: {len(vocab)} {cfg['level']} types; tokens {stats['tokens']}; OOV {stats['oov_rate']}; "
+          f"<unk> {stats['unk_rate']}")
 
 
 if __name__ == "__main__":

@@ -87,3 +87,18 @@ def test_busy_counts_the_runs_own_threads_only_after_it(bench):
     assert not bench.busy([spare + 0.4] * 3, [cores + 0.4] * 3)  # the run's own load afterwards is fine
     assert bench.busy([spare + 0.6] * 3, None)  # something else ran before
     assert bench.busy(None, [cores + 0.6] * 3)  # more than all cores during the run
+
+
+def test_word_level_bench_reports_every_config_against_the_full_softmax(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_word", ROOT / "bench" / "word_level.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = tmp_path / "words.txt"
+    data.write_text(" the cat sat on the mat \n a dog ran \n" * 300)
+    out = tmp_path / "bench_word.json"
+    report = module.main(["--data", str(data), "--steps", "2", "--warmup", "1", "--repeats", "1", "--hidden", "8",
+                          "--batch-size", "2", "--num-steps", "5", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    configs = [r["config"] for r in report["rows"]]
+    assert configs[:3] == ["full, emb 32", "full, tied", "adaptive"] and report["rows"][0]["ratio_to_full"] == 1.0
+    assert all(r["tokens_per_second"] > 0 for r in report["rows"])

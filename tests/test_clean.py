@@ -226,3 +226,34 @@ def test_stage_param_errors_are_one_line(tmp_path):
     r = run_stage("clean", tmp_path)  # nothing downloaded yet
     assert r.returncode == 1
     assert r.stderr.startswith("error: data/raw/corpus.txt: not found") and "Traceback" not in r.stderr
+
+
+def test_binary_input_is_refused_even_when_it_decodes_as_utf8(tmp_path):
+    """A .tar of the corpus is valid UTF-8 but full of NUL bytes: refuse it, naming the file."""
+    raw = tmp_path / "corpus.txt"
+    raw.write_bytes(b"tm.txt" + b"\x00" * 100 + b"ustar  root the time traveller")
+    with pytest.raises(RnnlmError, match=r"corpus.txt: a binary file, not text \(NUL byte at offset 6\)"):
+        run_clean(CLEAN_CFG, raw, tmp_path / "o.txt", tmp_path / "m.json")
+    assert not (tmp_path / "o.txt").exists()
+
+
+def test_letters_mode_refuses_to_throw_away_most_of_a_text():
+    lyrics = "跨时代 Jay Chou\n" + "分开以后我的天空一片灰\n" * 50
+    with pytest.raises(RnnlmError, match=r"clean.mode=letters keeps only .* use clean.mode lines or raw"):
+        clean_text(lyrics, "letters")
+    assert clean_text(lyrics, "lines").startswith("跨时代")
+
+
+def test_presplit_raw_directory_is_cleaned_file_by_file(tmp_path):
+    from rnnlm.clean import run_clean_dir
+
+    raw, out = tmp_path / "raw", tmp_path / "clean"
+    raw.mkdir()
+    for name in ("train", "val", "test"):
+        (raw / f"{name}.txt").write_text(f" {name} words \n second line \n")
+    out.mkdir()
+    (out / "corpus.txt").write_text("stale")
+    m = run_clean_dir({"mode": "raw", "max_chars": 0, "strip_gutenberg": True}, raw, out, tmp_path / "m.json")
+    assert sorted(p.name for p in out.iterdir()) == ["test.txt", "train.txt", "val.txt"]
+    assert (out / "val.txt").read_text() == " val words \n second line \n"
+    assert set(m["splits"]) == {"train", "val", "test"} and m["chars_out"] == sum(s["chars_out"] for s in m["splits"].values())

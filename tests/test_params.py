@@ -43,7 +43,15 @@ def test_unknown_section_is_reported(tmp_path):
     ("train", {"batch_size": True}, r"train\.batch_size: expected an integer"),
     ("train", {"precision": "fp16"}, r"train\.precision: unknown value 'fp16' \(did you mean 'bf16'\?\); choose one of fp32, bf16"),
     ("lstm", {"precision": "bfloat16"}, r"lstm\.precision: unknown value 'bfloat16' \(did you mean 'bf16'\?\)"),
-    ("vocab", {"split": [0.9, 0.2, 0.1]}, r"vocab\.split: fractions sum to 1\.2, above 1"),
+    ("vocab", {"split": [0.9, 0.2, 0.1]}, r"vocab\.split: fractions must sum to 1 .*got 1\.2"),
+    ("vocab", {"split": [0.5, 0.05, 0.05]}, r"vocab\.split: fractions must sum to 1 .*got 0\.6"),  # would drop 40%
+    ("lstm", {"tie_weights": True, "embedding": 32, "hidden": 64}, r"lstm\.tie_weights: needs lstm\.embedding == lstm\.hidden"),
+    ("gru", {"tie_weights": True, "embedding": 8, "hidden": 8, "softmax": "adaptive"}, r"gru\.tie_weights: cannot be combined"),
+    ("rnn", {"cutoffs": [100, 50]}, r"rnn\.cutoffs: must be positive and increasing"),
+    ("download", {"corpus": {"train": "a.txt", "val": "b.txt"}}, r"download\.corpus: a pre-split corpus names exactly train, val and test"),
+    ("download", {"corpus": {"train": "a", "val": "b", "test": {"src": "c"}}}, r"download\.corpus: test: expected"),
+    ("train", {"max_steps": -1}, r"train\.max_steps: must be >= 0"),
+    ("train", {"lr": "fast"}, r"train\.lr: expected a number, got 'fast'"),
     ("vocab", {"split": [0.9, -0.1, 0.2]}, r"vocab\.split: fractions must not be negative"),
     ("vocab", {"split": [0.9, 0.1]}, r"vocab\.split: must list three fractions"),
     ("clean", {"mode": "letter"}, r"clean\.mode: unknown value 'letter' \(did you mean 'letters'\?\)"),
@@ -80,3 +88,8 @@ def test_invalid_yaml_is_one_clear_error(tmp_path):
     p.write_text("train: [unclosed\n")
     with pytest.raises(RnnlmError, match="not valid YAML"):
         read_params(p)
+
+
+def test_a_float_written_without_a_dot_is_a_number():
+    """YAML 1.1 (PyYAML) reads `lr: 1e-3` as the string '1e-3': accept what users write."""
+    assert validate_section("train", yaml.safe_load("lr: 1e-3"))["lr"] == 0.001

@@ -1,4 +1,5 @@
 import json
+import math
 import pickle
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from rnnlm.checkpoint import load_checkpoint, load_model, save_checkpoint
 from rnnlm.errors import ParamError, RnnlmError
-from rnnlm.params import validate_section
+from rnnlm.params import MODEL_FIELDS, validate_section
 from rnnlm.device import resolve_device
 from rnnlm.train import Trainer, TrainPaths
 from rnnlm.vocab import Vocab
@@ -14,19 +15,22 @@ from rnnlm.vocab import Vocab
 TEXT = "the time traveller for so it will be convenient to speak of him " * 40
 
 
-def setup(tmp_path, cell="lstm", impl="torch", **train):
+STEPS_PER_EPOCH = 49  # 2000 train tokens, batch 4 x 10 steps
+
+
+def setup(tmp_path, cell="lstm", impl="torch", model=None, **train):
     vocab = Vocab.build(list(TEXT), "char")
     ids = vocab.encode(list(TEXT))
     cfg = validate_section("train", {"epochs": 2, "batch_size": 4, "num_steps": 10, "lr": 0.01,
                                      "device": "cpu", "lr_decay": 1.0, **train})
-    model_cfg = {**validate_section(cell, {"hidden": 16, "embedding": 8, "impl": impl}), }
-    model_cfg = {k: model_cfg[k] for k in ("impl", "hidden", "layers", "dropout", "embedding")}
+    model_cfg = validate_section(cell, {"hidden": 16, "embedding": 8, "impl": impl, **(model or {})})
+    model_cfg = {k: model_cfg[k] for k in MODEL_FIELDS}
     paths = TrainPaths.for_model(cell, tmp_path)
     return vocab, ids, model_cfg, cfg, paths
 
 
-def run(tmp_path, cell="lstm", impl="torch", log=lambda *_: None, **train):
-    vocab, ids, model_cfg, cfg, paths = setup(tmp_path, cell, impl, **train)
+def run(tmp_path, cell="lstm", impl="torch", log=lambda *_: None, model=None, **train):
+    vocab, ids, model_cfg, cfg, paths = setup(tmp_path, cell, impl, model, **train)
     trainer = Trainer(cell, model_cfg, cfg, vocab, ids[:2000], ids[2000:2300], paths, progress=False, log=log)
     return trainer, trainer.run()
 
@@ -44,12 +48,13 @@ def test_outputs_checkpoints_and_dvclive_logs(tmp_path):
     trainer, result = run(tmp_path, epochs=2)
     paths = trainer.paths
     best = load_checkpoint(paths.best)
-    assert best["epoch"] == result["best_epoch"] and best["vocab_fingerprint"] == trainer.vocab.fingerprint
+    assert best["step"] == result["best_step"] and best["vocab_fingerprint"] == trainer.vocab.fingerprint
     summary = json.loads((paths.live_dir / "metrics.json").read_text())
     assert summary["best"]["val_perplexity"] == pytest.approx(result["best_val_perplexity"])
     tsv = (paths.live_dir / "plots/metrics/val/perplexity.tsv").read_text().splitlines()
-    assert tsv[0] == "step\tperplexity" and [r.split("\t")[0] for r in tsv[1:]] == ["1", "2"]
-    assert summary["step"] == 2  # the last epoch
+    # one validation point per epoch; the x axis is the optimizer step
+    assert tsv[0] == "step\tperplexity" and [r.split("\t")[0] for r in tsv[1:]] == ["49", "98"]
+    assert summary["step"] == 98 and summary["epochs"] == 2 and summary["stopped_by"] == "epochs"
     timing = json.loads((paths.live_dir / "timing.json").read_text())
     assert timing["tokens_per_second"] > 0 and timing["device"] == "cpu"
     assert not paths.resume.exists()  # deleted once training completes
@@ -107,9 +112,10 @@ def test_foreign_checkpoint_is_refused(tmp_path):
 
 
 def test_divergence_stops_with_epoch_and_step_and_saves_nothing(tmp_path):
-    with pytest.raises(RnnlmError, match=r"diverged: non-finite loss at epoch 1, step \d+ .*lower lstm\.lr or train\.lr"):
+    with pytest.raises(RnnlmError, match=r"diverged: non-finite loss at step \d+ \(epoch 1, .*lower lstm\.lr or "
+                                         r"train\.lr, or set train\.clip_theta"):
         run(tmp_path, optimizer="adam", lr=1e37, clip_theta=0.0, epochs=1)
-    with pytest.raises(RnnlmError, match=r"diverged: .* in epoch 1 .*lower lstm\.lr or train\.lr"):
+    with pytest.raises(RnnlmError, match=r"diverged: .* by step \d+ .*lower lstm\.lr or train\.lr"):
         run(tmp_path, optimizer="sgd", lr=1e30, clip_theta=0.0, epochs=1)
     assert not (tmp_path / "models").exists() and not (tmp_path / "checkpoints").exists()
 
@@ -118,17 +124,17 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     _, full = run(tmp_path / "a", epochs=3, sampling="random", seed=3)
 
     def interrupt(msg):
-        if "epoch 2/3" in msg:
+        if "(epoch 2.00)" in msg:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b", epochs=3, sampling="random", seed=3, log=interrupt)
     resume = TrainPaths.for_model("lstm", tmp_path / "b").resume
-    assert load_checkpoint(resume)["epoch"] == 1
+    assert load_checkpoint(resume)["step"] == STEPS_PER_EPOCH
     assert not (tmp_path / "b/models/lstm.pt").exists()
     messages = []
     trainer, resumed = run(tmp_path / "b", epochs=3, sampling="random", seed=3, log=messages.append)
-    assert any("resuming after epoch 1" in m for m in messages)
+    assert any(f"resuming after step {STEPS_PER_EPOCH}" in m for m in messages)
     assert [r["val_perplexity"] for r in resumed["history"]] == [r["val_perplexity"] for r in full["history"]]
     a = load_checkpoint(tmp_path / "a/models/lstm.last.pt")["state_dict"]
     b = load_checkpoint(tmp_path / "b/models/lstm.last.pt")["state_dict"]
@@ -139,16 +145,87 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
 
 def test_resume_state_for_other_params_is_ignored(tmp_path):
     def interrupt(msg):
-        if "epoch 2/" in msg:
+        if "(epoch 2.00)" in msg:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, epochs=3, log=interrupt)
     messages = []
     run(tmp_path, epochs=3, lr=0.02, log=messages.append)
-    assert any("resume state is for other params or data; starting over" in m for m in messages)
+    assert any("resume state is for other params, data or code; starting over" in m for m in messages)
     assert not any("resuming" in m for m in messages)
-    assert sum("epoch" in m and "val ppl" in m for m in messages) == 3
+    assert sum("val ppl" in m for m in messages) == 3
+
+
+def test_resume_state_of_other_code_is_ignored(tmp_path, monkeypatch):
+    """Interrupted, then the package's code changes: the stage must not resume the old code's state."""
+    import shutil
+
+    import rnnlm.train
+
+    def interrupt(msg):
+        if "(epoch 2.00)" in msg:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, epochs=3, log=interrupt)
+    package = tmp_path / "pkg"
+    shutil.copytree(rnnlm.train.code_fingerprint.__defaults__[0], package)
+    before = rnnlm.train.code_fingerprint(package)
+    with open(package / "train.py", "a") as f:
+        f.write("\n# an edit\n")
+    after = rnnlm.train.code_fingerprint(package)
+    assert before == rnnlm.train.code_fingerprint() and after != before
+    monkeypatch.setattr(rnnlm.train, "code_fingerprint", lambda: after)
+    messages = []
+    run(tmp_path, epochs=3, log=messages.append)
+    assert any("for other params, data or code; starting over" in m for m in messages)
+
+
+def test_step_budget_and_validation_interval(tmp_path):
+    trainer, result = run(tmp_path, epochs=100, max_steps=70, eval_every=30)
+    assert [r["step"] for r in result["history"]] == [30, 60, 70]  # and once more where the budget ends
+    assert result["stopped_by"] == "max_steps" and sum(r["tokens"] for r in result["history"]) == 70 * 40
+    assert result["history"][-1]["epoch"] == pytest.approx(70 / STEPS_PER_EPOCH, abs=1e-3)
+
+
+def test_time_budget_stops_training(tmp_path):
+    _, result = run(tmp_path, epochs=100, max_minutes=1e-6)
+    assert result["stopped_by"] == "max_minutes" and result["history"][-1]["step"] == 1
+
+
+@pytest.mark.parametrize("sampling", ["sequential", "random"])
+def test_resume_between_validation_points_inside_an_epoch_is_exact(tmp_path, sampling):
+    """eval_every splits epochs: a resume mid-epoch restores the batch position, the carried hidden
+    state and the dropout random state, so the result equals an uninterrupted run bitwise."""
+    kw = dict(epochs=2, eval_every=20, sampling=sampling, model={"dropout": 0.3, "layers": 2})
+    _, full = run(tmp_path / "a", **kw)
+
+    def interrupt(msg):
+        if "step 60 " in msg:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", log=interrupt, **kw)
+    resume = load_checkpoint(TrainPaths.for_model("lstm", tmp_path / "b").resume)
+    assert resume["position"] == {"step": 40, "epoch": 0, "batch": 40}
+    _, resumed = run(tmp_path / "b", **kw)
+    assert [r["val_perplexity"] for r in resumed["history"]] == [r["val_perplexity"] for r in full["history"]]
+    a = load_checkpoint(tmp_path / "a/models/lstm.last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "b/models/lstm.last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("model", [{"tie_weights": True, "embedding": 16}, {"softmax": "adaptive", "cutoffs": [5]}])
+def test_word_level_model_options_train_and_reload(tmp_path, model):
+    trainer, result = run(tmp_path, epochs=2, model=model)
+    ppl = [r["val_perplexity"] for r in result["history"]]
+    assert ppl[-1] < ppl[0]
+    loaded, _ = load_model(trainer.paths.last, trainer.vocab.fingerprint)
+    if model.get("tie_weights"):
+        assert loaded.decoder.weight.data_ptr() == loaded.embedding.weight.data_ptr()
+    else:
+        assert loaded.adaptive is not None and loaded.config["cutoffs"] == [5]
 
 
 def test_bad_training_input_names_the_param(tmp_path):
@@ -219,3 +296,10 @@ def test_bf16_train_step_works_for_the_scratch_cells(cell, embedding):
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     assert all(p.dtype == torch.float32 and p.grad is not None and torch.isfinite(p.grad).all()
                for p in model.parameters())
+
+
+def test_cosine_schedule_decays_lr_to_a_tenth_over_the_step_budget(tmp_path):
+    _, result = run(tmp_path, epochs=100, max_steps=60, eval_every=20, lr_schedule="cosine", lr=0.01)
+    lrs = [r["lr"] for r in result["history"]]
+    assert lrs[0] == pytest.approx(0.01 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 3))))
+    assert lrs[0] > lrs[1] > lrs[2] == pytest.approx(0.001)

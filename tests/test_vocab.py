@@ -1,10 +1,12 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rnnlm.errors import ParamError
-from rnnlm.prepare import build, load_splits, write_outputs
+from rnnlm.errors import ParamError, RnnlmError
+from rnnlm.params import validate_section
+from rnnlm.prepare import build, load_splits, read_clean, write_outputs
 from rnnlm.vocab import UNK, Vocab, detokenize, split_bounds, tokenize
 
 
@@ -66,7 +68,7 @@ def test_empty_split_names_the_param():
 
 def test_vocabulary_comes_from_train_split_only(tmp_path):
     text = "a" * 90 + "b" * 5 + "z" * 5  # 'z' only in the test split, 'b' only in val
-    cfg = {"level": "char", "min_freq": 1, "reserved": [], "split": [0.9, 0.05, 0.05]}
+    cfg = validate_section("vocab", {"level": "char"})
     vocab, encoded, stats, _ = build(text, cfg)
     assert vocab.tokens == [UNK, "a"]
     assert stats["oov_rate"] == {"val": 1.0, "test": 1.0}
@@ -78,3 +80,54 @@ def test_vocabulary_comes_from_train_split_only(tmp_path):
     assert (tmp_path / "metrics/vocab/zipf.png").read_bytes()[:4] == b"\x89PNG"
     table = (tmp_path / "metrics/vocab/token_freq.csv").read_text().splitlines()
     assert table[0] == "id,token,count,frequency" and table[2].startswith("1,a,90,")
+
+
+# --- word level the word_language_model way, pre-split corpora ---------------------------------
+PTB = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb.{}.txt")
+
+
+def test_whitespace_tokenizer_keeps_tokens_whole_and_eos_ends_every_line():
+    text = " the <unk> said n't \n it 's N \n"
+    assert tokenize(text, "word", "regex")[:4] == ["the", "<", "unk", ">"]
+    words = tokenize(text, "word", "whitespace", eos=True)
+    assert words == ["the", "<unk>", "said", "n't", "<eos>", "it", "'s", "N", "<eos>"]
+    assert tokenize("a\nb", "word", "whitespace", eos=True) == ["a", "<eos>", "b", "<eos>"]  # last line unterminated
+    assert detokenize(words, "word") == "the <unk> said n't\nit 's N\n"
+
+
+def test_literal_unk_in_the_text_is_the_unknown_token():
+    vocab = Vocab.build(["a", "<unk>", "b", "a"], "word")
+    assert vocab.tokens.count("<unk>") == 1 and vocab.encode(["<unk>", "zzz", "a"]).tolist() == [0, 0, vocab.index["a"]]
+    assert vocab.counts[0] == 1
+
+
+def test_penn_treebank_counts_match_the_published_convention():
+    """pytorch/examples word_language_model and Zaremba et al. 2014: 10,000 types,
+    929,589 / 73,760 / 82,430 tokens, no out-of-vocabulary word in val or test."""
+    texts = {s: Path(PTB.format(f)).read_text() for s, f in (("train", "train"), ("val", "valid"), ("test", "test"))}
+    cfg = validate_section("vocab", {"level": "word", "tokenizer": "whitespace", "eos": True})
+    vocab, encoded, stats, _ = build(texts, cfg)
+    assert len(vocab) == 10_000 and "<eos>" in vocab.index and vocab.tokens[0] == "<unk>"
+    assert stats["tokens"] == {"train": 929_589, "val": 73_760, "test": 82_430}
+    assert {len(a) for a in encoded.values()} == {929_589, 73_760, 82_430}
+    assert stats["oov_rate"] == {"val": 0.0, "test": 0.0} and 0.04 < stats["unk_rate"]["test"] < 0.07
+    assert stats["presplit"] is True
+
+
+def test_presplit_corpus_is_read_from_the_clean_directory(tmp_path):
+    for name, text in (("train", "a b a c\n"), ("val", "a b\n"), ("test", "c d\n")):
+        (tmp_path / f"{name}.txt").write_text(text)
+    texts = read_clean(tmp_path)
+    cfg = validate_section("vocab", {"level": "word", "tokenizer": "whitespace", "eos": True})
+    vocab, encoded, stats, _ = build(texts, cfg)
+    assert stats["tokens"] == {"train": 5, "val": 3, "test": 3} and "d" not in vocab.index  # train only
+    assert stats["oov_rate"]["test"] == pytest.approx(1 / 3)
+    (tmp_path / "val.txt").write_text("\n  \n")
+    with pytest.raises(RnnlmError, match=r"data/clean/val.txt has no tokens .*download.corpus.val"):
+        build(read_clean(tmp_path), validate_section("vocab", {"level": "word", "tokenizer": "whitespace"}))
+
+
+@pytest.mark.parametrize("key,value", [("tokenizer", "whitespace"), ("eos", True)])
+def test_word_level_options_at_char_level_name_the_param(key, value):
+    with pytest.raises(ParamError, match=rf"vocab\.{key}: .*vocab.level: word"):
+        validate_section("vocab", {"level": "char", key: value})

@@ -1,0 +1,111 @@
+"""Per-corpus recipes: ``make repro CORPUS=<name>`` runs ``recipes/<name>.yaml`` as a DVC experiment.
+
+A recipe is a partial params file: the keys in which that corpus's setup differs from the
+committed ``params.yaml`` (the defaults, tuned on timemachine). Running it means
+``dvc exp run -S key=value ...`` with one override for every key whose value in
+"committed params.yaml + recipe" differs from the workspace's ``params.yaml``, so a recipe run
+after another one leaves nothing of the first behind, and ``dvc exp show`` compares recipes as
+experiments. ``python -m rnnlm.recipes ptb --print`` shows the command instead of running it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .errors import RnnlmError, stage_main
+from .params import PARAMS_FILE, read_params
+
+RECIPES_DIR = Path("recipes")
+
+
+def available(recipes_dir: Path = RECIPES_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(recipes_dir).glob("*.yaml"))
+
+
+def load_recipe(name: str, recipes_dir: Path = RECIPES_DIR) -> dict:
+    path = Path(recipes_dir) / f"{name}.yaml"
+    if not path.is_file():
+        raise RnnlmError(f"unknown recipe {name!r} (CORPUS); choose one of {', '.join(available(recipes_dir))}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise RnnlmError(f"{path}: must be a mapping of params sections")
+    return data
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and a pre-split ``download.corpus`` mapping stay whole."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted != "download.corpus":
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def hydra_value(value) -> str:
+    """A value in the override grammar DVC's ``-S`` uses (Hydra): strings always quoted."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def committed_params(path: str = PARAMS_FILE) -> dict:
+    """params.yaml as committed at HEAD (the defaults every recipe starts from)."""
+    try:
+        text = subprocess.run(["git", "show", f"HEAD:{path}"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        raise RnnlmError(f"cannot read {path} at git HEAD: recipes run as DVC experiments inside a git "
+                         "repository with a commit") from None
+    return yaml.safe_load(text) or {}
+
+
+def overrides(recipe: dict, base: dict, workspace: dict) -> list[str]:
+    """``-S`` overrides turning ``workspace`` into ``base`` + ``recipe`` ('+key=v' adds a key the
+    workspace lacks)."""
+    target = flatten(base)
+    target.update(flatten(recipe))
+    current = flatten(workspace)
+    out = []
+    for key, value in target.items():
+        if key not in current:
+            out.append(f"+{key}={hydra_value(value)}")
+        elif current[key] != value:
+            out.append(f"{key}={hydra_value(value)}")
+    return out
+
+
+def command(name: str) -> list[str]:
+    args = ["dvc", "exp", "run"]
+    for o in overrides(load_recipe(name), committed_params(), read_params()):
+        args += ["-S", o]
+    return args
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m rnnlm.recipes", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help=f"a recipe in {RECIPES_DIR}/")
+    parser.add_argument("--print", action="store_true", help="print the dvc exp run command instead of running it")
+    args = parser.parse_args()
+    cmd = command(args.name)
+    print(shlex.join(cmd), flush=True)
+    if not args.print:
+        sys.exit(subprocess.run(cmd).returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Per-corpus recipes: overrides computed against the committed params, run by `dvc exp run`."""
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, make_project, ran_stages
+from rnnlm.errors import RnnlmError
+from rnnlm.params import SCHEMA, load_model_config, load_section, validate_section
+from rnnlm.recipes import available, flatten, hydra_value, load_recipe, overrides
+
+CATALOG_RECIPES = ["jaychou", "ptb", "timemachine", "tinyshakespeare"]
+
+
+def test_every_catalog_corpus_has_a_recipe_and_each_recipe_is_valid_params():
+    assert available(ROOT / "recipes") == CATALOG_RECIPES
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name in CATALOG_RECIPES:
+        recipe = load_recipe(name, ROOT / "recipes")
+        merged = {s: {**base.get(s, {}), **recipe.get(s, {})} for s in {*base, *recipe}}
+        for section in merged:  # unknown keys, bad values: the stages' own validation
+            if section in ("rnn", "lstm", "gru"):
+                load_model_config(section, params=merged)
+            else:
+                validate_section(section, merged[section])
+        corpus = merged["download"]["corpus"]
+        assert corpus == name, f"recipe {name} trains on {corpus}"
+
+
+def test_overrides_reset_what_an_earlier_recipe_changed():
+    base = {"download": {"corpus": "timemachine"}, "vocab": {"level": "char", "split": [0.9, 0.05, 0.05]},
+            "lstm": {"hidden": 256}}
+    workspace_after_ptb = {"download": {"corpus": "ptb"}, "vocab": {"level": "word", "split": [0.9, 0.05, 0.05]},
+                           "lstm": {"hidden": 256}}
+    recipe = {"download": {"corpus": "jaychou"}, "lstm": {"hidden": 128}, "train": {"max_steps": 10}}
+    assert overrides(recipe, base, workspace_after_ptb) == [
+        "download.corpus='jaychou'", "vocab.level='char'", "lstm.hidden=128", "+train.max_steps=10"]
+    assert overrides({}, base, base) == []
+
+
+def test_values_are_written_in_the_override_grammar():
+    assert hydra_value("it's") == "'it\\'s'" and hydra_value(True) == "true" and hydra_value(1e-3) == "0.001"
+    assert hydra_value([0.9, 0.05]) == "[0.9,0.05]" and hydra_value({"train": "a b"}) == "{train:'a b'}"
+    assert flatten({"download": {"corpus": {"train": "a"}}, "x": {"y": {"z": 1}}}) == {
+        "download.corpus": {"train": "a"}, "x.y.z": 1}
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    with pytest.raises(RnnlmError, match=r"unknown recipe 'ptbb' \(CORPUS\); choose one of jaychou, ptb"):
+        load_recipe("ptbb", ROOT / "recipes")
+
+
+@pytest.mark.integration
+def test_recipe_runs_as_a_dvc_experiment_with_the_overrides_dvc_parses(tmp_path):
+    """`python -m rnnlm.recipes NAME` in a project: DVC accepts every generated override (quoted
+    strings, lists, a pre-split mapping) and params.yaml ends up as committed params + recipe."""
+    proj = make_project(tmp_path / "proj")
+    recipe_dir = proj.path / "recipes"
+    recipe_dir.mkdir()
+    (recipe_dir / "tiny.yaml").write_text(yaml.safe_dump({
+        "clean": {"mode": "lines"}, "sample": {"prefixes": ["time's up", "the"]},
+        "vocab": {"split": [0.8, 0.1, 0.1]}, "lstm": {"hidden": 12}}))
+    proj.commit("a recipe")
+    shown = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print").stdout.strip()
+    assert shown.startswith("dvc exp run -S ")
+    out = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny")
+    assert "train-lstm" in ran_stages(out.stdout)
+    params = proj.params()
+    assert params["clean"]["mode"] == "lines" and params["sample"]["prefixes"] == ["time's up", "the"]
+    assert params["vocab"]["split"] == [0.8, 0.1, 0.1] and params["lstm"]["hidden"] == 12
+    assert params["rnn"] == yaml.safe_load((proj.path / "params.yaml").read_text())["rnn"]
+    again = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print").stdout.strip()
+    assert again == "dvc exp run"  # the workspace already is that recipe
+    assert "lstm.hidden" in proj.dvc("exp", "show", "--md").stdout

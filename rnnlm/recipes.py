@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from .errors import RnnlmError, stage_main
 from .params import PARAMS_FILE, read_params
 
 RECIPES_DIR = Path("recipes")
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def available(recipes_dir: Path = RECIPES_DIR) -> list[str]:
@@ -51,10 +53,13 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def hydra_value(value) -> str:
-    """A value in the override grammar DVC's ``-S`` uses (Hydra): strings always quoted."""
+    """A value in the override grammar DVC's ``-S`` uses (Hydra); strings are quoted unless they
+    are plain names that Hydra cannot read as anything else."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if _PLAIN.fullmatch(value) and value.lower() not in ("true", "false", "null", "nan", "inf"):
+            return value
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"

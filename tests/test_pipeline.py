@@ -64,3 +64,39 @@ def test_changing_one_model_reruns_only_its_training_and_downstream(built):
     out = proj.repro()
     assert sorted(ran_stages(out.stdout)) == sorted(["train-lstm", "evaluate", "sample", "report"])
     proj.commit("lstm hidden 12")
+
+
+def test_presplit_word_level_corpus_through_dvc_repro(tmp_path):
+    """A corpus given as three files (the first lines of the Penn Treebank mirror), tokenized the
+    word_language_model way, through real `dvc repro`: every stage runs, the split files are kept
+    as they are (no fractional split), and the tables name the unit."""
+    from conftest import SHARED_DATA
+
+    src = tmp_path / "corpus"
+    src.mkdir()
+    for split, name, lines in (("train", "train", 400), ("val", "valid", 60), ("test", "test", 60)):
+        text = (SHARED_DATA / f"ptb.{name}.txt").read_text().splitlines(keepends=True)[:lines]
+        (src / f"{split}.txt").write_text("".join(text))
+    corpus = {s: str(src / f"{s}.txt") for s in ("train", "val", "test")}
+    model = {"hidden": 16, "embedding": 16, "dropout": 0.0}
+    proj = make_project(tmp_path / "proj", {
+        "download": {"corpus": corpus}, "clean": {"mode": "raw", "max_chars": 0},
+        "vocab": {"level": "word", "tokenizer": "whitespace", "eos": True},
+        "lstm": {**model, "softmax": "adaptive", "cutoffs": [50]}, "rnn": {**model, "tie_weights": True}, "gru": model,
+        "train": {"max_steps": 30, "eval_every": 10, "epochs": 50}, "sample": {"prefixes": ["the company"]}})
+    out = proj.repro()
+    assert sorted(ran_stages(out.stdout)) == sorted(ALL_STAGES)
+    p = proj.path
+    corpus_stats = json.loads((p / "metrics/corpus.json").read_text())
+    expected = {s: sum(len(line.split()) + 1 for line in (src / f"{s}.txt").read_text().splitlines())
+                for s in ("train", "val", "test")}
+    assert corpus_stats["tokens"] == expected and corpus_stats["presplit"] is True
+    vocab = json.loads((p / "data/vocab.json").read_text())
+    assert vocab["tokenizer"] == "whitespace" and "<eos>" in vocab["tokens"] and "<" not in vocab["tokens"]
+    assert sorted(f.name for f in (p / "data/clean").iterdir()) == ["test.txt", "train.txt", "val.txt"]
+    summary = json.loads((p / "metrics/train/lstm/metrics.json").read_text())
+    assert summary["step"] == 30 and summary["stopped_by"] == "max_steps"
+    ev = json.loads((p / "metrics/eval.json").read_text())
+    assert ev["level"] == "word" and ev["targets"] == {"val": expected["val"] - 1, "test": expected["test"] - 1}
+    assert "word" in (p / "metrics/eval/results.md").read_text()
+    assert "the company" in (p / "samples/samples.md").read_text()

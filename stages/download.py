@@ -17,8 +17,9 @@ from rnnlm.errors import stage_main  # noqa: E402
 def main() -> None:
     cfg = params.load_section("download")
     rec = fetch_corpus(cfg, Path("data/raw"))
-    member = f" (member {rec['member']})" if "member" in rec else ""
-    print(f"download: {rec['corpus']}: {rec['bytes']} bytes from {rec['source']}{member}, sha256 {rec['sha256'][:12]}")
+    for name, r in rec.get("splits", {"corpus": rec}).items():
+        member = f" (member {r['member']})" if "member" in r else ""
+        print(f"download: {rec['corpus']}: {name}: {r['bytes']} bytes from {r['source']}{member}, sha256 {r['sha256'][:12]}")
 
 
 if __name__ == "__main__":

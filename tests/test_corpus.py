@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rnnlm import corpus
-from rnnlm.corpus import CATALOG, extract_zip_text, fetch_corpus, resolve_corpus
+from rnnlm.corpus import CATALOG, extract_zip_text, fetch_corpus, resolve_corpus, sha256_file
 from rnnlm.errors import ParamError, RnnlmError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -318,7 +318,7 @@ def test_download_503_once_is_retried(tmp_path, server):
     rec = fetch_corpus(cfg(server.url("/flaky.txt"), TEXT_SHA, retries=2), tmp_path / "raw", progress=False, log=notes.append)
     assert rec["sha256"] == TEXT_SHA
     assert server.hits["/flaky.txt"] == 2
-    assert len(notes) == 1 and "HTTP 503" in notes[0] and "retry 1/2" in notes[0]
+    assert len(notes) == 2 and notes[0].startswith("downloading ") and "HTTP 503" in notes[1] and "retry 1/2" in notes[1]
 
 
 def test_download_429_retried_until_exhausted(tmp_path, server):
@@ -405,3 +405,108 @@ def test_real_mirror_jaychou(tmp_path, no_network):
     assert rec["bytes"] == 171182 and rec["source_bytes"] == 52607
     text = (tmp_path / "raw" / "corpus.txt").read_bytes().decode("utf-8")
     assert text.startswith("想要有直升机")
+
+
+# --- corpora that come split -------------------------------------------------------------------
+PTB_SHA = {"train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+           "val.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+           "test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"}
+
+
+def test_ptb_comes_as_three_verified_files_from_the_mirror(tmp_path):
+    out = tmp_path / "raw"
+    rec = fetch_corpus(cfg("ptb", mirrors=[str(SHARED_DATA)]), out)
+    assert sorted(p.name for p in out.iterdir()) == ["source.json", "test.txt", "train.txt", "val.txt"]
+    assert {name: sha256_file(out / name) for name in PTB_SHA} == PTB_SHA
+    assert rec["kind"] == "splits" and rec["splits"]["val"]["source"].endswith("ptb.valid.txt")
+    assert json.loads((out / "source.json").read_text()) == rec
+
+
+def _three_files(tmp_path):
+    d = tmp_path / "src"
+    d.mkdir(exist_ok=True)
+    for name in ("train", "val", "test"):
+        (d / f"{name}.txt").write_text(f"{name} text\n")
+    return {name: str(d / f"{name}.txt") for name in ("train", "val", "test")}
+
+
+def test_custom_split_files_with_an_optional_checksum(tmp_path):
+    files = _three_files(tmp_path)
+    good = hashlib.sha256(b"val text\n").hexdigest()
+    corpus = {**files, "val": {"source": files["val"], "sha256": good}}
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "corpus.txt").write_text("an earlier single-file corpus")
+    rec = fetch_corpus(cfg(corpus), out)
+    assert sorted(p.name for p in out.iterdir()) == ["source.json", "test.txt", "train.txt", "val.txt"]  # stale file gone
+    assert (out / "val.txt").read_text() == "val text\n" and rec["splits"]["val"]["sha256"] == good
+    fetch_corpus(cfg("timemachine", mirrors=[str(SHARED_DATA)]), out)  # and back to one file
+    assert sorted(p.name for p in out.iterdir()) == ["corpus.txt", "source.json"]
+
+
+@pytest.mark.parametrize("problem,pattern", [
+    ("checksum", r"could not fetch corpus .*\(download\.corpus\.val\).*sha256 mismatch \(got [0-9a-f]{64}, expected 1{64}\)"),
+    ("missing", r"download\.corpus\.test: .*not a local file \(no such file"),
+    ("empty", r"\(download\.corpus\.train\) .*the file is empty \(0 bytes\)"),
+])
+def test_a_bad_split_file_names_its_param_and_writes_nothing(tmp_path, problem, pattern):
+    files = _three_files(tmp_path)
+    corpus = dict(files)
+    if problem == "checksum":
+        corpus["val"] = {"source": files["val"], "sha256": "1" * 64}
+    elif problem == "missing":
+        corpus["test"] = str(tmp_path / "nope.txt")
+    else:
+        Path(files["train"]).write_bytes(b"")
+    out = tmp_path / "raw"
+    with pytest.raises(RnnlmError, match=pattern):
+        fetch_corpus(cfg(corpus), out)
+    assert not out.exists()
+
+
+def test_a_split_mapping_rejects_download_sha256(tmp_path):
+    with pytest.raises(ParamError, match=r"download\.sha256: must be empty for a corpus that comes split"):
+        fetch_corpus(cfg(_three_files(tmp_path), sha256="1" * 64), tmp_path / "raw")
+
+
+def test_a_custom_url_is_not_served_from_a_mirror_by_file_name_alone(tmp_path):
+    """Gutenberg's timemachine.txt is not d2l's: without a checksum the mirror file of the same
+    name must not stand in for the URL (here the network is unreachable, so fetching fails)."""
+    url = "http://127.0.0.1:9/files/35/timemachine.txt"  # port 9 (discard): refused at once
+    with pytest.raises(RnnlmError, match=r"from any of 1 source\(s\): url http://127\.0\.0\.1:9/"):
+        fetch_corpus(cfg(url, mirrors=[str(SHARED_DATA)], timeout=1.0), tmp_path / "raw")
+    d2l = CATALOG["timemachine"].sha256  # with the right checksum the mirror file is that file
+    rec = fetch_corpus(cfg(url, sha256=d2l, mirrors=[str(SHARED_DATA)]), tmp_path / "raw")
+    assert rec["kind"] == "mirror"
+
+
+def test_a_server_that_trickles_bytes_fails_within_the_attempt_deadline(tmp_path):
+    import time
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(200):  # 1 byte every 20 ms: each read is quick, the whole never ends in time
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.02)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    logged = []
+    try:  # without the deadline the trickle runs 4 s and ends in an incomplete download instead
+        with pytest.raises(RnnlmError, match=r"too slow: \d+ bytes in 1s \(20 x download\.timeout\)"):
+            fetch_corpus(cfg(f"http://127.0.0.1:{server.server_port}/c.txt", timeout=0.05), tmp_path / "raw",
+                         log=logged.append)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert logged and logged[0].startswith("downloading http://127.0.0.1:") and "0.05s per wait" in logged[0]

@@ -13,13 +13,19 @@ Outputs (paths relative to the project root):
 
       {"level": "char", "targets": {"val": n, "test": n},  # targets scored per split
        "models":    {"rnn": {"test": {"perplexity", "bits_per_token"}, "val": {"perplexity"}, "params"}, ...},
-       "baselines": {"kneser-ney-5": {... same ...}, "unigram": {...}}}
+       "baselines": {"kneser-ney-5": {... same ...}, "unigram": {...}},
+       "interpolated": {"rnn+kneser-ney-5": {... same ..., "weight": lam}, ...}}
+
+  An interpolated row mixes a model with the Kneser-Ney baseline token by token,
+  ``lam * p_model + (1 - lam) * p_kn``, with ``lam`` fitted on the val split alone (maximum
+  likelihood, EM; Mikolov 2011), so its test perplexity is held-out like every other.
 
   ``bits_per_token`` is bits per character at char level and bits per word at word level.
   A baseline's ``params`` is the number of statistics it stores (n-gram counts + discounts).
 * ``metrics/eval/results.csv`` / ``results.md`` -- one row per model and baseline, sorted by test
   perplexity; the CSV has machine-friendly column names and full precision, the Markdown
-  human headers and rounded numbers. Training time, tokens/s and best epoch come from the train
+  human headers and rounded numbers; the ``unit`` column says what a token is (char or word).
+  Training time, tokens/s and the best validation step come from the train
   stage's ``metrics/train/<model>/{metrics,timing}.json`` (empty for the baselines).
 * ``metrics/eval/learning_curves.png`` -- train (dashed) and val (solid) perplexity per epoch.
 * ``metrics/eval/test_perplexity.png`` -- test perplexity bars; baselines grey and hatched.
@@ -37,7 +43,7 @@ from .checkpoint import load_model
 from .device import resolve_device
 from .errors import ParamError, RnnlmError
 from .fileio import read_json, write_json, write_text
-from .metrics import bits_per_token, model_nll, perplexity
+from .metrics import bits_per_token, mixture_log_probs, mixture_weight, model_token_nll, perplexity
 from .models import num_parameters
 from .ngram import KneserNeyLM, UnigramLM
 from .params import MODELS
@@ -55,13 +61,14 @@ MD_HEADERS = {
     "name": "model",
     "kind": "kind",
     "impl": "impl",
+    "unit": "unit",
     "params": "params",
     "train_perplexity": "train ppl",
     "val_perplexity": "val ppl",
     "test_perplexity": "test ppl",
     "train_seconds": "train time (s)",
     "tokens_per_second": "tokens/s",
-    "best_epoch": "best epoch",
+    "best_step": "best step",
 }
 
 
@@ -84,25 +91,31 @@ def _check_splits(splits: dict[str, np.ndarray]) -> None:
                                             "at least 2 are needed to score it")
 
 
+def scores_of(log_probs: dict[str, np.ndarray]) -> dict[str, dict]:
+    """{"val": scores, "test": scores} from per-target log-probabilities (kept as ``log_probs``)."""
+    return {name: {**split_scores(-float(lp.sum()), len(lp)), "nll": -float(lp.sum()), "tokens": len(lp),
+                   "log_probs": lp} for name, lp in log_probs.items()}
+
+
 def score_model(model, splits: dict[str, np.ndarray], batch_size: int, device="cpu",
                 num_steps: int = NUM_STEPS) -> dict[str, dict]:
     """{"val": scores, "test": scores} of a recurrent model (dropout off; exact with batch_size 1)."""
-    out = {}
-    for name in SCORED_SPLITS:
-        nll, n = model_nll(model, splits[name], batch_size, num_steps, device)
-        out[name] = {**split_scores(nll, n), "nll": nll, "tokens": n}
-    return out
+    return scores_of({name: -model_token_nll(model, splits[name], batch_size, num_steps, device)
+                      for name in SCORED_SPLITS})
 
 
 def score_lm(lm, splits: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Same as :func:`score_model` for a count model with ``log_prob(tokens, history)``:
+    """Same as :func:`score_model` for a count model with ``token_log_probs(tokens, history)``:
     targets ``split[1:]`` with history ``split[:1]``."""
-    out = {}
-    for name in SCORED_SPLITS:
-        tokens = np.asarray(splits[name])
-        nll = -lm.log_prob(tokens[1:], history=tokens[:1])
-        out[name] = {**split_scores(nll, len(tokens) - 1), "nll": nll, "tokens": len(tokens) - 1}
-    return out
+    return scores_of({name: lm.token_log_probs(np.asarray(splits[name])[1:], history=np.asarray(splits[name])[:1])
+                      for name in SCORED_SPLITS})
+
+
+def interpolate(model_scores: dict[str, dict], kn_scores: dict[str, dict]) -> tuple[float, dict[str, dict]]:
+    """The mixture weight fitted on val, and the mixture's scores on val and test."""
+    lam = mixture_weight(model_scores["val"]["log_probs"], kn_scores["val"]["log_probs"])
+    return lam, scores_of({name: mixture_log_probs(model_scores[name]["log_probs"], kn_scores[name]["log_probs"], lam)
+                           for name in SCORED_SPLITS})
 
 
 def kn_name(order: int) -> str:
@@ -131,14 +144,14 @@ def _train_file(path: Path, model: str):
 
 
 def read_training_info(train_dir: Path, model: str) -> dict:
-    """train_seconds, tokens_per_second, precision, best_epoch from metrics/train/<model>/{timing,metrics}.json."""
+    """train_seconds, tokens_per_second, precision, best_step from metrics/train/<model>/{timing,metrics}.json."""
     metrics = _train_file(train_dir / "metrics.json", model)
     timing = _train_file(train_dir / "timing.json", model)
     try:
         return {"train_seconds": float(timing["train_seconds"]),
                 "tokens_per_second": float(timing["tokens_per_second"]),
                 "precision": str(timing.get("precision", "fp32")),
-                "best_epoch": int(metrics["best"]["epoch"])}
+                "best_step": int(metrics["best"]["step"])}
     except (KeyError, TypeError, ValueError) as exc:
         raise RnnlmError(f"{train_dir}: training metrics lack {exc}; rerun `dvc repro train-{model}`") from None
 
@@ -159,12 +172,12 @@ def read_curve(path: Path, model: str) -> pd.DataFrame:
 def results_table(rows: list[dict], level: str) -> pd.DataFrame:
     """The CSV table: one row per model/baseline, sorted by test perplexity (then name)."""
     bits = bits_column(level)
-    cols = ["name", "kind", "impl", "params", "train_perplexity", "val_perplexity", "test_perplexity", bits,
-            "train_seconds", "tokens_per_second", "best_epoch"]
-    df = pd.DataFrame([{**r, bits: r["bits_per_token"]} for r in rows], columns=cols)
+    cols = ["name", "kind", "impl", "unit", "params", "train_perplexity", "val_perplexity", "test_perplexity", bits,
+            "train_seconds", "tokens_per_second", "best_step"]
+    df = pd.DataFrame([{**r, bits: r["bits_per_token"], "unit": level} for r in rows], columns=cols)
     df = df.sort_values(["test_perplexity", "name"], kind="mergesort").reset_index(drop=True)
     df["params"] = df["params"].astype("int64")
-    df["best_epoch"] = df["best_epoch"].astype("Int64")
+    df["best_step"] = df["best_step"].astype("Int64")
     for c in ("train_perplexity", "val_perplexity", "test_perplexity", bits, "train_seconds", "tokens_per_second"):
         df[c] = df[c].astype(float).round(DIGITS)
     return df
@@ -178,13 +191,13 @@ def markdown_table(df: pd.DataFrame) -> str:
         return "–" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
     specs = {"params": ",d", "train_perplexity": ".3f", "val_perplexity": ".3f", "test_perplexity": ".3f", bits: ".4f",
-             "train_seconds": ".1f", "tokens_per_second": ",.0f", "best_epoch": "d"}
+             "train_seconds": ".1f", "tokens_per_second": ",.0f", "best_step": "d"}
     shown = pd.DataFrame({
         c: [fmt(v, specs[c]) if c in specs else str(v) for v in df[c]] for c in df.columns
     })
     headers = {**MD_HEADERS, bits: bits.replace("bits_per_", "bits/")}
     shown = shown.rename(columns=headers)
-    align = ["left" if c in ("name", "kind", "impl") else "right" for c in df.columns]
+    align = ["left" if c in ("name", "kind", "impl", "unit") else "right" for c in df.columns]
     return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
 
 
@@ -226,7 +239,7 @@ def plot_learning_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path,
                 label=f"{name} train")
     ax.set_yscale("log")
     _plain_log_ticks(ax)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"perplexity per {'character' if level == 'char' else 'word'} (log scale)")
     ax.set_title("Learning curves: solid = validation, dashed = training")
     ax.grid(True, which="both", alpha=0.3)
@@ -244,20 +257,24 @@ def plot_test_perplexity(df: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     x = np.arange(len(df))
     for i, row in enumerate(df.itertuples(index=False)):
-        baseline = row.kind == "ngram"
-        color = BASELINE_COLOR if baseline else MODEL_COLORS.get(row.name, f"C{i}")
+        baseline, mixed = row.kind == "ngram", row.kind == "interpolated"
+        model = row.name.split("+")[0]
+        color = BASELINE_COLOR if baseline else MODEL_COLORS.get(model, f"C{i}")
         if not math.isfinite(row.test_perplexity):
             continue  # overflowed: shown in the table, no bar
         ax.bar(i, row.test_perplexity, color=color, edgecolor="black", linewidth=0.6,
-               hatch="//" if baseline else None)
+               hatch="//" if baseline else ".." if mixed else None, alpha=0.55 if mixed else 1.0)
         ax.annotate(f"{row.test_perplexity:.2f}", (i, row.test_perplexity), textcoords="offset points",
                     xytext=(0, 3), ha="center", fontsize="small")
-    ax.set_xticks(x, list(df["name"]), rotation=20 if len(df) > 5 else 0)
+    ax.set_xticks(x, list(df["name"]), rotation=30 if len(df) > 5 else 0, ha="right" if len(df) > 5 else "center")
     ax.set_ylabel("test perplexity (lower is better)")
     ax.set_title("Test perplexity: recurrent models vs n-gram baselines")
+    fig.subplots_adjust(bottom=0.22)
     finite = df["test_perplexity"][np.isfinite(df["test_perplexity"])]
     ax.set_ylim(0, (float(finite.max()) if len(finite) else 1.0) * 1.12)
     ax.legend(handles=[Patch(facecolor="tab:blue", edgecolor="black", label="recurrent model"),
+                       Patch(facecolor="tab:blue", edgecolor="black", hatch="..", alpha=0.55,
+                             label="model + Kneser-Ney (weight fitted on val)"),
                        Patch(facecolor=BASELINE_COLOR, edgecolor="black", hatch="//", label="n-gram baseline")],
               fontsize="small")
     ax.grid(True, axis="y", alpha=0.3)
@@ -277,9 +294,34 @@ def _rounded(scores: dict[str, dict], params: int) -> dict:
             "params": int(params)}
 
 
+def _row(name: str, kind: str, impl: str, params: int, scores: dict, **extra) -> dict:
+    row = {"name": name, "kind": kind, "impl": impl, "params": params, "train_perplexity": math.nan,
+           "val_perplexity": scores["val"]["perplexity"], "test_perplexity": scores["test"]["perplexity"],
+           "bits_per_token": scores["test"]["bits_per_token"], "train_seconds": math.nan,
+           "tokens_per_second": math.nan, "best_step": pd.NA}
+    return {**row, **extra}
+
+
+def _model_row(m: str, model, scores: dict, train_dir: Path) -> tuple[dict, dict]:
+    """A trained model's table row and its learning curves."""
+    info = read_training_info(train_dir, m)
+    curves = {s: read_curve(train_dir / "plots" / "metrics" / s / "perplexity.tsv", m) for s in ("train", "val")}
+    # training perplexity at the kept (best) validation point: the running average since the one before
+    at_best = curves["train"].loc[curves["train"]["epoch"] == info["best_step"], "perplexity"]
+    precision = info.pop("precision")
+    impl = model.impl + ("" if precision == "fp32" else f" ({precision})")
+    train_ppl = float(at_best.iloc[-1]) if len(at_best) else math.nan
+    return _row(m, m, impl, num_parameters(model), scores, train_perplexity=train_ppl, **info), curves
+
+
+def _log_scores(log, name: str, scores: dict) -> None:
+    log(f"evaluate: {name}: test perplexity {scores['test']['perplexity']:.3f}, val {scores['val']['perplexity']:.3f}")
+
+
 def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODELS,
                  log: Callable[[str], None] = print) -> dict:
-    """Score ``models`` and the baselines, write every output under ``root``.
+    """Score ``models``, the baselines and each model interpolated with Kneser-Ney; write every
+    output under ``root``.
 
     Returns {"eval": the eval.json dict, "table": the results DataFrame, "markdown": results.md}.
     """
@@ -293,35 +335,29 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
         if not path.exists():
             raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train-{m}` first")
 
-    rows, results, curves = [], {"models": {}, "baselines": {}}, {}
+    rows, results, curves = [], {"models": {}, "baselines": {}, "interpolated": {}}, {}
+    kn = kn_name(cfg["ngram_order"])
+    baseline_scores = {}
+    for name, (lm, desc) in fit_baselines(splits["train"], len(vocab), cfg["ngram_order"]).items():
+        baseline_scores[name] = scores = score_lm(lm, splits)
+        results["baselines"][name] = _rounded(scores, desc["params"])
+        rows.append(_row(name, "ngram", desc["impl"], desc["params"], scores))
+        _log_scores(log, name, scores)
+
     for m in models:
-        train_dir = root / "metrics" / "train" / m
-        info = read_training_info(train_dir, m)
-        curves[m] = {s: read_curve(train_dir / "plots" / "metrics" / s / "perplexity.tsv", m) for s in ("train", "val")}
-        # training perplexity of the kept (best) epoch: the epoch's running average, dropout on
-        at_best = curves[m]["train"].loc[curves[m]["train"]["epoch"] == info["best_epoch"], "perplexity"]
-        train_ppl = float(at_best.iloc[-1]) if len(at_best) else math.nan
         model, _ = load_model(ckpts[m], vocab.fingerprint, device)
         scores = score_model(model, splits, cfg["batch_size"], device)
-        precision = info.pop("precision")
-        params, impl = num_parameters(model), model.impl + ("" if precision == "fp32" else f" ({precision})")
+        row, curves[m] = _model_row(m, model, scores, root / "metrics" / "train" / m)
         del model
-        results["models"][m] = _rounded(scores, params)
-        rows.append({"name": m, "kind": m, "impl": impl, "params": params, "train_perplexity": train_ppl,
-                     "val_perplexity": scores["val"]["perplexity"], "test_perplexity": scores["test"]["perplexity"],
-                     "bits_per_token": scores["test"]["bits_per_token"], **info})
-        log(f"evaluate: {m}: test perplexity {scores['test']['perplexity']:.3f}, "
-            f"val {scores['val']['perplexity']:.3f}")
-
-    for name, (lm, desc) in fit_baselines(splits["train"], len(vocab), cfg["ngram_order"]).items():
-        scores = score_lm(lm, splits)
-        results["baselines"][name] = _rounded(scores, desc["params"])
-        rows.append({"name": name, "kind": "ngram", "impl": desc["impl"], "params": desc["params"],
-                     "train_perplexity": math.nan, "val_perplexity": scores["val"]["perplexity"], "test_perplexity": scores["test"]["perplexity"],
-                     "bits_per_token": scores["test"]["bits_per_token"],
-                     "train_seconds": math.nan, "tokens_per_second": math.nan, "best_epoch": pd.NA})
-        log(f"evaluate: {name}: test perplexity {scores['test']['perplexity']:.3f}, "
-            f"val {scores['val']['perplexity']:.3f}")
+        results["models"][m] = _rounded(scores, row["params"])
+        rows.append(row)
+        _log_scores(log, m, scores)
+        lam, mixed = interpolate(scores, baseline_scores[kn])
+        params = row["params"] + results["baselines"][kn]["params"]
+        results["interpolated"][f"{m}+{kn}"] = {**_rounded(mixed, params), "weight": round(lam, DIGITS)}
+        rows.append(_row(f"{m}+{kn}", "interpolated", f"{lam:.2f} x {m} + {1 - lam:.2f} x KN-{cfg['ngram_order']}",
+                         params, mixed))
+        _log_scores(log, f"{m}+{kn} (weight {lam:.3f})", mixed)
 
     eval_json = {"level": vocab.level, "targets": {s: int(len(splits[s]) - 1) for s in SCORED_SPLITS}, **results}
     table = results_table(rows, vocab.level)
@@ -333,4 +369,3 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
     write_text(out / "results.md", md)
     write_json(root / "metrics" / "eval.json", eval_json)
     return {"eval": eval_json, "table": table, "markdown": md}
-

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .batching import eval_streams
 
@@ -22,8 +21,8 @@ def bits_per_token(nll_sum: float, count: int) -> float:
 
 
 @torch.no_grad()
-def model_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, device="cpu") -> tuple[float, int]:
-    """Total NLL (nats) of tokens[1:] given their preceding tokens, and the count.
+def model_token_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, device="cpu") -> np.ndarray:
+    """NLL (nats, float64) of each of tokens[1:] given its preceding tokens, in order.
 
     The split is laid out as ``batch_size`` contiguous streams (see ``eval_streams``) walked
     ``num_steps`` at a time with the hidden state carried; dropout is off; every target is scored
@@ -34,12 +33,39 @@ def model_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, device
     was_training = model.training
     model.eval()
     X, Y, M = eval_streams(np.asarray(tokens), batch_size)
-    X, Y, M = X.to(device), Y.to(device), M.to(device)
+    X, Y = X.to(device), Y.to(device)
     state = None
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    chunks = []
     for i in range(0, X.shape[1], num_steps):
-        logits, state = model(X[:, i : i + num_steps], state)
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), Y[:, i : i + num_steps].reshape(-1), reduction="none")
-        total += (nll.double() * M[:, i : i + num_steps].reshape(-1)).sum()
+        nll, state = model.token_nll(X[:, i : i + num_steps], Y[:, i : i + num_steps], state)
+        chunks.append(nll.double().cpu())
     model.train(was_training)
-    return float(total), int(M.sum())
+    nll = torch.cat(chunks, dim=1)  # (streams, length): the streams are consecutive pieces of the split
+    return nll.reshape(-1)[M.reshape(-1)].numpy()
+
+
+def model_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, device="cpu") -> tuple[float, int]:
+    """Total NLL (nats) of tokens[1:] given their preceding tokens, and the count (see
+    :func:`model_token_nll`)."""
+    nll = model_token_nll(model, tokens, batch_size, num_steps, device)
+    return float(nll.sum()), len(nll)
+
+
+def mixture_weight(log_p: np.ndarray, log_q: np.ndarray, tol: float = 1e-7, max_iter: int = 1000) -> float:
+    """The weight ``lam`` maximising the likelihood of ``lam * p + (1 - lam) * q`` (EM; Mikolov 2011).
+
+    ``log_p`` and ``log_q`` are the two models' log-probabilities of the same targets."""
+    p, q = np.exp(log_p), np.exp(log_q)
+    lam = 0.5
+    for _ in range(max_iter):
+        new = float(np.mean(lam * p / (lam * p + (1 - lam) * q)))
+        if abs(new - lam) < tol:
+            return new
+        lam = new
+    return lam
+
+
+def mixture_log_probs(log_p: np.ndarray, log_q: np.ndarray, lam: float) -> np.ndarray:
+    """log(lam * p + (1 - lam) * q), computed stably."""
+    with np.errstate(divide="ignore"):
+        return np.logaddexp(np.log(lam) + log_p, np.log1p(-lam) + log_q)

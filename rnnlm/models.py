@@ -429,7 +429,7 @@ class RNNLM(nn.Module):
         if self.adaptive is not None:
             T, B, H = outputs.shape
             with torch.autocast(outputs.device.type, enabled=False):
-                scores = self.adaptive.log_prob(outputs.reshape(T * B, H).float()).reshape(T, B, -1)
+                scores = self.adaptive.log_prob(_at_least_float32(outputs.reshape(T * B, H))).reshape(T, B, -1)
         else:
             scores = self.decoder(outputs)
         return scores.transpose(0, 1), state
@@ -442,12 +442,17 @@ class RNNLM(nn.Module):
         targets = Y.T.reshape(-1)
         if self.adaptive is not None:  # float32 even under autocast: its index_copy_ mixes dtypes otherwise
             with torch.autocast(outputs.device.type, enabled=False):
-                out = self.adaptive(outputs.reshape(-1, outputs.shape[-1]).float(), targets)
+                out = self.adaptive(_at_least_float32(outputs.reshape(-1, outputs.shape[-1])), targets)
             nll = -out.output
         else:
-            logits = self.decoder(outputs)
-            nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none")
+            logits = _at_least_float32(self.decoder(outputs))
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="none")
         return nll.reshape(Y.shape[1], Y.shape[0]).T, state
+
+
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """bfloat16/float16 (autocast) -> float32; float32 and float64 stay as they are."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def default_cutoffs(vocab_size: int) -> list[int]:

@@ -110,12 +110,16 @@ class UnigramLM:
     def prob(self, context: Sequence[int], token: int) -> float:
         return float(self._fitted()[_check_token(token, self.vocab_size)])
 
-    def log_prob(self, tokens: Any, history: Any = ()) -> float:
-        """Total natural-log probability of ``tokens`` (``history`` is validated, otherwise unused)."""
+    def token_log_probs(self, tokens: Any, history: Any = ()) -> np.ndarray:
+        """Natural-log probability of each of ``tokens`` (``history`` is validated, otherwise unused)."""
         self._fitted()
         ids = _as_ids(tokens, self.vocab_size)
         _as_ids(history, self.vocab_size, "history")
-        return float(self._log_probs[ids].sum())
+        return self._log_probs[ids]
+
+    def log_prob(self, tokens: Any, history: Any = ()) -> float:
+        """Total natural-log probability of ``tokens``."""
+        return float(self.token_log_probs(tokens, history).sum())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,8 +249,12 @@ class KneserNeyLM:
         return p
 
     def log_prob(self, tokens: Any, history: Any = ()) -> float:
-        """Total natural-log probability of ``tokens``, each conditioned on up to order-1
-        preceding ids; ``history`` (ids that precede ``tokens``) is used as context only."""
+        """Total natural-log probability of ``tokens`` (see :meth:`token_log_probs`)."""
+        return float(self.token_log_probs(tokens, history).sum())
+
+    def token_log_probs(self, tokens: Any, history: Any = ()) -> np.ndarray:
+        """Natural-log probability of each of ``tokens``, conditioned on up to order-1 preceding
+        ids; ``history`` (ids that precede ``tokens``) is used as context only."""
         self._check_fitted()
         ids = _as_ids(tokens, self.vocab_size).tolist()
         m = self.order - 1
@@ -256,8 +264,7 @@ class KneserNeyLM:
         off = len(hist)
         levels, discounts = self._levels, self.discounts
         base = 1.0 / self.vocab_size
-        log = math.log
-        total = 0.0
+        out = np.empty(len(seq) - off, dtype=np.float64)
         for i in range(off, len(seq)):
             w = seq[i]
             start = i - m if i >= m else 0
@@ -270,8 +277,8 @@ class KneserNeyLM:
                 ch, inv, gamma = entry
                 c = ch.get(w, 0)
                 p = (c - discounts[k]) * inv + gamma * p if c else gamma * p
-            total += log(p)
-        return total
+            out[i - off] = p
+        return np.log(out)
 
 
 def perplexity_of(model: Any, tokens: Any, history: Any = ()) -> float:

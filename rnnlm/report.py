@@ -25,9 +25,9 @@ TITLE = "Recurrent language models: results"
 
 FIGURES = (  # (path, producing stage, caption)
     ("metrics/eval/learning_curves.png", "evaluate",
-     "Learning curves: training (dashed) and validation (solid) perplexity per epoch."),
+     "Learning curves: training (dashed) and validation (solid) perplexity by optimizer step."),
     ("metrics/eval/test_perplexity.png", "evaluate",
-     "Test perplexity of every model and baseline (hatched grey bars: n-gram baselines)."),
+     "Test perplexity of every model, model + Kneser-Ney mixture (dotted) and baseline (hatched grey)."),
     ("metrics/vocab/zipf.png", "vocab", "Zipf plot of the train split's token frequencies."),
 )
 

@@ -207,11 +207,11 @@ def test_failing_download_stage(tmp_path):
                            "  mirrors: [mirror]\n  retries: 0\n  timeout: 5\n")
     r = run_stage("download", tmp_path)
     assert r.returncode == 1
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("error: could not fetch corpus")
-    assert "mirror/corpus.txt: sha256 mismatch" in lines[0]
-    assert f"url http://127.0.0.1:{port}/corpus.txt: cannot connect" in lines[0]
+    *waiting, error = r.stderr.splitlines()
+    assert [line.split(" (")[0] for line in waiting] == [f"downloading http://127.0.0.1:{port}/corpus.txt"], r.stderr
+    assert error.startswith("error: could not fetch corpus")
+    assert "mirror/corpus.txt: sha256 mismatch" in error
+    assert f"url http://127.0.0.1:{port}/corpus.txt: cannot connect" in error
     assert "Traceback" not in r.stderr
     raw = tmp_path / "data" / "raw"
     assert not raw.exists() or list(raw.iterdir()) == []

@@ -21,7 +21,7 @@ from rnnlm.fileio import write_json, write_text
 from rnnlm.metrics import model_nll
 from rnnlm.models import RNNLM, num_parameters
 from rnnlm.ngram import KneserNeyLM
-from rnnlm.params import MODELS
+from rnnlm.params import MODELS, validate_section
 from rnnlm.prepare import build, write_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def fixed_distribution_model(probs, cell="rnn") -> RNNLM:
 def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEXT, epochs: int = 3):
     """data/vocab.json, data/tokens, metrics/corpus.json + zipf.png, models/<m>.pt and fake training
     metrics (as the train stage writes them) for ``models``. Returns the vocabulary."""
-    vocab, encoded, stats, _ = build(text, {"level": level, "min_freq": 1, "reserved": [], "split": [0.8, 0.1, 0.1]})
+    vocab, encoded, stats, _ = build(text, validate_section("vocab", {"level": level, "split": [0.8, 0.1, 0.1]}))
     write_outputs(vocab, encoded, stats, root / "data", root / "metrics")
     for i, m in enumerate(models):
         torch.manual_seed(i)
@@ -58,7 +58,8 @@ def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEX
         train = [25.0 / (e + 1) + i for e in range(epochs)]
         write_json(live / "metrics.json", {
             "train": {"perplexity": train[-1]}, "val": {"perplexity": val[-1]}, "lr": 0.01, "step": epochs,
-            "best": {"val_perplexity": val[-2], "epoch": epochs - 1}, "params": num_parameters(model),
+            "best": {"val_perplexity": val[-2], "step": epochs - 1, "epoch": float(epochs - 1)},
+            "params": num_parameters(model),
             "epochs_run": epochs, "stopped_early": False})
         # the lstm as trained with precision bf16; the others without the key (files from before it existed)
         write_json(live / "timing.json", {"train_seconds": 12.5 + i, "tokens": 1000, "tokens_per_second": 80.0 + i,
@@ -149,13 +150,13 @@ def test_kneser_ney_baseline_scores_the_same_targets_with_the_preceding_context(
 # --- tables -----------------------------------------------------------------------------------
 def _rows():
     base = {"impl": "torch", "train_perplexity": 4.5, "train_seconds": 1.25, "tokens_per_second": 1234.5,
-            "best_epoch": 2}
+            "best_step": 2}
     return [
         {"name": "lstm", "kind": "lstm", "params": 1000, "val_perplexity": 5.0, "test_perplexity": 5.5,
          "bits_per_token": 2.46, **base},
         {"name": "unigram", "kind": "ngram", "impl": "add-1 smoothing", "params": 30, "val_perplexity": 20.0,
          "test_perplexity": 21.0, "bits_per_token": 4.39, "train_perplexity": math.nan, "train_seconds": math.nan,
-         "tokens_per_second": math.nan, "best_epoch": pd.NA},
+         "tokens_per_second": math.nan, "best_step": pd.NA},
         {"name": "gru", "kind": "gru", "params": 2000, "val_perplexity": 4.0, "test_perplexity": 4.1234567,
          "bits_per_token": 2.04, **base},
     ]
@@ -169,7 +170,8 @@ def test_results_table_sorted_by_test_perplexity_with_level_named_bits(level, co
     assert column in df.columns and "bits_per_token" not in df.columns
     md = ev.markdown_table(df)
     lines = md.strip().splitlines()
-    assert header in lines[0] and "test ppl" in lines[0] and "best epoch" in lines[0]
+    assert header in lines[0] and "test ppl" in lines[0] and "best step" in lines[0] and "| unit " in lines[0]
+    assert all(f"| {level} " in line for line in lines[2:])  # every row names the token unit
     assert len(lines) == 2 + 3
     assert "4.123 " in lines[2] and "4.1234567" not in md  # rounded
     assert "2,000" in lines[2] and "1,234" in lines[2]
@@ -186,6 +188,13 @@ def test_run_evaluate_writes_every_output(tmp_path):
     assert data == result["eval"]
     assert set(data["models"]) == set(MODELS)
     assert set(data["baselines"]) == {"kneser-ney-3", "unigram"}
+    assert set(data["interpolated"]) == {f"{m}+kneser-ney-3" for m in MODELS}
+    for name, entry in data["interpolated"].items():
+        assert 0 <= entry["weight"] <= 1
+        model = data["models"][name.split("+")[0]]
+        # the maximum-likelihood mixture is never worse on val (where it was fitted) than either part
+        assert entry["val"]["perplexity"] <= min(model["val"]["perplexity"],
+                                                 data["baselines"]["kneser-ney-3"]["val"]["perplexity"]) + 1e-6
     for entry in list(data["models"].values()) + list(data["baselines"].values()):
         assert set(entry) == {"test", "val", "params"}
         assert set(entry["test"]) == {"perplexity", "bits_per_token"}
@@ -195,13 +204,15 @@ def test_run_evaluate_writes_every_output(tmp_path):
     assert data["baselines"]["unigram"]["params"] == len(vocab)
 
     csv = pd.read_csv(out / "eval" / "results.csv")
-    assert list(csv.columns) == ["name", "kind", "impl", "params", "train_perplexity", "val_perplexity", "test_perplexity",
-                                 "bits_per_char", "train_seconds", "tokens_per_second", "best_epoch"]
-    assert sorted(csv["name"]) == sorted([*MODELS, "kneser-ney-3", "unigram"])
+    assert list(csv.columns) == ["name", "kind", "impl", "unit", "params", "train_perplexity", "val_perplexity",
+                                 "test_perplexity", "bits_per_char", "train_seconds", "tokens_per_second", "best_step"]
+    assert sorted(csv["name"]) == sorted([*MODELS, *(f"{m}+kneser-ney-3" for m in MODELS), "kneser-ney-3", "unigram"])
+    assert set(csv["unit"]) == {"char"}
     assert list(csv["test_perplexity"]) == sorted(csv["test_perplexity"])
     rows = csv.set_index("name")
     assert rows.loc["gru", "train_seconds"] == 14.5 and rows.loc["rnn", "tokens_per_second"] == 80.0
-    assert rows.loc["lstm", "best_epoch"] == 2 and rows.loc["lstm", "kind"] == "lstm"
+    assert rows.loc["lstm", "best_step"] == 2 and rows.loc["lstm", "kind"] == "lstm"
+    assert rows.loc["lstm+kneser-ney-3", "kind"] == "interpolated" and "x lstm + " in rows.loc["lstm+kneser-ney-3", "impl"]
     assert rows.loc["lstm", "impl"] == "torch (bf16)" and rows.loc["rnn", "impl"] == "torch"
     # train perplexity of the best epoch (2 of 3): the fake curve's value 25 / 2 + 1 for lstm (i = 1)
     assert rows.loc["lstm", "train_perplexity"] == pytest.approx(25.0 / 2 + 1)
@@ -211,7 +222,7 @@ def test_run_evaluate_writes_every_output(tmp_path):
     assert rows.loc["rnn", "test_perplexity"] == pytest.approx(data["models"]["rnn"]["test"]["perplexity"])
 
     md = (out / "eval" / "results.md").read_text()
-    assert md == result["markdown"] and "bits/char" in md and md.count("\n") == 2 + 5
+    assert md == result["markdown"] and "bits/char" in md and md.count("\n") == 2 + 8
     for png in ("learning_curves.png", "test_perplexity.png"):
         assert (out / "eval" / png).read_bytes()[:8] == PNG_MAGIC
     assert any("kneser-ney-3" in line for line in logs)
@@ -299,3 +310,24 @@ def test_one_stream_is_exact_and_independent_of_num_steps():
         assert n == 199 and nll == pytest.approx(full, rel=1e-10)
     nll4, n4 = model_nll(model, tokens, 4, 64)
     assert n4 == 199 and nll4 != pytest.approx(full, rel=1e-10)
+
+
+def test_per_token_scores_sum_to_the_totals_and_the_mixture_weight_is_the_likelihood_maximum():
+    from rnnlm.metrics import mixture_log_probs, mixture_weight, model_nll, model_token_nll
+    from rnnlm.ngram import KneserNeyLM
+
+    tokens = np.array([0, 1, 2, 3, 3, 1, 2, 3, 0, 3, 2, 2, 1], dtype=np.int64)
+    model = fixed_distribution_model([0.1, 0.2, 0.3, 0.4])
+    per = model_token_nll(model, tokens, 3, 2)
+    assert len(per) == len(tokens) - 1 and per.sum() == pytest.approx(model_nll(model, tokens, 3, 2)[0], rel=1e-12)
+    kn = KneserNeyLM(3, 4).fit(np.array([0, 1, 2, 3, 0, 1, 2, 2, 3, 1] * 3))
+    lp = kn.token_log_probs(tokens[1:], history=tokens[:1])
+    assert lp.sum() == pytest.approx(kn.log_prob(tokens[1:], history=tokens[:1]), rel=1e-12)
+    # two fixed distributions; the data drawn 30% / 70% from them: EM finds the weight of the likelihood maximum
+    rng = np.random.default_rng(0)
+    p, q = np.array([0.7, 0.1, 0.1, 0.1]), np.array([0.1, 0.1, 0.1, 0.7])
+    draws = np.where(rng.random(20000) < 0.3, rng.choice(4, 20000, p=p), rng.choice(4, 20000, p=q))
+    lam = mixture_weight(np.log(p[draws]), np.log(q[draws]))
+    grid = np.linspace(0.001, 0.999, 999)
+    best = grid[np.argmax([mixture_log_probs(np.log(p[draws]), np.log(q[draws]), g).sum() for g in grid])]
+    assert lam == pytest.approx(best, abs=1e-3) and abs(lam - 0.3) < 0.03

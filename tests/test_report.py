@@ -51,7 +51,7 @@ def make_inputs(root: Path) -> None:
         rows.append({"name": name, "kind": kind, "impl": "torch" if model else "count", "params": 100,
                      "val_perplexity": p * 0.98, "test_perplexity": p, "bits_per_token": math.log2(p),
                      "train_seconds": 3.5 if model else math.nan, "tokens_per_second": 5000.0 if model else math.nan,
-                     "best_epoch": 2 if model else pd.NA})
+                     "best_step": 2 if model else pd.NA})
     write_text(root / "metrics" / "eval" / "results.md", markdown_table(results_table(rows, "char")))
     for rel in FIGURES:
         _png(root / rel, Path(rel).stem)

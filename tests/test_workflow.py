@@ -501,7 +501,7 @@ def test_vocabulary_and_metadata_are_json_and_no_pickles_are_written(main):
 @pytest.mark.parametrize("updates,stage,expected,output", [
     ({"lstm": {"hiden": 12}}, "train-lstm", ["lstm.hiden", "lstm.hidden"], "models/lstm.pt"),
     ({"train": {"optimizer": "adamm"}}, "train-lstm", ["train.optimizer", "'adamm'", "'adam'"], "models/lstm.pt"),
-    ({"vocab": {"split": [0.9, 0.2, 0.1]}}, "vocab", ["vocab.split", "above 1"], "data/vocab.json"),
+    ({"vocab": {"split": [0.9, 0.2, 0.1]}}, "vocab", ["vocab.split", "must sum to 1"], "data/vocab.json"),
 ], ids=["unknown-key", "bad-choice", "split-sum"])
 def test_invalid_params_fail_the_stage_with_one_clear_error(main, updates, stage, expected, output):
     proj = main.proj

@@ -273,7 +273,7 @@ def test_queued_grid_runs_with_one_thread_per_worker(exp_clone):
     for row in by_hidden.values():
         assert row["params"]["lstm"]["epochs"] == 1 and row["params"]["train"]["threads"] == 1
         train = row["metrics"]["metrics/train/lstm/metrics.json"]
-        assert train["epochs_run"] == 1 and train["val"]["perplexity"] > 1
+        assert train["epochs"] == 1 and train["val"]["perplexity"] > 1
         ppls.add(train["val"]["perplexity"])
     assert len(ppls) == len(grid) and base_ppl not in ppls
     print(f"queued grid of {len(grid)} (train-lstm) with -j 2: {elapsed:.0f}s")
@@ -366,7 +366,7 @@ def interrupted(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(
         proj=proj, run=run, saved_resume=saved, resume_ckpt=load_checkpoint(resume),
         tmp_files=tmp_files(proj.path), best_exists=best.exists(),
-        best_loads=best.exists() and load_checkpoint(best)["epoch"] >= 1,
+        best_loads=best.exists() and load_checkpoint(best)["step"] >= 1,
         status=proj.dvc("status", "train-lstm").stdout)
 
 
@@ -376,7 +376,7 @@ def test_interrupted_training_leaves_no_corrupt_outputs(interrupted):
     assert "interrupted" in it.run.err and "Traceback" not in it.run.err, it.run.err
     assert it.tmp_files == []
     assert not it.best_exists or it.best_loads
-    assert 1 <= it.resume_ckpt["epoch"] < LSTM_EPOCHS
+    assert 1 <= it.resume_ckpt["position"]["epoch"] < LSTM_EPOCHS and it.resume_ckpt["position"]["batch"] == 0
     assert "train-lstm" in it.status and "up to date" not in it.status  # not mistaken for a finished run
 
 
@@ -387,11 +387,11 @@ def resumed(interrupted) -> SimpleNamespace:
 
 
 def test_rerun_resumes_and_matches_an_uninterrupted_run(interrupted, resumed, main):
-    n = interrupted.resume_ckpt["epoch"]
+    n, step = interrupted.resume_ckpt["position"]["epoch"], interrupted.resume_ckpt["step"]
     assert resumed.ran == ["train-lstm"]
-    assert f"lstm: resuming after epoch {n} (from {RESUME})" in resumed.out
-    assert f"lstm epoch {n}/{LSTM_EPOCHS}:" not in resumed.out  # completed epochs are not trained again
-    assert f"lstm epoch {n + 1}/{LSTM_EPOCHS}:" in resumed.out
+    assert f"lstm: resuming after step {step} (from {RESUME})" in resumed.out
+    assert f"(epoch {n}.00):" not in resumed.out  # completed epochs are not trained again
+    assert f"(epoch {n + 1}.00):" in resumed.out
     assert not (interrupted.proj.path / RESUME).exists()  # deleted on completion
     # the same config trained without interruption in another copy of the project
     assert_same_training(main.reference, train_outputs(interrupted.proj.path))
@@ -406,19 +406,20 @@ def test_resume_state_from_other_params_is_ignored(interrupted, resumed):
 
     run = interrupt_training(proj, signal.SIGTERM,
                              ready=lambda: resume.exists() and resume.stat().st_ino != stale_inode)
-    assert "lstm: resume state is for other params or data; starting over" in run.out
-    assert "resuming after" not in run.out and "lstm epoch 1/4:" in run.out
+    assert "lstm: resume state is for other params, data or code; starting over" in run.out
+    assert "resuming after" not in run.out and "(epoch 1.00):" in run.out
     assert run.rc != 0 and "interrupted" in run.err and "Traceback" not in run.err
     assert tmp_files(p) == []
     fresh = load_checkpoint(resume)
-    assert fresh["fingerprint"] != interrupted.resume_ckpt["fingerprint"] and 1 <= fresh["epoch"] < 4
+    assert fresh["fingerprint"] != interrupted.resume_ckpt["fingerprint"] and 1 <= fresh["position"]["epoch"] < 4
 
     out = proj.repro("train-lstm").stdout
-    assert f"lstm: resuming after epoch {fresh['epoch']}" in out
+    assert f"lstm: resuming after step {fresh['step']}" in out
     summary = json.loads((p / "metrics/train/lstm/metrics.json").read_text())
-    assert summary["epochs_run"] == 4
+    assert summary["epochs"] == 4
+    per_epoch = summary["steps"] // 4
     steps = (p / "metrics/train/lstm/plots/metrics/val/perplexity.tsv").read_text().split("\n")[1:]
-    assert [row.split("\t")[0] for row in steps if row] == ["1", "2", "3", "4"]
+    assert [row.split("\t")[0] for row in steps if row] == [str(per_epoch * e) for e in (1, 2, 3, 4)]
     assert not resume.exists()
 
 
@@ -472,7 +473,7 @@ def test_training_ignores_a_resume_file_that_would_run_code(main, tmp_path):
     assert not any("resuming after" in line for line in logs)
     assert not marker.exists()
     assert [row["epoch"] for row in result["history"]] == [1]
-    assert load_checkpoint(paths.best)["epoch"] == 1 and not paths.resume.exists()
+    assert load_checkpoint(paths.best)["step"] == result["history"][0]["step"] and not paths.resume.exists()
 
 
 def test_truncated_checkpoint_gives_a_clear_error(main, tmp_path):

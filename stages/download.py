@@ -1,6 +1,8 @@
 """Stage `download`: fetch the corpus named by params `download` into data/raw/.
 
-Outputs data/raw/corpus.txt and data/raw/source.json (see rnnlm.corpus.fetch_corpus).
+Outputs data/raw/corpus.txt, or data/raw/{train,val,test}.txt for a corpus that comes split (ptb,
+or a {train, val, test} mapping), and data/raw/source.json (see rnnlm.corpus.fetch_corpus).
+Prints one line per file written.
 """
 import sys
 from pathlib import Path
@@ -17,9 +19,15 @@ from rnnlm.errors import stage_main  # noqa: E402
 def main() -> None:
     cfg = params.load_section("download")
     rec = fetch_corpus(cfg, Path("data/raw"))
-    for name, r in rec.get("splits", {"corpus": rec}).items():
-        member = f" (member {r['member']})" if "member" in r else ""
-        print(f"download: {rec['corpus']}: {name}: {r['bytes']} bytes from {r['source']}{member}, sha256 {r['sha256'][:12]}")
+    if "splits" not in rec:
+        print(f"download: {rec['corpus']}: {_describe(rec)}")
+    for split, r in rec.get("splits", {}).items():
+        print(f"download: {rec['corpus']}: {split}: {_describe(r)}")
+
+
+def _describe(r: dict) -> str:
+    member = f" (member {r['member']})" if "member" in r else ""
+    return f"{r['bytes']} bytes from {r['source']}{member}, sha256 {r['sha256'][:12]}"
 
 
 if __name__ == "__main__":

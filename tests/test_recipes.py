@@ -40,6 +40,9 @@ def test_overrides_reset_what_an_earlier_recipe_changed():
     assert overrides(recipe, base, workspace_after_ptb) == [
         "download.corpus=jaychou", "vocab.level=char", "lstm.hidden=128", "+train.max_steps=10"]
     assert overrides({}, base, base) == []
+    # a key an earlier recipe added (lstm.epochs is not in the committed params) is deleted
+    after_ptb = {**base, "lstm": {"hidden": 256, "epochs": 10}}
+    assert overrides({}, base, after_ptb) == ["~lstm.epochs"]
 
 
 def test_values_are_written_in_the_override_grammar():
@@ -64,8 +67,9 @@ def test_recipe_runs_as_a_dvc_experiment_with_the_overrides_dvc_parses(tmp_path)
     recipe_dir.mkdir()
     (recipe_dir / "tiny.yaml").write_text(yaml.safe_dump({
         "clean": {"mode": "lines"}, "sample": {"prefixes": ["time's up", "the"]},
-        "vocab": {"split": [0.8, 0.1, 0.1]}, "lstm": {"hidden": 12}}))
+        "vocab": {"split": [0.8, 0.1, 0.1]}, "lstm": {"hidden": 12, "epochs": 1}}))
     proj.commit("a recipe")
+    committed = proj.params()
     shown = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print").stdout.strip()
     assert shown.startswith("dvc exp run -S ")
     out = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny")
@@ -73,7 +77,13 @@ def test_recipe_runs_as_a_dvc_experiment_with_the_overrides_dvc_parses(tmp_path)
     params = proj.params()
     assert params["clean"]["mode"] == "lines" and params["sample"]["prefixes"] == ["time's up", "the"]
     assert params["vocab"]["split"] == [0.8, 0.1, 0.1] and params["lstm"]["hidden"] == 12
-    assert params["rnn"] == yaml.safe_load((proj.path / "params.yaml").read_text())["rnn"]
+    assert params["lstm"]["epochs"] == 1 and params["rnn"] == committed["rnn"]
     again = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print").stdout.strip()
     assert again == "dvc exp run"  # the workspace already is that recipe
     assert "lstm.hidden" in proj.dvc("exp", "show", "--md").stdout
+    # another recipe afterwards: what the first one added (lstm.epochs) is deleted, the rest reset
+    (recipe_dir / "other.yaml").write_text(yaml.safe_dump({"rnn": {"hidden": 8}}))
+    proj.run(sys.executable, "-m", "rnnlm.recipes", "other")
+    params = proj.params()
+    assert "epochs" not in params["lstm"] and params["lstm"]["hidden"] == committed["lstm"]["hidden"]
+    assert params["clean"]["mode"] == committed["clean"]["mode"] and params["rnn"]["hidden"] == 8

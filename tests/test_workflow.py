@@ -34,9 +34,10 @@ from rnnlm.errors import RnnlmError  # noqa: E402
 pytestmark = pytest.mark.integration
 
 ALL_STAGES = ["download", "clean", "vocab", "train-rnn", "train-lstm", "train-gru", "evaluate", "sample", "report"]
-# The LSTM gets epochs long enough (~0.5-1 s each on one thread) to interrupt one mid-run.
-LSTM_EPOCHS = 6
-UPDATES = {"lstm": {"hidden": 64, "epochs": LSTM_EPOCHS}}
+# The LSTM gets epochs long enough to interrupt one mid-run: a 64-wide LSTM trained 6 epochs in
+# about 1 s on a fast CPU, before the signal landed; 256 wide and 8 epochs leave seconds of margin.
+LSTM_EPOCHS = 8
+UPDATES = {"lstm": {"hidden": 256, "epochs": LSTM_EPOCHS}}
 RESUME = Path("checkpoints/lstm.resume.pt")
 
 
@@ -206,7 +207,7 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
     assert {"main", name} <= set(rows)
     base, exp = rows["main"], rows[name]
     assert exp["params"]["lstm"]["hidden"] == 12 and exp["params"]["train"]["epochs"] == 2
-    assert base["params"]["lstm"]["hidden"] == 64
+    assert base["params"]["lstm"]["hidden"] == UPDATES["lstm"]["hidden"]
     for row in (base, exp):  # test perplexities of every model are columns of both rows
         for m in ("rnn", "lstm", "gru"):
             assert row["metrics"]["metrics/eval.json"]["models"][m]["test"]["perplexity"] > 1
@@ -399,7 +400,7 @@ def test_rerun_resumes_and_matches_an_uninterrupted_run(interrupted, resumed, ma
 
 def test_resume_state_from_other_params_is_ignored(interrupted, resumed):
     proj, p = interrupted.proj, interrupted.proj.path
-    proj.set_params({"lstm": {"epochs": 4}})
+    proj.set_params({"lstm": {"epochs": 4, "hidden": 320}})  # other params, long enough to interrupt
     resume = p / RESUME
     shutil.copy2(interrupted.saved_resume, resume)  # saved by the 6-epoch run
     stale_inode = resume.stat().st_ino

@@ -108,8 +108,12 @@ def interrupt_training(proj: Project, sig: int, ready, timeout: float = 240, for
     ``ready()`` is true (a completed epoch), wait until every process of the group has exited.
     ``force`` reruns the stage even if a previous attempt completed it (`-f -s`)."""
     cmd = [str(VENV_BIN / "dvc"), "repro", *(["-f", "-s"] if force else []), "train-lstm"]
-    proc = subprocess.Popen(cmd, cwd=proj.path, env=proj.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and an ignored signal
+    # stays ignored across exec (Python then installs no KeyboardInterrupt handler): give the run
+    # the default disposition, as a terminal's Ctrl-C would find it.
+    proc = subprocess.Popen(cmd, cwd=proj.path, env=proj.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + timeout
         while not ready():

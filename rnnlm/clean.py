@@ -113,6 +113,9 @@ def clean_text(text: str, mode: str = "letters", max_chars: int = 0, strip_guten
         raise RnnlmError(f"clean.mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if max_chars < 0:
         raise RnnlmError(f"clean.max_chars: must be >= 0, got {max_chars}")
+    if not text.strip():
+        raise RnnlmError("the input is empty" if not text else
+                         f"the input is whitespace only ({len(text):,} characters)")
     if strip_gutenberg:
         text = _strip_gutenberg(text)
     if mode == "letters":
@@ -199,7 +202,10 @@ def clean_file(
         raise RnnlmError(f"{raw_path}: cannot read: {exc.strerror or exc}") from None
     text = decode_utf8(data, raw_path)
     mode, max_chars, strip = cfg["mode"], int(cfg["max_chars"]), bool(cfg["strip_gutenberg"])
-    out = clean_text(text, mode, max_chars, strip)
+    try:
+        out = clean_text(text, mode, max_chars, strip)
+    except RnnlmError as exc:
+        raise RnnlmError(f"{raw_path}: {exc}") from None
     s_in, s_out = text_stats(text), text_stats(out)
     encoded = out.encode("utf-8")
     metrics = {

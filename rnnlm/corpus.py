@@ -38,7 +38,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -185,15 +185,26 @@ def resolve_corpus(cfg: dict, base_dir: str | os.PathLike | None = None) -> Corp
     base = Path.cwd() if base_dir is None else Path(base_dir)
     corpus = cfg.get("corpus", "")
     sha = _check_sha256(cfg.get("sha256", ""))
+    member = str(cfg.get("member") or "") or None
     if isinstance(corpus, dict):
         _no_sha256_for_splits(sha)
+        _no_member_for_splits(member)
         return _resolve_mapping(corpus, base)
     corpus = str(corpus).strip()
     if not corpus:
         raise ParamError("download.corpus", f"must not be empty; choose one of {', '.join(CORPUS_NAMES)}, an http(s) URL or a file path")
     if corpus in CATALOG:
-        return _resolve_catalog(CATALOG[corpus], sha)
-    return _resolve_source(corpus, sha, base, "download.corpus")
+        spec = _resolve_catalog(CATALOG[corpus], sha)
+        if member is not None and (isinstance(spec, dict) or member != spec.member):
+            raise ParamError("download.member", f"{member!r}: catalog corpus {corpus!r} names its own file; "
+                                                "leave download.member empty")
+        return spec
+    return replace(_resolve_source(corpus, sha, base, "download.corpus"), member=member)
+
+
+def _no_member_for_splits(member: str | None) -> None:
+    if member is not None:
+        raise ParamError("download.member", "must be empty for a corpus that comes split (each file is a text file)")
 
 
 def _no_sha256_for_splits(sha: str | None) -> None:
@@ -251,6 +262,9 @@ def _resolve_source(corpus: str, sha: str | None, base: Path, key: str) -> Corpu
     full = path if path.is_absolute() else base / path
     if full.is_file():
         return CorpusSpec(corpus, "path", path=corpus, sha256=sha, key=key)
+    outside = workspace_root(base) / path  # a file beside the workspace, seen from a DVC temp copy
+    if not path.is_absolute() and outside != full and outside.is_file():
+        return CorpusSpec(corpus, "path", path=str(outside), sha256=sha, key=key)
     what = "a directory, not a file" if full.is_dir() else "no such file"
     if key != "download.corpus":  # a file of a corpus that comes split: catalog names do not apply
         raise ParamError(key, f"{corpus!r} is neither an http(s) URL nor a local file ({what}: {full})")
@@ -311,7 +325,8 @@ def choose_member(zf: zipfile.ZipFile, expected: str | None = None) -> zipfile.Z
     if expected is not None:
         hits = [i for i in files if i.filename == expected]
         if not hits:
-            raise RnnlmError(f"zip has no member {expected!r} (members: {', '.join(i.filename for i in files) or 'none'})")
+            raise RnnlmError(f"zip has no member {expected!r} (download.member; members: "
+                             f"{', '.join(i.filename for i in files) or 'none'})")
         return hits[0]
     if not files:
         raise RnnlmError("zip archive holds no file")
@@ -321,7 +336,8 @@ def choose_member(zf: zipfile.ZipFile, expected: str | None = None) -> zipfile.Z
     if len(txt) == 1:
         return txt[0]
     names = ", ".join(i.filename for i in files[:10]) + (", ..." if len(files) > 10 else "")
-    raise RnnlmError(f"zip holds {len(files)} files and {len(txt)} .txt files, expected one text member ({names})")
+    raise RnnlmError(f"zip holds {len(files)} files and {len(txt)} .txt files; choose the text member with "
+                     f"download.member (members: {names})")
 
 
 def extract_zip_text(
@@ -552,18 +568,39 @@ def _resolve_dir(p: str, base_dir: Path) -> Path:
     return d if d.is_absolute() else base_dir / d
 
 
-def candidate_sources(spec: CorpusSpec, mirrors: list[str], base_dir: Path) -> list[tuple[str, str, Path | None]]:
+DVC_TEMP_WORKSPACE = (".dvc", "tmp", "exps")
+
+
+def workspace_root(cwd: str | os.PathLike | None = None) -> Path:
+    """The user's workspace that ``cwd`` belongs to: ``cwd`` itself, or ``<root>`` when ``cwd`` is
+    a copy that DVC made for a queued or ``--temp`` experiment (``<root>/.dvc/tmp/exps/...``).
+
+    Relative mirror directories (the default ``../shared/data``) are meant beside the user's
+    workspace, not beside DVC's temporary copy of it.
+    """
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    parts, n = cwd.parts, len(DVC_TEMP_WORKSPACE)
+    for i in range(len(parts) - n, 0, -1):
+        if parts[i:i + n] == DVC_TEMP_WORKSPACE:
+            return Path(*parts[:i])
+    return cwd
+
+
+def candidate_sources(spec: CorpusSpec, mirrors: list[str], base_dir: Path,
+                      mirror_base: Path | None = None) -> list[tuple[str, str, Path | None]]:
     """The sources to try, in order: (kind, label, local path or None for a URL).
 
     ``kind`` is "path" (a local corpus file, the only source then), "mirror" or "url". Mirror
     directories that do not exist are skipped; the label keeps the path as written in params.
+    Relative paths are relative to ``base_dir``, relative mirrors to ``mirror_base`` (default
+    ``base_dir``).
     """
     if spec.kind == "path":
         return [("path", spec.path, _resolve_dir(spec.path, base_dir))]
     out: list[tuple[str, str, Path | None]] = []
     if spec.mirror_name:
         for m in mirrors:
-            full = _resolve_dir(m, base_dir)
+            full = _resolve_dir(m, base_dir if mirror_base is None else mirror_base)
             if full.is_dir():
                 out.append(("mirror", str(Path(m) / spec.mirror_name), full / spec.mirror_name))
     out.extend(("url", url, None) for url in spec.urls)
@@ -580,8 +617,9 @@ def fetch_corpus(
     """Fetch the corpus described by the ``download`` section ``cfg`` into ``out_dir``.
 
     ``cfg`` keys: ``corpus``, ``sha256``, ``mirrors``, ``timeout``, ``retries`` (as returned by
-    ``params.load_section("download")``). Relative paths (mirrors, a local corpus path) are
-    relative to ``base_dir`` (default: the current directory). A single-file corpus becomes
+    ``params.load_section("download")``). Relative paths are relative to ``base_dir`` (default:
+    the current directory); relative mirror directories to its :func:`workspace_root` (the same
+    directory, except in DVC's copy for a queued or ``--temp`` experiment). A single-file corpus becomes
     ``out_dir/corpus.txt``; a corpus that comes split (``ptb``, or a {train, val, test} mapping)
     becomes ``out_dir/{train,val,test}.txt``. Every file is fetched and verified (into a temporary
     directory) before any is written; then all are written, or none (see :func:`_publish`), with
@@ -604,7 +642,7 @@ def fetch_corpus(
     out_dir = Path(out_dir)
     specs = resolve_corpus(cfg, base)
     files = {"corpus": specs} if isinstance(specs, CorpusSpec) else specs
-    how = dict(mirrors=[str(m) for m in (cfg.get("mirrors") or [])], base=base,
+    how = dict(mirrors=[str(m) for m in (cfg.get("mirrors") or [])], base=base, mirror_base=workspace_root(base),
                timeout=float(cfg.get("timeout", 30.0)), retries=int(cfg.get("retries", 3)), progress=progress, log=log)
     if out_dir.exists() and not out_dir.is_dir():
         raise RnnlmError(f"{out_dir}: exists and is not a directory")
@@ -618,11 +656,11 @@ def fetch_corpus(
         raise
 
 
-def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base: Path, timeout: float,
-                retries: int, progress: bool, log) -> dict:
+def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base: Path, mirror_base: Path,
+                timeout: float, retries: int, progress: bool, log) -> dict:
     """Try ``spec``'s sources in order; stage the verified text as ``tmp/<name>.txt``; return its record
     (with the staged ``path``). Raises :class:`RnnlmError` listing every source and why it failed."""
-    sources = candidate_sources(spec, mirrors, base)
+    sources = candidate_sources(spec, mirrors, base, mirror_base)
     failures: list[str] = []
     for i, (kind, label, local) in enumerate(sources):
         try:
@@ -645,7 +683,7 @@ def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base
             failures.append(f"{kind} {label}: {exc}")
     if not sources:
         failures.append("no source to try")
-    missing = [m for m in mirrors if not _resolve_dir(m, base).is_dir()] if spec.mirror_name else []
+    missing = [m for m in mirrors if not _resolve_dir(m, mirror_base).is_dir()] if spec.mirror_name else []
     notes = f" (mirror directories not found: {', '.join(missing)})" if missing else ""
     what = f"corpus {spec.name!r}" if name == "corpus" else f"the {name} split {spec.name!r}"
     raise RnnlmError(
@@ -667,6 +705,8 @@ def _stage(spec: CorpusSpec, kind: str, label: str, local: Path, digest: str, de
 
     A bad zip archive or an empty file is a failure of this source (:class:`SourceFailed`)."""
     record = {"kind": kind, "source": label, "sha256": digest, "source_bytes": local.stat().st_size}
+    if spec.member is not None and not _is_zip(local):
+        raise SourceFailed(f"not a zip archive, but download.member is set ({spec.member!r})")
     if spec.member is not None or _is_zip(local):
         try:
             member, nbytes = extract_zip_text(local, dest, spec.member)

@@ -16,6 +16,7 @@ How a sample is made (:func:`generate`):
   vocabulary holds nothing else.
 * Strategies: ``greedy`` (argmax; temperature ignored), ``temperature`` (sample from
   softmax(logits / temperature)), ``top_k`` (keep the top_k largest logits, then temperature).
+  Temperature 0 is greedy with any strategy (the limit of T -> 0).
   Choices are made on the CPU in float64 with the given ``torch.Generator``, so a seed fixes the
   text. The stage seeds one generator per (seed, model, prefix) (:func:`sample_seed`), so a
   sample does not depend on which other models or prefixes are sampled, or in which order.
@@ -91,17 +92,19 @@ def choose(logits: torch.Tensor, strategy: str, temperature: float = 1.0, top_k:
     logits = logits.detach().to("cpu", torch.float64).clone()
     if len(banned):
         logits[list(banned)] = -math.inf
-    if strategy == "greedy":
-        return int(torch.argmax(logits))
-    if strategy not in ("temperature", "top_k"):
+    if strategy not in STRATEGIES:
         raise ParamError("sample.strategy", f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if not temperature > 0:
-        raise ParamError("sample.temperature", f"must be positive, got {temperature!r}")
+    if not temperature >= 0:
+        raise ParamError("sample.temperature", f"must be >= 0 (0 = greedy), got {temperature!r}")
+    if strategy == "greedy" or temperature == 0:
+        return int(torch.argmax(logits))
     candidates = torch.arange(len(logits))
     if strategy == "top_k":
         allowed = int(torch.isfinite(logits).sum())
         logits, candidates = torch.topk(logits, max(1, min(int(top_k), allowed)))
-    probs = torch.softmax(logits / temperature, dim=-1)
+    # Scale the gaps to the best logit, not the logits: (l - max) / T is <= 0 for any T > 0, so a
+    # tiny temperature (1e-320) gives a one-hot distribution instead of inf - inf = nan.
+    probs = torch.softmax((logits - logits.max()) / temperature, dim=-1)
     return int(candidates[torch.multinomial(probs, 1, generator=generator)])
 
 
@@ -152,7 +155,7 @@ def generate(model, vocab: Vocab, prefix: str, length: int, strategy: str = "gre
 
 # --- the stage ------------------------------------------------------------------------------
 def describe(cfg: dict) -> str:
-    if cfg["strategy"] == "greedy":
+    if cfg["strategy"] == "greedy" or cfg["temperature"] == 0:
         how = "greedy"
     elif cfg["strategy"] == "temperature":
         how = f"temperature {cfg['temperature']:g}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnlm.clean import clean_text, count_lines, decode_utf8, run_clean, strip_gutenberg
+from rnnlm.clean import clean_file, clean_text, count_lines, decode_utf8, run_clean, strip_gutenberg
 from rnnlm.errors import RnnlmError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,21 @@ def test_empty_result_is_an_error():
     with pytest.raises(RnnlmError, match=r"clean.mode=lines, clean.max_chars=2"):
         clean_text("\n\nxyz", "lines", max_chars=2)
     with pytest.raises(RnnlmError, match="clean.mode=raw"):
-        clean_text("", "raw")
+        clean_text("*** END OF THE PROJECT GUTENBERG EBOOK X ***\nfooter", "raw", strip_gutenberg=True)
+
+
+@pytest.mark.parametrize("mode", ["letters", "lines", "raw"])
+def test_an_empty_input_is_called_empty_in_every_mode(mode, tmp_path):
+    """Issue 14 item 9: an empty file was told "mode 'letters' keeps only A-Z/a-z"."""
+    with pytest.raises(RnnlmError, match="^the input is empty$"):
+        clean_text("", mode)
+    with pytest.raises(RnnlmError, match="whitespace only"):
+        clean_text(" \n\n", mode)
+    raw = tmp_path / "corpus.txt"
+    raw.write_bytes(b"")
+    with pytest.raises(RnnlmError, match=f"^{re.escape(str(raw))}: the input is empty$"):
+        clean_file({"mode": mode, "max_chars": 0, "strip_gutenberg": True}, raw, tmp_path / "out.txt")
+    assert not (tmp_path / "out.txt").exists()
 
 
 # --------------------------------------------------------------------------- Gutenberg

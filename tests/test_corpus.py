@@ -24,8 +24,9 @@ TEXT = b"It was the best of times,\nit was the worst of times.\n"
 TEXT_SHA = hashlib.sha256(TEXT).hexdigest()
 
 
-def cfg(corpus_name, sha256="", mirrors=(), timeout=5.0, retries=0):
-    return {"corpus": corpus_name, "sha256": sha256, "mirrors": list(mirrors), "timeout": timeout, "retries": retries}
+def cfg(corpus_name, sha256="", mirrors=(), timeout=5.0, retries=0, member=""):
+    return {"corpus": corpus_name, "sha256": sha256, "mirrors": list(mirrors), "timeout": timeout, "retries": retries,
+            "member": member}
 
 
 @pytest.fixture
@@ -222,7 +223,7 @@ def test_zip_member_selection(tmp_path):
     assert extract_zip_text(mixed, tmp_path / "b")[0] == "doc/text.txt"
     assert (tmp_path / "b").read_bytes() == TEXT
     two = make_zip(tmp_path / "two.zip", {"a.txt": b"a", "b.txt": b"b"})
-    with pytest.raises(RnnlmError, match="expected one text member"):
+    with pytest.raises(RnnlmError, match="choose the text member with download.member"):
         extract_zip_text(two, tmp_path / "c")
     with pytest.raises(RnnlmError, match="no member 'x.txt'"):
         extract_zip_text(one, tmp_path / "c", expected_member="x.txt")
@@ -243,6 +244,51 @@ def test_fetch_custom_zip_source(tmp_path, no_network):
     assert rec["member"] == "corpus.txt" and rec["bytes"] == len(TEXT)
     assert rec["sha256"] == hashlib.sha256((tmp_path / "c.zip").read_bytes()).hexdigest()
     assert (out / "corpus.txt").read_bytes() == TEXT
+
+
+def test_download_member_chooses_among_several_text_members(tmp_path, no_network):
+    """Issue 14 item 11: a zip with several text members could not be used."""
+    make_zip(tmp_path / "books.zip", {"a.txt": b"first book\n", "b/b.txt": TEXT})
+    with pytest.raises(RnnlmError, match="download.member .*members: a.txt, b/b.txt"):
+        fetch_corpus(cfg("books.zip"), tmp_path / "out", base_dir=tmp_path)
+    assert listing(tmp_path / "out") == []
+    rec = fetch_corpus(cfg("books.zip", member="b/b.txt"), tmp_path / "out", base_dir=tmp_path)
+    assert rec["member"] == "b/b.txt" and (tmp_path / "out" / "corpus.txt").read_bytes() == TEXT
+    with pytest.raises(RnnlmError, match=r"no member 'c.txt' \(download.member; members: a.txt, b/b.txt\)"):
+        fetch_corpus(cfg("books.zip", member="c.txt"), tmp_path / "out2", base_dir=tmp_path)
+    (tmp_path / "plain.txt").write_bytes(TEXT)
+    with pytest.raises(RnnlmError, match=r"not a zip archive, but download.member is set \('a.txt'\)"):
+        fetch_corpus(cfg("plain.txt", member="a.txt"), tmp_path / "out3", base_dir=tmp_path)
+    with pytest.raises(ParamError, match="download.member: 'x.txt': catalog corpus 'timemachine'"):
+        resolve_corpus(cfg("timemachine", member="x.txt"))
+    assert resolve_corpus(cfg("jaychou", member="jaychou_lyrics.txt")).member == "jaychou_lyrics.txt"
+    with pytest.raises(ParamError, match="download.member: 'x.txt': catalog corpus 'ptb'"):
+        resolve_corpus(cfg("ptb", member="x.txt"))
+    splits = {s: "plain.txt" for s in ("train", "val", "test")}
+    with pytest.raises(ParamError, match="download.member: must be empty for a corpus that comes split"):
+        resolve_corpus(cfg(splits, member="x.txt"), tmp_path)
+
+
+def test_workspace_root_of_a_dvc_temporary_experiment_copy(tmp_path):
+    root = tmp_path / "proj"
+    assert corpus.workspace_root(root) == root
+    assert corpus.workspace_root(root / ".dvc/tmp/exps/standalone/tmpab12") == root
+    assert corpus.workspace_root(root / ".dvc/tmp/exps/tmpab12") == root
+    assert corpus.workspace_root(root / "sub") == root / "sub"
+
+
+def test_relative_mirrors_of_a_temporary_experiment_are_beside_the_workspace(tmp_path, no_network):
+    """Issue 14 item 5: `dvc exp run --temp` (or a queued run) works in <root>/.dvc/tmp/exps/...;
+    the default mirror ../shared/data means beside <root>, where the user keeps it."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "corpus.txt").write_bytes(TEXT)
+    copy = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12"
+    copy.mkdir(parents=True)
+    rec = fetch_corpus(cfg("https://example.invalid/corpus.txt", TEXT_SHA, ["../shared"]), copy / "out", base_dir=copy)
+    assert rec["kind"] == "mirror" and rec["source"] == str(Path("../shared/corpus.txt"))
+    (tmp_path / "mine.txt").write_bytes(TEXT)  # a local corpus beside the workspace, named relative to it
+    rec = fetch_corpus(cfg("../mine.txt"), copy / "out", base_dir=copy)
+    assert rec["kind"] == "path" and (copy / "out" / "corpus.txt").read_bytes() == TEXT
 
 
 def test_fetch_evil_zip_leaves_nothing(tmp_path, no_network):

@@ -11,6 +11,7 @@ from rnnlm.checkpoint import cpu_state_dict, save_checkpoint
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.fileio import write_json
 from rnnlm.models import RNNLM
+from rnnlm.params import validate_section
 from rnnlm.vocab import UNK, Vocab, tokenize
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding a recondite matter to us "
@@ -64,6 +65,28 @@ def test_top_k_1_equals_greedy_at_any_temperature():
     greedy = run(model, vocab, "the ", 40)
     for t in (0.5, 1.0, 3.0):
         assert run(model, vocab, "the ", 40, "top_k", seed=7, top_k=1, temperature=t) == greedy
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "temperature", "top_k"])
+def test_temperature_zero_is_greedy_with_every_strategy(strategy):
+    """Issue 14 item 9: `strategy: greedy` with `temperature: 0` was rejected."""
+    vocab = char_vocab()
+    model = make_model(vocab)
+    assert run(model, vocab, "the ", 40, strategy, seed=5, temperature=0.0) == run(model, vocab, "the ", 40)
+    assert validate_section("sample", {"strategy": "greedy", "temperature": 0})["temperature"] == 0.0
+    with pytest.raises(ParamError, match="sample.temperature"):
+        validate_section("sample", {"temperature": -0.5})
+
+
+@pytest.mark.parametrize("strategy", ["temperature", "top_k"])
+def test_a_subnormal_temperature_samples_the_argmax_without_nan(strategy):
+    """Issue 14 item 10: temperature 1e-320 made logits / T overflow to inf and the softmax nan."""
+    vocab = char_vocab()
+    model = make_model(vocab)
+    assert run(model, vocab, "the ", 40, strategy, seed=5, temperature=1e-320) == run(model, vocab, "the ", 40)
+    logits = torch.tensor([3.0, -2.0, 3.0 - 1e-9, -float("inf")], dtype=torch.float64)
+    picks = {gen.choose(logits, strategy, 1e-320, 4, torch.Generator().manual_seed(i)) for i in range(20)}
+    assert picks == {0}
 
 
 def test_generate_does_not_change_the_models_mode():

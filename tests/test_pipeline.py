@@ -8,7 +8,7 @@ from conftest import make_project, ran_stages
 
 pytestmark = pytest.mark.integration
 
-ALL_STAGES = ["download", "clean", "vocab", "train-rnn", "train-lstm", "train-gru", "evaluate", "sample", "report"]
+ALL_STAGES = ["check-params", "download", "clean", "vocab", "train-rnn", "train-lstm", "train-gru", "evaluate", "sample", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_changing_min_freq_reruns_only_vocab(built):
     proj, _ = built
     proj.set_params({"vocab": {"min_freq": 2}})  # every letter is frequent: same vocabulary
     out = proj.repro()
-    assert ran_stages(out.stdout) == ["vocab"]
+    assert ran_stages(out.stdout) == ["check-params", "vocab"]
     proj.commit("min_freq 2")
 
 
@@ -62,7 +62,7 @@ def test_changing_one_model_reruns_only_its_training_and_downstream(built):
     proj, _ = built
     proj.set_params({"lstm": {"hidden": 12}})
     out = proj.repro()
-    assert sorted(ran_stages(out.stdout)) == sorted(["train-lstm", "evaluate", "sample", "report"])
+    assert sorted(ran_stages(out.stdout)) == sorted(["check-params", "train-lstm", "evaluate", "sample", "report"])
     proj.commit("lstm hidden 12")
 
 

@@ -33,7 +33,7 @@ from rnnlm.errors import RnnlmError  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-ALL_STAGES = ["download", "clean", "vocab", "train-rnn", "train-lstm", "train-gru", "evaluate", "sample", "report"]
+ALL_STAGES = ["check-params", "download", "clean", "vocab", "train-rnn", "train-lstm", "train-gru", "evaluate", "sample", "report"]
 # The LSTM gets epochs long enough to interrupt one mid-run: a 64-wide LSTM trained 6 epochs in
 # about 1 s on a fast CPU, before the signal landed; 256 wide and 8 epochs leave seconds of margin.
 LSTM_EPOCHS = 8
@@ -103,11 +103,21 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def interrupt_training(proj: Project, sig: int, ready, timeout: float = 240, force: bool = False) -> SimpleNamespace:
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:  # every process of the group has exited and been reaped
+        pass
+
+
+def interrupt_training(proj: Project, sig: int, ready, timeout: float = 240) -> SimpleNamespace:
     """Start `dvc repro train-lstm` in its own session, send ``sig`` to its process group once
     ``ready()`` is true (a completed epoch), wait until every process of the group has exited.
-    ``force`` reruns the stage even if a previous attempt completed it (`-f -s`)."""
-    cmd = [str(VENV_BIN / "dvc"), "repro", *(["-f", "-s"] if force else []), "train-lstm"]
+
+    No race with the training's end: ``ready()`` is checked while the whole group is stopped
+    (SIGSTOP), and ``sig`` is sent before it continues, so the run cannot finish (and remove its
+    resume file) between the check and the signal, however fast the CPU or slow the test."""
+    cmd = [str(VENV_BIN / "dvc"), "repro", "train-lstm"]
     # A shell without job control starts background jobs with SIGINT ignored, and an ignored signal
     # stays ignored across exec (Python then installs no KeyboardInterrupt handler): give the run
     # the default disposition, as a terminal's Ctrl-C would find it.
@@ -116,15 +126,21 @@ def interrupt_training(proj: Project, sig: int, ready, timeout: float = 240, for
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + timeout
-        while not ready():
-            if proc.poll() is not None:
-                out, err = proc.communicate()
-                raise AssertionError(f"training ended before it could be interrupted (rc {proc.returncode})\n"
-                                     f"{out}\n{err}")
+        while True:
+            signal_group(proc.pid, signal.SIGSTOP)
+            try:
+                if proc.poll() is not None:
+                    out, err = proc.communicate()
+                    raise AssertionError(f"training ended before it could be interrupted (rc {proc.returncode})\n"
+                                         f"{out}\n{err}")
+                if ready():
+                    signal_group(proc.pid, sig)  # handled as soon as the group continues
+                    break
+            finally:
+                signal_group(proc.pid, signal.SIGCONT)
             if time.monotonic() > deadline:
                 raise AssertionError("no epoch completed in time")
             time.sleep(0.02)
-        os.killpg(proc.pid, sig)
         out, err = proc.communicate(timeout=120)
         deadline = time.monotonic() + 60
         while group_alive(proc.pid):  # the stage may outlive a dvc killed by SIGTERM
@@ -132,7 +148,7 @@ def interrupt_training(proj: Project, sig: int, ready, timeout: float = 240, for
             time.sleep(0.05)
     finally:
         if group_alive(proc.pid):
-            os.killpg(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
     return SimpleNamespace(rc=proc.returncode, out=out, err=err)
 
 
@@ -204,7 +220,7 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
     proj = exp_clone
     out = proj.dvc("exp", "run", "-S", "lstm.hidden=12", "-S", "train.epochs=2").stdout
     # train.epochs is already 2: only the LSTM and what reads its model rerun.
-    assert sorted(ran_stages(out)) == sorted(["train-lstm", "evaluate", "sample", "report"])
+    assert sorted(ran_stages(out)) == sorted(["check-params", "train-lstm", "evaluate", "sample", "report"])
     name = experiment_name(out)
 
     rows = exp_show(proj)
@@ -230,6 +246,22 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
     assert len(lstm["main"]) == len(lstm[name]) == LSTM_EPOCHS  # both revisions' curves, overlaid
     assert lstm["main"] != lstm[name]
     assert not (proj.path / "dvc_plots").exists()
+
+
+def test_a_temporary_experiment_finds_the_mirror_beside_the_workspace(main):
+    """Issue 14 item 5: `dvc exp run --temp` runs in <root>/.dvc/tmp/exps/..., where the default
+    relative mirror (../shared/data) resolved to nothing and the run went to the network."""
+    proj = main.proj
+    mirror = proj.path.parent / "tm-mirror"
+    mirror.mkdir(exist_ok=True)
+    shutil.copy2(SHARED_DATA / "timemachine.txt", mirror / "timemachine.txt")
+    try:
+        run = proj.dvc("exp", "run", "--temp", "-S", "download.mirrors=[../tm-mirror]", "download")
+        assert "from ../tm-mirror/timemachine.txt" in run.stdout, run.stdout + run.stderr
+        name = experiment_name(run.stdout)
+        proj.dvc("exp", "remove", name)
+    finally:
+        restore(proj)
 
 
 def test_queued_grid_runs_with_one_thread_per_worker(exp_clone):
@@ -269,7 +301,7 @@ def test_queued_grid_runs_with_one_thread_per_worker(exp_clone):
         assert any(line.split()[1:2] == [name] and line.split()[-1] == "Success"
                    for line in status.splitlines() if len(line.split()) >= 3), status
     log = proj.dvc("queue", "logs", names[0]).stdout
-    assert ran_stages(log) == ["train-lstm"], log
+    assert ran_stages(log) == ["check-params", "train-lstm"], log
     rows = exp_show(proj)
     base_ppl = rows["main"]["metrics"]["metrics/train/lstm/metrics.json"]["val"]["perplexity"]
     by_hidden = {rows[n]["params"]["lstm"]["hidden"]: rows[n] for n in names}
@@ -354,17 +386,7 @@ def interrupted(tmp_path_factory) -> SimpleNamespace:
     proj = make_project(tmp / "proj", UPDATES)
     proj.repro("vocab")
     resume = proj.path / RESUME
-    runs = []
-    for attempt in range(3):
-        # Seen once in a full-suite run: the training completed (and removed its resume file)
-        # before the signal took effect. Then interrupt a forced rerun instead of failing.
-        runs.append(interrupt_training(proj, signal.SIGINT, ready=resume.exists, force=attempt > 0))
-        if resume.exists():
-            break
-    else:
-        pytest.fail("the resume state was gone after every interruption: "
-                    + "\n".join(f"rc {r.rc}\n{r.out[-1500:]}\n{r.err[-1500:]}" for r in runs))
-    run = runs[-1]
+    run = interrupt_training(proj, signal.SIGINT, ready=resume.exists)
     saved = tmp / "lstm.resume.P.pt"
     shutil.copy2(resume, saved)
     best = proj.path / "models/lstm.pt"
@@ -501,6 +523,21 @@ def test_vocabulary_and_metadata_are_json_and_no_pickles_are_written(main):
     assert not [f for f in files if f.suffix in (".pkl", ".pickle")]
     for pt in (p / "models").glob("*.pt"):  # plain tensors and metadata only
         assert torch.load(pt, map_location="cpu", weights_only=True)["format"] == "rnnlm-checkpoint"
+
+
+def test_a_misspelled_section_fails_the_experiment(main):
+    """Issue 14 item 4: `-S +lstn.hidden=12` added a section no stage reads; the run exited 0,
+    reran nothing and recorded an experiment. check-params reads the whole file."""
+    proj = main.proj
+    try:
+        run = proj.dvc("exp", "run", "-S", "+lstn.hidden=12", check=False)
+        assert run.returncode != 0, run.stdout
+        assert ran_stages(run.stdout) == ["check-params"]
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+        assert errors == ["error: params.yaml: lstn: unknown section; did you mean lstm?"], run.stderr
+        assert "Traceback" not in run.stderr + run.stdout
+    finally:
+        restore(proj)
 
 
 # --------------------------------------------------------------------------- 7. params validation

@@ -1,9 +1,11 @@
 """Checkpoints: plain tensors and JSON-able metadata, saved atomically, loaded with weights_only.
 
-A checkpoint is a dict ``{"format": "rnnlm-checkpoint", "version": 1, "model_config": ...,
-"vocab_fingerprint": ..., "state_dict": ..., ...}``. Loading never unpickles arbitrary
-objects (``torch.load(..., weights_only=True)``), so a tampered file cannot run code; a
-truncated or foreign file gives one clear error.
+A checkpoint is a dict ``{"format": "rnnlm-checkpoint", "version": 2, "name": "lstm",
+"model_config": ..., "vocab": <Vocab.to_dict(): tokens, level, tokenizer, the corpus and its
+cleaning>, "vocab_fingerprint": ..., "state_dict": ..., "step": ..., "val_perplexity": ...}``:
+a model file is self-contained (:func:`load_packaged` needs nothing beside it). Loading never
+unpickles arbitrary objects (``torch.load(..., weights_only=True)``), so a tampered file cannot
+run code; a truncated, foreign or old-style file gives one clear error.
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ import torch
 from .errors import RnnlmError
 from .fileio import atomic_path
 from .models import RNNLM
+from .vocab import Vocab
 
 FORMAT = "rnnlm-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the vocabulary travels inside the file
 
 
 def cpu_state_dict(module: torch.nn.Module) -> dict:
@@ -46,14 +49,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise RnnlmError(f"{path}: not an rnnlm checkpoint (missing format marker)")
+    if ckpt.get("version") == 1:
+        raise RnnlmError(f"{path}: an old-style model file (format version 1, without its vocabulary); "
+                         "retrain it with the current code (dvc repro train-<model>)")
     if ckpt.get("version") != VERSION:
         raise RnnlmError(f"{path}: checkpoint version {ckpt.get('version')!r}, expected {VERSION}")
     return ckpt
 
 
-def load_model(path: str | os.PathLike, vocab_fingerprint: str | None = None, device="cpu") -> tuple[RNNLM, dict]:
+def load_model(path: str | os.PathLike, vocab_fingerprint: str | None = None, device="cpu",
+               ckpt: dict | None = None) -> tuple[RNNLM, dict]:
     """Rebuild the model stored in a checkpoint; refuse one trained on another vocabulary."""
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     if vocab_fingerprint is not None and ckpt.get("vocab_fingerprint") != vocab_fingerprint:
         raise RnnlmError(
             f"{path}: trained on a different vocabulary than data/vocab.json; rerun its training stage"
@@ -64,3 +71,16 @@ def load_model(path: str | os.PathLike, vocab_fingerprint: str | None = None, de
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise RnnlmError(f"{path}: checkpoint does not match its model config: {str(exc)[:200]}") from None
     return model.to(device), ckpt
+
+
+def load_packaged(path: str | os.PathLike, device="cpu") -> tuple[RNNLM, Vocab, dict]:
+    """(model, its vocabulary, the checkpoint) from a model file alone."""
+    ckpt = load_checkpoint(path)
+    try:
+        vocab = Vocab.from_dict(ckpt["vocab"])
+    except (KeyError, TypeError) as exc:
+        raise RnnlmError(f"{path}: checkpoint has no usable vocabulary ({exc})") from None
+    except RnnlmError as exc:
+        raise RnnlmError(f"{path}: {exc}") from None
+    model, ckpt = load_model(path, vocab.fingerprint, device, ckpt=ckpt)
+    return model, vocab, ckpt

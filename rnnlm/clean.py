@@ -22,6 +22,7 @@ Modes (``clean.mode``):
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -142,6 +143,15 @@ def clean_text(text: str, mode: str = "letters", max_chars: int = 0, strip_guten
     return out
 
 
+def clean_like_corpus(text: str, clean: dict) -> str:
+    """``text`` cleaned the way a model's corpus was (``clean``: its mode and Gutenberg rule, as
+    recorded in the model file; ``max_chars`` does not apply). A text that cleaning would change
+    only by trimming whitespace at its ends is kept as written, so a held-out split (which may
+    begin with a space) is scored on exactly the tokens the evaluate stage scored."""
+    cleaned = clean_text(text, clean.get("mode", "raw"), 0, bool(clean.get("strip_gutenberg", False)))
+    return text if cleaned == text.strip() else cleaned
+
+
 def count_lines(text: str) -> int:
     """Lines in ``text``: line breaks (``\\r\\n``, ``\\r``, ``\\n``), plus an unterminated last line."""
     if not text:
@@ -168,8 +178,22 @@ def run_clean_dir(cfg: dict, raw_dir: str | os.PathLike = "data/raw", out_dir: s
         (out_dir / f"{n}.txt").unlink(missing_ok=True)
     metrics = per["corpus"] if names == ["corpus"] else {
         **{k: sum(m[k] for m in per.values()) for k in ("chars_in", "chars_out", "bytes_out")}, "splits": per}
+    fileio.write_json(out_dir / "source.json", text_source(raw_dir / "source.json", cfg))
     fileio.write_json(metrics_path, metrics)
     return metrics
+
+
+def text_source(raw_source: Path, cfg: dict) -> dict:
+    """Where the clean text came from and how it was cleaned: the corpus and its sha256 (per file of
+    a pre-split corpus) from the download stage's record, and the clean mode. It travels with the
+    vocabulary into every model file, so a model can clean a new text the way its corpus was."""
+    try:
+        raw = json.loads(Path(raw_source).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raw = {}
+    sha = ({k: v.get("sha256") for k, v in raw["splits"].items()} if "splits" in raw else raw.get("sha256"))
+    return {"corpus": raw.get("corpus"), "sha256": sha,
+            "clean": {"mode": cfg["mode"], "strip_gutenberg": bool(cfg["strip_gutenberg"])}}
 
 
 def run_clean(cfg: dict, raw_path: str | os.PathLike = "data/raw/corpus.txt",

@@ -30,11 +30,11 @@ def stage_main(fn: Callable[[], object]) -> Callable[[], None]:
     """
 
     @functools.wraps(fn)
-    def wrapper() -> None:
+    def wrapper(*args, **kwargs) -> None:
         # SIGTERM (e.g. from a scheduler or `kill`) unwinds like Ctrl-C, so temp files are removed.
         signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            fn()
+            fn(*args, **kwargs)
         except RnnlmError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)

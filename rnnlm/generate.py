@@ -153,6 +153,15 @@ def generate(model, vocab: Vocab, prefix: str, length: int, strategy: str = "gre
     return prefix + sep + text
 
 
+def sample_one(model, vocab: Vocab, name: str, prefix: str, cfg: dict, device="cpu",
+               warn: Callable[[str], None] | None = _stderr) -> str:
+    """One sample as the sample stage makes it (``cfg``: the ``sample`` params section), seeded by
+    (cfg seed, model name, prefix): `rnnlm sample` with the same seed prints the same text."""
+    gen = torch.Generator().manual_seed(sample_seed(cfg["seed"], name, prefix))
+    return generate(model, vocab, prefix, cfg["length"], cfg["strategy"], cfg["temperature"], cfg["top_k"],
+                    gen, device, warn=warn)
+
+
 # --- the stage ------------------------------------------------------------------------------
 def describe(cfg: dict) -> str:
     if cfg["strategy"] == "greedy" or cfg["temperature"] == 0:
@@ -210,12 +219,7 @@ def run_sample(cfg: dict, corpus: str, root: str | Path = ".", models: Sequence[
     samples: dict[str, list[tuple[str, str]]] = {}
     for m in models:
         model, _ = load_model(ckpts[m], vocab.fingerprint, device)
-        rows = []
-        for p in prefixes:
-            gen = torch.Generator().manual_seed(sample_seed(cfg["seed"], m, p))
-            rows.append((p, generate(model, vocab, p, cfg["length"], cfg["strategy"], cfg["temperature"],
-                                     cfg["top_k"], gen, device, warn=None)))
-        samples[m] = rows
+        samples[m] = [(p, sample_one(model, vocab, m, p, cfg, device, warn=None)) for p in prefixes]
     out = root / "samples"
     for m, rows in samples.items():
         write_text(out / f"{m}.txt", samples_text(m, rows, cfg))

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .batching import eval_streams
 
@@ -21,7 +22,8 @@ def bits_per_token(nll_sum: float, count: int) -> float:
 
 
 @torch.no_grad()
-def model_token_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, device="cpu") -> np.ndarray:
+def model_token_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, device="cpu",
+                    progress: str | None = None) -> np.ndarray:
     """NLL (nats, float64) of each of tokens[1:] given its preceding tokens, in order.
 
     The split is laid out as ``batch_size`` contiguous streams (see ``eval_streams``) walked
@@ -29,6 +31,7 @@ def model_token_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, 
     once. With ``batch_size=1`` every token is conditioned on all the tokens before it (exact).
     With B > 1 each stream starts from a zero state, so the first tokens of streams 2..B see less
     context: faster, and slightly pessimistic. ``num_steps`` never changes the result.
+    ``progress``: a tqdm bar with this label, counting tokens (None: no bar).
     """
     was_training = model.training
     model.eval()
@@ -36,9 +39,12 @@ def model_token_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, 
     X, Y = X.to(device), Y.to(device)
     state = None
     chunks = []
-    for i in range(0, X.shape[1], num_steps):
-        nll, state = model.token_nll(X[:, i : i + num_steps], Y[:, i : i + num_steps], state)
-        chunks.append(nll.double().cpu())
+    with tqdm(total=int(M.sum()), desc=progress, unit="tok", unit_scale=True, disable=progress is None,
+              leave=False) as bar:
+        for i in range(0, X.shape[1], num_steps):
+            nll, state = model.token_nll(X[:, i : i + num_steps], Y[:, i : i + num_steps], state)
+            chunks.append(nll.double().cpu())
+            bar.update(int(M[:, i : i + num_steps].sum()))
     model.train(was_training)
     nll = torch.cat(chunks, dim=1)  # (streams, length): the streams are consecutive pieces of the split
     return nll.reshape(-1)[M.reshape(-1)].numpy()

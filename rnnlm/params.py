@@ -140,7 +140,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "prefixes": Field("list[str]", []),
         "length": Field("int", 100, check=non_negative),
         "strategy": Field("str", "top_k", choices=("greedy", "temperature", "top_k")),
-        "temperature": Field("float", 1.0, check=non_negative, help="0 = greedy (argmax)"),
+        "temperature": Field("float", 0.8, check=non_negative, help="0 = greedy (argmax)"),
         "top_k": Field("int", 5, check=positive),
         "seed": Field("int", 0, check=non_negative),
         "device": Field("str", "auto", choices=("auto", "cpu", "cuda")),

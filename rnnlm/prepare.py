@@ -3,6 +3,7 @@ val / test files), build the vocabulary from the train split, encode the splits,
 the corpus."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 
 from .errors import RnnlmError
 from .fileio import atomic_path, write_json, write_text
-from .vocab import Vocab, oov_rate, split_bounds, tokenize, unk_rate
+from .vocab import Vocab, detokenize, oov_rate, split_bounds, tokenize, unk_rate
 
 SPLITS = ("train", "val", "test")
 
@@ -47,9 +48,21 @@ def split_tokens(text: str | dict[str, str], cfg: dict) -> dict[str, list[str]]:
     return {name: tokens[s] for name, s in zip(SPLITS, split_bounds(len(tokens), cfg["split"]))}
 
 
-def build(text: str | dict[str, str], cfg: dict) -> tuple[Vocab, dict[str, np.ndarray], dict, dict[str, list[str]]]:
+def read_source(clean_dir: Path) -> dict:
+    """The clean stage's ``source.json`` (corpus, checksum, clean mode); {} when absent."""
+    try:
+        return json.loads((Path(clean_dir) / "source.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise RnnlmError(f"{Path(clean_dir) / 'source.json'}: not valid JSON: {exc}") from None
+
+
+def build(text: str | dict[str, str], cfg: dict,
+          source: dict | None = None) -> tuple[Vocab, dict[str, np.ndarray], dict, dict[str, list[str]]]:
     parts = split_tokens(text, cfg)
     vocab = Vocab.build(parts["train"], cfg["level"], cfg["min_freq"], cfg["reserved"], cfg["tokenizer"], cfg["eos"])
+    vocab.source = dict(source or {})
     encoded = {name: vocab.encode(parts[name]) for name in SPLITS}
     stats = {
         "level": cfg["level"],
@@ -89,10 +102,20 @@ def frequency_table(vocab: Vocab) -> pd.DataFrame:
     return df
 
 
-def write_outputs(vocab, encoded, stats, data_dir: Path = Path("data"), metrics_dir: Path = Path("metrics")) -> None:
+def heldout_text(vocab: Vocab, tokens: list[str]) -> str:
+    """A split's tokens as text that tokenizes back to them (`rnnlm score` reads it)."""
+    return "".join(tokens) if vocab.level == "char" else detokenize(tokens, vocab.level)
+
+
+def write_outputs(vocab, encoded, stats, data_dir: Path = Path("data"), metrics_dir: Path = Path("metrics"),
+                  parts: dict[str, list[str]] | None = None) -> None:
+    """data/vocab.json, data/tokens/*.npy, metrics/corpus.json, metrics/vocab/*; with ``parts``
+    (the token strings per split) also data/heldout/{val,test}.txt, the held-out splits as text."""
     from .plots import zipf_plot
 
     write_json(data_dir / "vocab.json", vocab.to_dict())
+    for name in ("val", "test") if parts is not None else ():
+        write_text(data_dir / "heldout" / f"{name}.txt", heldout_text(vocab, parts[name]))
     for name, ids in encoded.items():
         save_tokens(data_dir / "tokens" / f"{name}.npy", ids)
     write_json(metrics_dir / "corpus.json", stats)

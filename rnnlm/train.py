@@ -256,8 +256,9 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------------
     def _checkpoint_payload(self, state_dict, step, val_ppl) -> dict:
-        return {"model_config": dict(self.model.config), "vocab_fingerprint": self.vocab.fingerprint,
-                "vocab_size": len(self.vocab), "state_dict": state_dict, "step": step, "val_perplexity": val_ppl}
+        return {"name": self.name, "model_config": dict(self.model.config), "vocab": self.vocab.to_dict(),
+                "vocab_fingerprint": self.vocab.fingerprint, "vocab_size": len(self.vocab),
+                "state_dict": state_dict, "step": step, "val_perplexity": val_ppl}
 
     def _save_resume(self, pos: Position, carried, history, best, stale, elapsed) -> None:
         rng = {"cpu": torch.random.get_rng_state()}

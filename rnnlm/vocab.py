@@ -74,6 +74,7 @@ class Vocab:
     reserved: list[str] = field(default_factory=list)
     tokenizer: str = "regex"  # word level: how text is split (see tokenize)
     eos: bool = False  # word level: <eos> at every line end
+    source: dict = field(default_factory=dict)  # the corpus and its cleaning (clean.text_source)
 
     def __post_init__(self):
         self.index = {t: i for i, t in enumerate(self.tokens)}
@@ -128,6 +129,7 @@ class Vocab:
             "reserved": self.reserved,
             "tokenizer": self.tokenizer,
             "eos": self.eos,
+            "source": self.source,
             "size": len(self.tokens),
             "fingerprint": self.fingerprint,
             "tokens": self.tokens,
@@ -144,7 +146,7 @@ class Vocab:
     def from_dict(cls, d: dict) -> "Vocab":
         try:
             vocab = cls(list(d["tokens"]), [int(c) for c in d["counts"]], d["level"], list(d.get("reserved", [])),
-                        str(d.get("tokenizer", "regex")), bool(d.get("eos", False)))
+                        str(d.get("tokenizer", "regex")), bool(d.get("eos", False)), dict(d.get("source") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise RnnlmError(f"vocabulary file is malformed: {exc}") from None
         if not vocab.tokens or vocab.tokens[0] != UNK or len(vocab.tokens) != len(vocab.counts):

@@ -1,5 +1,5 @@
 """vocab stage: data/clean/corpus.txt -> data/vocab.json, data/tokens/{train,val,test}.npy,
-metrics/corpus.json, metrics/vocab/{token_freq.csv,zipf.png}."""
+data/heldout/{val,test}.txt, metrics/corpus.json, metrics/vocab/{token_freq.csv,zipf.png}."""
 import sys
 from pathlib import Path
 
@@ -8,14 +8,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnnlm.errors import stage_main  # noqa: E402
 from rnnlm.params import load_section  # noqa: E402
-from rnnlm.prepare import build, read_clean, write_outputs  # noqa: E402
+from rnnlm.prepare import build, read_clean, read_source, write_outputs  # noqa: E402
 
 
 @stage_main
 def main():
     cfg = load_section("vocab")
-    vocab, encoded, stats, _ = build(read_clean(Path("data/clean")), cfg)
-    write_outputs(vocab, encoded, stats)
+    clean = Path("data/clean")
+    vocab, encoded, stats, parts = build(read_clean(clean), cfg, read_source(clean))
+    write_outputs(vocab, encoded, stats, parts=parts)
     print(f"vocab: {len(vocab)} {cfg['level']} types; tokens {stats['tokens']}; OOV {stats['oov_rate']}; "
           f"<unk> {stats['unk_rate']}")
 

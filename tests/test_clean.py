@@ -269,6 +269,6 @@ def test_presplit_raw_directory_is_cleaned_file_by_file(tmp_path):
     out.mkdir()
     (out / "corpus.txt").write_text("stale")
     m = run_clean_dir({"mode": "raw", "max_chars": 0, "strip_gutenberg": True}, raw, out, tmp_path / "m.json")
-    assert sorted(p.name for p in out.iterdir()) == ["test.txt", "train.txt", "val.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["source.json", "test.txt", "train.txt", "val.txt"]
     assert (out / "val.txt").read_text() == " val words \n second line \n"
     assert set(m["splits"]) == {"train", "val", "test"} and m["chars_out"] == sum(s["chars_out"] for s in m["splits"].values())

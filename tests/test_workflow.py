@@ -336,6 +336,63 @@ def test_results_pushed_to_a_remote_are_pulled_by_a_fresh_clone_without_retraini
     assert proj.git("status", "--porcelain").stdout == ""
 
 
+def test_an_experiment_is_shared_through_git_and_dvc_remotes_without_retraining(main, remote, tmp_path):
+    """`dvc exp push` in one clone, `dvc exp pull` in another: the teammate sees the experiment
+    with its metrics in `dvc exp show` and `dvc exp apply` restores its outputs from the DVC
+    remote; nothing is trained in the second clone."""
+    publish(main.proj)
+    bare = tmp_path / "team.git"
+    main.proj.run("git", "clone", "-q", "--bare", str(main.proj.path), str(bare))
+    alice, bob = (clone(Project(bare), tmp_path / name) for name in ("alice", "bob"))
+    out = alice.dvc("exp", "run", "-S", "lstm.hidden=20").stdout
+    name = experiment_name(out)
+    alice.dvc("exp", "push", "origin", name)
+
+    listed = bob.dvc("exp", "list", "--all-commits", "origin").stdout
+    assert name in listed, listed
+    bob.dvc("exp", "pull", "origin", name)
+    rows = exp_show(bob)
+    assert rows[name]["params"]["lstm"]["hidden"] == 20
+    alice_eval = json.loads((alice.path / "metrics/eval.json").read_text())
+    assert rows[name]["metrics"]["metrics/eval.json"]["models"]["lstm"] == alice_eval["models"]["lstm"]
+    applied = bob.dvc("exp", "apply", name)
+    assert "Running stage" not in applied.stdout + applied.stderr
+    assert "Data and pipelines are up to date." in bob.dvc("status").stdout
+    for out in ("models/lstm.pt", "metrics/eval.json", "samples/lstm.txt"):
+        assert (bob.path / out).read_bytes() == (alice.path / out).read_bytes(), out
+    assert bob.params()["lstm"]["hidden"] == 20
+
+
+def test_a_model_fetched_with_dvc_works_alone_outside_the_repository(main, tmp_path):
+    """`dvc get` / `dvc artifacts get` a model file, then the `rnnlm` command on it alone: the
+    sample stage's text for the same seed, and the evaluate stage's val perplexity."""
+    proj, p = main.proj, main.proj.path
+    away = tmp_path / "away"
+    away.mkdir()
+    cli = [str(VENV_BIN / "rnnlm")]
+    proj.run(str(VENV_BIN / "dvc"), "get", str(p), "models/lstm.pt", "-o", str(away / "lstm.pt"))
+    proj.run(str(VENV_BIN / "dvc"), "get", str(p), "data/heldout/val.txt", "-o", str(away / "val.txt"))
+    length = proj.params()["sample"]["length"]
+    run = subprocess.run(cli + ["sample", "--model", "lstm.pt", "--prefix", "time traveller", "--length", str(length)],
+                         cwd=away, capture_output=True, text=True, check=True)
+    stage_text = (p / "samples/lstm.txt").read_text(encoding="utf-8").split("\n")
+    assert run.stdout.rstrip("\n") == stage_text[stage_text.index('--- prefix 1/1: "time traveller"') + 1]
+    run = subprocess.run(cli + ["score", "--model", "lstm.pt", "val.txt"], cwd=away, capture_output=True, text=True,
+                         check=True)
+    scored = float(re.search(r"perplexity ([0-9.]+)", run.stdout).group(1))
+    evaluated = json.loads((p / "metrics/eval.json").read_text())["models"]["lstm"]["val"]["perplexity"]
+    assert scored == pytest.approx(evaluated, rel=1e-4)
+    info = subprocess.run(cli + ["info", "--model", "lstm.pt"], cwd=away, capture_output=True, text=True, check=True)
+    assert "corpus:      timemachine" in info.stdout and "model:       lstm (lstm" in info.stdout
+
+    proj.git("tag", "-a", "lstm@v0.1.0", "-m", "lstm v0.1.0")  # a registered version (GTO tag)
+    try:
+        proj.run(str(VENV_BIN / "dvc"), "artifacts", "get", str(p), "lstm", "-o", str(away / "tagged.pt"))
+        assert (away / "tagged.pt").read_bytes() == (p / "models/lstm.pt").read_bytes()
+    finally:
+        proj.git("tag", "-d", "lstm@v0.1.0")
+
+
 # --------------------------------------------------------------------------- 3. determinism
 def test_forced_rerun_gives_identical_metrics_and_weights(main):
     proj, p = main.proj, main.proj.path

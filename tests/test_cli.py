@@ -1,0 +1,203 @@
+"""The `rnnlm` command (sample, score, info) on model files copied alone, and its errors."""
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from rnnlm import cli
+from rnnlm.checkpoint import load_checkpoint, load_model
+from rnnlm.generate import sample_one
+from rnnlm.metrics import model_nll, perplexity
+from rnnlm.params import MODEL_FIELDS, validate_section
+from rnnlm.prepare import heldout_text
+from rnnlm.train import Trainer, TrainPaths
+from rnnlm.vocab import Vocab, tokenize
+
+TEXT = "the time traveller for so it will be convenient to speak of him was expounding a recondite matter " * 30
+SOURCE = {"corpus": "unit-test", "sha256": "ab" * 32, "clean": {"mode": "letters", "strip_gutenberg": True}}
+
+
+def train(tmp_path, level="char", cell="lstm") -> tuple[Vocab, dict, TrainPaths]:
+    tokens = tokenize(TEXT, level)
+    vocab = Vocab.build(tokens[: len(tokens) * 8 // 10], level)
+    vocab.source = SOURCE
+    ids = vocab.encode(tokens)
+    cut = len(ids) * 8 // 10
+    cfg = validate_section("train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "lr": 0.01, "device": "cpu"})
+    model_cfg = validate_section(cell, {"hidden": 16, "embedding": 8})
+    paths = TrainPaths.for_model(cell, tmp_path / "project")
+    Trainer(cell, {k: model_cfg[k] for k in MODEL_FIELDS}, cfg, vocab, ids[:cut], ids[cut:], paths,
+            progress=False, log=lambda *_: None).run()
+    return vocab, {"val": ids[cut:], "val_tokens": tokens[cut:]}, paths
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model file copied alone into an empty directory."""
+    tmp = tmp_path_factory.mktemp("cli")
+    vocab, data, paths = train(tmp)
+    alone = tmp / "elsewhere" / "lstm.pt"
+    alone.parent.mkdir()
+    shutil.copy2(paths.best, alone)
+    return vocab, data, alone, tmp
+
+
+def rnnlm(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        cli.main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_model_file_carries_its_vocabulary_and_source(trained):
+    vocab, _, alone, _ = trained
+    ckpt = load_checkpoint(alone)
+    assert ckpt["name"] == "lstm" and ckpt["version"] == 2
+    assert Vocab.from_dict(ckpt["vocab"]).tokens == vocab.tokens and ckpt["vocab"]["source"] == SOURCE
+
+
+def test_sample_prints_the_sample_stages_text_for_the_same_seed(trained, capsys):
+    vocab, _, alone, tmp = trained
+    code, out, err = rnnlm(capsys, "sample", "--model", str(alone), "--prefix", "time traveller", "--length", "30",
+                           "--seed", "3")
+    assert code == 0 and err == ""
+    model, _ = load_model(alone)
+    cfg = validate_section("sample", {"length": 30, "seed": 3})
+    assert out == sample_one(model, vocab, "lstm", "time traveller", cfg) + "\n"
+    assert out.startswith("time traveller") and len(out) == len("time traveller") + 30 + 1
+    again = rnnlm(capsys, "sample", "--model", str(alone), "--prefix", "time traveller", "--length", "30", "--seed", "3")
+    other = rnnlm(capsys, "sample", "--model", str(alone), "--prefix", "time traveller", "--length", "30", "--seed", "4")
+    assert again[1] == out and other[1] != out
+    greedy = rnnlm(capsys, "sample", "--model", str(alone), "--prefix", "the", "--strategy", "greedy")
+    assert rnnlm(capsys, "sample", "--model", str(alone), "--prefix", "the", "--temperature", "0")[1] == greedy[1]
+
+
+def test_score_of_a_heldout_split_equals_the_exact_evaluation(trained, tmp_path, capsys):
+    vocab, data, alone, _ = trained
+    model, _ = load_model(alone)
+    nll, n = model_nll(model, data["val"], 1, 64)
+    split = tmp_path / "val.txt"
+    split.write_text(heldout_text(vocab, data["val_tokens"]), encoding="utf-8")
+    code, out, _ = rnnlm(capsys, "score", "--model", str(alone), str(split))
+    assert code == 0
+    assert out == f"{split}: perplexity {perplexity(nll, n):.6f}, {nll / n / np.log(2):.6f} bits per char, " \
+                  f"{n} chars scored (0 <unk>)\n"
+
+
+def test_score_cleans_like_the_corpus_reads_stdin_and_totals(trained, tmp_path, capsys, monkeypatch):
+    _, _, alone, _ = trained
+    shouty = tmp_path / "shouty.txt"
+    shouty.write_text("THE TIME -- Traveller!\n\nfor so it WILL be convenient.\n", encoding="utf-8")
+    clean = tmp_path / "clean.txt"
+    clean.write_text("the time traveller for so it will be convenient", encoding="utf-8")
+    code, out, _ = rnnlm(capsys, "score", "--model", str(alone), str(shouty), str(clean))
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3 and lines[2].startswith("total: ")
+    assert lines[0].split(": ", 1)[1] == lines[1].split(": ", 1)[1]  # cleaned to the same text
+    raw = rnnlm(capsys, "score", "--no-clean", "--model", str(alone), str(shouty))[1]
+    assert "<unk>)" in raw and " (0 <unk>)" not in raw  # uppercase letters are not in the vocabulary
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(clean.read_bytes())))
+    code, out, _ = rnnlm(capsys, "score", "--model", str(alone), "-")
+    assert code == 0 and out.startswith("<stdin>: ") and out.split(": ", 1)[1] == lines[1].split(": ", 1)[1] + "\n"
+
+
+def test_info_is_the_model_card(trained, capsys):
+    _, _, alone, _ = trained
+    code, out, _ = rnnlm(capsys, "info", "--model", str(alone))
+    ckpt = load_checkpoint(alone)
+    assert code == 0
+    assert "model:       lstm (lstm, impl torch)" in out and "hidden 16, layers 1, embedding 8" in out
+    assert "vocabulary:  " in out and "char types" in out
+    assert "corpus:      unit-test (sha256 abababababab), clean mode letters" in out
+    assert f"val perplexity {ckpt['val_perplexity']:.6f}" in out
+    assert "evaluated:" not in out  # no metrics/eval.json beside a file copied alone
+
+
+def test_info_shows_the_test_perplexity_when_its_project_evaluated_it(trained, capsys):
+    _, _, alone, tmp = trained
+    project = tmp / "project"
+    ckpt = load_checkpoint(project / "models" / "lstm.pt")
+    eval_json = project / "metrics" / "eval.json"
+    eval_json.write_text('{"models": {"lstm": {"val": {"perplexity": %r}, '
+                         '"test": {"perplexity": 7.5, "bits_per_token": 2.9}}}}' % ckpt["val_perplexity"])
+    out = rnnlm(capsys, "info", "--model", str(project / "models" / "lstm.pt"))[1]
+    assert "evaluated:   test perplexity 7.500000, 2.900000 bits per token" in out
+    eval_json.write_text('{"models": {"lstm": {"val": {"perplexity": 1.0}, "test": {"perplexity": 7.5}}}}')
+    assert "evaluated:" not in rnnlm(capsys, "info", "--model", str(project / "models" / "lstm.pt"))[1]
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+
+
+@pytest.mark.parametrize("problem", ["truncated", "foreign", "pickled-code", "old-style", "missing"])
+def test_a_bad_model_file_is_one_clear_error(trained, tmp_path, capsys, problem):
+    _, _, alone, _ = trained
+    bad = tmp_path / "bad.pt"
+    marker = tmp_path / "marker"
+    if problem == "truncated":
+        bad.write_bytes(alone.read_bytes()[: alone.stat().st_size // 2])
+    elif problem == "foreign":
+        torch.save({"weights": torch.zeros(3)}, bad)
+    elif problem == "pickled-code":
+        torch.save({"format": "rnnlm-checkpoint", "version": 2, "x": _RunsCode(marker)}, bad)
+    elif problem == "old-style":
+        old = {k: v for k, v in load_checkpoint(alone).items() if k not in ("vocab", "name")}
+        torch.save({**old, "version": 1}, bad)
+    expected = {"truncated": "not a loadable rnnlm checkpoint", "foreign": "not an rnnlm checkpoint",
+                "pickled-code": "not a loadable rnnlm checkpoint", "old-style": "an old-style model file",
+                "missing": "checkpoint not found"}[problem]
+    for command in (["sample"], ["score", str(alone)], ["info"]):
+        code, out, err = rnnlm(capsys, command[0], "--model", str(bad), *command[1:])
+        assert code == 1 and out == ""
+        assert err.startswith(f"error: {bad}: ") and expected in err and len(err.splitlines()) == 1, err
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"", "the input is empty"),
+    (b"   \n\n", "whitespace only"),
+    ("日本語のテキストだけ。".encode(), "keeps only"),
+    (b"\xff\xfe broken", "not valid UTF-8"),
+    (b"a", "scoring needs at least 2"),
+])
+def test_a_text_that_cannot_be_scored_is_one_clear_error(trained, tmp_path, capsys, content, expected):
+    _, _, alone, _ = trained
+    text = tmp_path / "text.txt"
+    text.write_bytes(content)
+    code, out, err = rnnlm(capsys, "score", "--model", str(alone), str(text))
+    assert code == 1 and out == "" and expected in err and err.startswith(f"error: {text}"), err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_text_with_no_vocabulary_token_is_refused(trained, tmp_path, capsys):
+    _, _, alone, _ = trained
+    text = tmp_path / "digits.txt"
+    text.write_text("12345678", encoding="utf-8")
+    code, _, err = rnnlm(capsys, "score", "--no-clean", "--model", str(alone), str(text))
+    assert code == 1 and "no token is in the model's vocabulary" in err
+    code, _, err = rnnlm(capsys, "score", "--model", str(alone), str(tmp_path / "absent.txt"))
+    assert code == 1 and err == f"error: {tmp_path / 'absent.txt'}: no such file\n"
+
+
+def test_word_level_models_score_and_sample_in_words(tmp_path, capsys):
+    vocab, data, paths = train(tmp_path, level="word", cell="gru")
+    split = tmp_path / "val.txt"
+    split.write_text(heldout_text(vocab, data["val_tokens"]), encoding="utf-8")
+    nll, n = model_nll(load_model(paths.best)[0], data["val"], 1, 64)
+    out = rnnlm(capsys, "score", "--model", str(paths.best), str(split))[1]
+    assert f"perplexity {perplexity(nll, n):.6f}" in out and f"{n} words scored" in out
+    out = rnnlm(capsys, "sample", "--model", str(paths.best), "--prefix", "the time", "--length", "5")[1]
+    assert out.startswith("the time ") and len(out.split()) == 7

@@ -5,15 +5,21 @@ BIN    := $(VENV)/bin
 # dvc.yaml's stage commands call `python`: run them with the venv first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast bench report clean-venv
+.PHONY: setup repro test test-fast bench report lock clean-venv
 
 setup: $(BIN)/rnnlm-ready
 
-$(BIN)/rnnlm-ready: pyproject.toml
+# requirements.lock pins every package to the versions the results were measured with.
+$(BIN)/rnnlm-ready: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $@
+
+# Rewrite requirements.lock from the current environment (after changing a dependency on purpose).
+lock: setup
+	{ sed -n '1,3p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^torch==([^+]*)\+.*$$/torch==\1/'; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock
 
 # `make repro` runs params.yaml as it is; `make repro CORPUS=ptb` runs recipes/ptb.yaml on top of
 # the committed params.yaml as a DVC experiment (see rnnlm/recipes.py).

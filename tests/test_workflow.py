@@ -225,6 +225,8 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
 
     rows = exp_show(proj)
     assert {"main", name} <= set(rows)
+    metric_files = set(rows[name]["metrics"])  # scores only: no wall times, no corpus statistics
+    assert metric_files == {"metrics/eval.json"} | {f"metrics/train/{m}/metrics.json" for m in ("rnn", "lstm", "gru")}
     base, exp = rows["main"], rows[name]
     assert exp["params"]["lstm"]["hidden"] == 12 and exp["params"]["train"]["epochs"] == 2
     assert base["params"]["lstm"]["hidden"] == UPDATES["lstm"]["hidden"]
@@ -238,6 +240,10 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
         base["metrics"]["metrics/train/lstm/metrics.json"]["params"]
 
     plots = json.loads(proj.dvc("plots", "diff", "main", name, "--json", "-o", str(tmp_path / "plots")).stdout)
+    # each curve is declared once (top-level plots), not again per training stage
+    assert sorted(plots["data"]) == sorted(["Validation perplexity per epoch", "Training perplexity per epoch",
+                                            "Learning rate", "metrics/eval/learning_curves.png",
+                                            "metrics/eval/test_perplexity.png"])
     curves = plots["data"]["Validation perplexity per epoch"]
     assert len(curves) == 1 and curves[0]["revisions"] == ["main", name]
     values = curves[0]["content"]["data"]["values"]

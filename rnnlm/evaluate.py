@@ -48,34 +48,13 @@ from .models import num_parameters
 from .ngram import KneserNeyLM, UnigramLM
 from .params import MODELS
 from .prepare import load_splits
+from .results import DIGITS, bits_column, markdown_table, results_table
 from .vocab import Vocab
 
 NUM_STEPS = 64  # time steps per chunk when walking a split (the result does not depend on it)
 SCORED_SPLITS = ("val", "test")
-DIGITS = 6  # rounding of the floats in eval.json / results.csv (keeps them stable across BLAS builds)
 MODEL_COLORS = {"rnn": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
 BASELINE_COLOR = "0.6"
-
-# results.csv column -> results.md header (the level-dependent bits column is added in results_table)
-MD_HEADERS = {
-    "name": "model",
-    "kind": "kind",
-    "impl": "impl",
-    "unit": "unit",
-    "params": "params",
-    "train_perplexity": "train ppl",
-    "val_perplexity": "val ppl",
-    "test_perplexity": "test ppl",
-    "train_seconds": "train time (s)",
-    "tokens_per_second": "tokens/s",
-    "best_step": "best step",
-}
-
-
-def bits_column(level: str) -> str:
-    """Name of the bits-per-token column: bits_per_char or bits_per_word."""
-    return "bits_per_char" if level == "char" else "bits_per_word"
-
 
 def split_scores(nll_sum: float, count: int) -> dict:
     """{"perplexity", "bits_per_token"} of a total NLL (nats) over ``count`` targets."""
@@ -169,38 +148,6 @@ def read_curve(path: Path, model: str) -> pd.DataFrame:
 
 
 # --- tables and figures ----------------------------------------------------------------------
-def results_table(rows: list[dict], level: str) -> pd.DataFrame:
-    """The CSV table: one row per model/baseline, sorted by test perplexity (then name)."""
-    bits = bits_column(level)
-    cols = ["name", "kind", "impl", "unit", "params", "train_perplexity", "val_perplexity", "test_perplexity", bits,
-            "train_seconds", "tokens_per_second", "best_step"]
-    df = pd.DataFrame([{**r, bits: r["bits_per_token"], "unit": level} for r in rows], columns=cols)
-    df = df.sort_values(["test_perplexity", "name"], kind="mergesort").reset_index(drop=True)
-    df["params"] = df["params"].astype("int64")
-    df["best_step"] = df["best_step"].astype("Int64")
-    for c in ("train_perplexity", "val_perplexity", "test_perplexity", bits, "train_seconds", "tokens_per_second"):
-        df[c] = df[c].astype(float).round(DIGITS)
-    return df
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """Rounded, human-headed Markdown of :func:`results_table` (missing values as an en dash)."""
-    bits = next(c for c in df.columns if c.startswith("bits_per_"))
-
-    def fmt(v, spec):
-        return "–" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-    specs = {"params": ",d", "train_perplexity": ".3f", "val_perplexity": ".3f", "test_perplexity": ".3f", bits: ".4f",
-             "train_seconds": ".1f", "tokens_per_second": ",.0f", "best_step": "d"}
-    shown = pd.DataFrame({
-        c: [fmt(v, specs[c]) if c in specs else str(v) for v in df[c]] for c in df.columns
-    })
-    headers = {**MD_HEADERS, bits: bits.replace("bits_per_", "bits/")}
-    shown = shown.rename(columns=headers)
-    align = ["left" if c in ("name", "kind", "impl", "unit") else "right" for c in df.columns]
-    return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
-
-
 def _plain_log_ticks(ax) -> None:
     """Label a log y axis with plain numbers (8, 10, 12 or 3, 5, 10, 20) instead of 3x10^0."""
     from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator

@@ -1,24 +1,24 @@
 """The report stage's work: one self-contained HTML page, ``reports/report.html``.
 
 It shows the corpus summary (metrics/corpus.json), the headline numbers (metrics/eval.json), the
-results table (metrics/eval/results.md, turned into an HTML table), the figures (learning
+results table (metrics/eval/results.csv, read with pandas), the figures (learning
 curves, test perplexity, Zipf plot) embedded as base64 ``data:`` URIs, and the samples
 (samples/<model>.txt, HTML-escaped). Plain HTML and inline CSS: no JavaScript, no network
 resources, no timestamps (the same inputs give the same bytes).
 
 This module reads only files, so it imports nothing from the rest of the package beyond the
-file and error helpers (the stage's DVC deps list exactly those).
+file and error helpers and the results table (the stage's DVC deps list exactly those).
 """
 from __future__ import annotations
 
 import base64
 import html
 import json
-import re
 from pathlib import Path
 
 from .errors import RnnlmError
 from .fileio import write_text
+from .results import TEXT_COLUMNS, display_table, read_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TITLE = "Recurrent language models: results"
@@ -74,51 +74,20 @@ def png_data_uri(path: Path, stage: str) -> str:
 
 
 # --- pieces ---------------------------------------------------------------------------------
-def _cells(line: str) -> list[str]:
-    line = line.strip()
-    if line.startswith("|"):
-        line = line[1:]
-    if line.endswith("|") and not line.endswith("\\|"):
-        line = line[:-1]
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)]
+def results_html(df: pd.DataFrame) -> str:
+    """The results table (:func:`rnnlm.results.display_table` of results.csv) as an HTML table.
 
-
-def _align(spec: str) -> str:
-    spec = spec.strip()
-    if spec.startswith(":") and spec.endswith(":"):
-        return "center"
-    if spec.endswith(":"):
-        return "num"
-    return ""
-
-
-def markdown_table_html(md: str) -> str:
-    """A Markdown pipe table (as ``DataFrame.to_markdown`` writes it) as an HTML table.
-
-    Rows whose ``kind`` column is ``ngram`` get class ``baseline``; the first data row (the
-    table is sorted by test perplexity) class ``best``. Text that is not a pipe table is shown
-    preformatted.
+    Rows whose ``kind`` is ``ngram`` get class ``baseline``; the first row (the table is sorted by
+    test perplexity) class ``best``; number columns class ``num`` (right-aligned).
     """
-    lines = [ln for ln in md.splitlines() if ln.strip().startswith("|")]
-    if len(lines) < 2 or not re.fullmatch(r"[\s|:\-]+", lines[1]):
-        return f"<pre>{html.escape(md)}</pre>"
-    header, aligns, body = _cells(lines[0]), [_align(s) for s in _cells(lines[1])], [_cells(ln) for ln in lines[2:]]
-    kind_col = header.index("kind") if "kind" in header else None
-
-    def cls(i):
-        a = aligns[i] if i < len(aligns) else ""
-        return f' class="{a}"' if a else ""
-
-    out = ["<table>", "<thead><tr>" + "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, h in enumerate(header))
+    shown = display_table(df)
+    num = ['' if c in TEXT_COLUMNS else ' class="num"' for c in df.columns]
+    out = ["<table>", "<thead><tr>" + "".join(f"<th{n}>{html.escape(h)}</th>" for n, h in zip(num, shown.columns))
            + "</tr></thead>", "<tbody>"]
-    for r, row in enumerate(body):
-        classes = []
-        if kind_col is not None and kind_col < len(row) and row[kind_col] == "ngram":
-            classes.append("baseline")
-        if r == 0:
-            classes.append("best")
+    for r, (kind, row) in enumerate(zip(df["kind"], shown.itertuples(index=False))):
+        classes = (["baseline"] if kind == "ngram" else []) + (["best"] if r == 0 else [])
         attr = f' class="{" ".join(classes)}"' if classes else ""
-        out.append(f"<tr{attr}>" + "".join(f"<td{cls(i)}>{html.escape(c)}</td>" for i, c in enumerate(row)) + "</tr>")
+        out.append(f"<tr{attr}>" + "".join(f"<td{n}>{html.escape(str(v))}</td>" for n, v in zip(num, row)) + "</tr>")
     out += ["</tbody>", "</table>"]
     return "\n".join(out)
 
@@ -191,7 +160,7 @@ def build_report(root: str | Path = ".") -> str:
     root = Path(root)
     corpus = _read_json(root / "metrics" / "corpus.json", "vocab")
     ev = _read_json(root / "metrics" / "eval.json", "evaluate")
-    results_md = _need(root / "metrics" / "eval" / "results.md", "evaluate").read_text(encoding="utf-8")
+    results = read_results(_need(root / "metrics" / "eval" / "results.csv", "evaluate"))
     figures = [(png_data_uri(root / rel, stage), caption) for rel, stage, caption in FIGURES]
     samples = samples_html(root / "samples", list(ev.get("models") or {}))
 
@@ -205,7 +174,7 @@ def build_report(root: str | Path = ".") -> str:
 
 <h2>Results</h2>
 {headline_html(ev)}
-{markdown_table_html(results_md)}
+{results_html(results)}
 <p class="note">Perplexity is exp of the mean negative log-likelihood per token; bits per token is the
 same mean in base 2. Parameter counts of the n-gram baselines are the numbers of stored counts.
 Training time and throughput come from the training stages and are not comparable across devices.</p>

@@ -11,7 +11,7 @@ import pytest
 
 from rnnlm import report
 from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import markdown_table, results_table
+from rnnlm.results import results_table
 from rnnlm.fileio import write_bytes, write_json, write_text
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -52,7 +52,7 @@ def make_inputs(root: Path) -> None:
                      "val_perplexity": p * 0.98, "test_perplexity": p, "bits_per_token": math.log2(p),
                      "train_seconds": 3.5 if model else math.nan, "tokens_per_second": 5000.0 if model else math.nan,
                      "best_step": 2 if model else pd.NA})
-    write_text(root / "metrics" / "eval" / "results.md", markdown_table(results_table(rows, "char")))
+    write_text(root / "metrics" / "eval" / "results.csv", results_table(rows, "char").to_csv(index=False))
     for rel in FIGURES:
         _png(root / rel, Path(rel).stem)
     for m in ("rnn", "lstm", "gru"):
@@ -68,7 +68,7 @@ def test_report_has_the_table_the_embedded_images_and_the_samples(tmp_path):
     page = path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<title>" in page and '<meta charset="utf-8">' in page
-    # the results table, as an HTML table, in the order of results.md (sorted by test ppl)
+    # the results table, as an HTML table, in the order of results.csv (sorted by test ppl)
     assert "<th>model</th>" in page and '<th class="num">test ppl</th>' in page
     names = re.findall(r"<tr[^>]*><td>([^<]+)</td>", page)
     assert names[-5:] == ["lstm", "gru", "kneser-ney-3", "rnn", "unigram"]
@@ -96,7 +96,7 @@ def test_report_is_deterministic(tmp_path):
     assert report.run_report(tmp_path).read_bytes() == first
 
 
-@pytest.mark.parametrize("rel,stage", [("metrics/eval.json", "evaluate"), ("metrics/eval/results.md", "evaluate"),
+@pytest.mark.parametrize("rel,stage", [("metrics/eval.json", "evaluate"), ("metrics/eval/results.csv", "evaluate"),
                                        ("metrics/vocab/zipf.png", "vocab"), ("metrics/corpus.json", "vocab"),
                                        ("metrics/eval/test_perplexity.png", "evaluate")])
 def test_a_missing_input_names_the_file_and_the_stage(tmp_path, rel, stage):
@@ -122,9 +122,22 @@ def test_a_figure_that_is_not_a_png_is_refused(tmp_path):
         report.run_report(tmp_path)
 
 
-def test_markdown_table_html_alignment_escaping_and_fallback():
-    md = "| model | kind | test ppl |\n|:--|:--|--:|\n| a<b | ngram | 1.5 |\n| c | rnn | 2 |\n"
-    out = report.markdown_table_html(md)
-    assert '<th class="num">test ppl</th>' in out
-    assert '<tr class="baseline best"><td>a&lt;b</td>' in out and '<td class="num">2</td>' in out
-    assert report.markdown_table_html("no table <here>") == "<pre>no table &lt;here&gt;</pre>"
+def test_results_html_alignment_classes_escaping_and_missing_values():
+    rows = [{"name": "a<b", "kind": "ngram", "impl": "count", "params": 1234, "val_perplexity": 1.5,
+             "test_perplexity": 1.5, "bits_per_token": 0.5, "train_seconds": math.nan,
+             "tokens_per_second": math.nan, "best_step": pd.NA},
+            {"name": "c", "kind": "rnn", "impl": "torch", "params": 5, "val_perplexity": 2.0, "test_perplexity": 2.0,
+             "bits_per_token": 1.0, "train_seconds": 3.25, "tokens_per_second": 10.0, "best_step": 7}]
+    out = report.results_html(results_table(rows, "word"))
+    assert '<th class="num">test ppl</th>' in out and "<th>model</th>" in out and "bits/word" in out
+    assert '<tr class="baseline best"><td>a&lt;b</td>' in out and '<td class="num">1,234</td>' in out
+    assert '<td class="num">7</td>' in out and '<td class="num">–</td>' in out  # best step; none for an n-gram
+
+
+def test_results_csv_reads_back_as_written(tmp_path):
+    make_inputs(tmp_path)
+    from rnnlm.results import read_results
+
+    df = read_results(tmp_path / "metrics" / "eval" / "results.csv")
+    assert str(df["params"].dtype) == "int64" and str(df["best_step"].dtype) == "Int64"
+    assert df["best_step"].isna().tolist() == [False, False, True, False, True]

@@ -2,7 +2,31 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm.models import CELLS, RNNLM, ScratchLayer, copy_torch_to_scratch, detach_state, num_parameters
+from rnnlm.models import CELLS, GATES, RNNLM, ScratchLayer, detach_state, num_parameters
+
+
+def copy_torch_to_scratch(torch_model: RNNLM, scratch_model: RNNLM) -> None:
+    """Copy a torch-impl model's weights into a scratch-impl one of the same config."""
+    with torch.no_grad():
+        if torch_model.embedding is not None:
+            scratch_model.embedding.weight.copy_(torch_model.embedding.weight)
+        scratch_model.decoder.load_state_dict(torch_model.decoder.state_dict())
+        H = torch_model.hidden
+        # torch's gate order in weight_ih / weight_hh rows
+        torch_order = {"rnn": ("h",), "lstm": ("i", "f", "c", "o"), "gru": ("r", "z", "h")}[torch_model.cell]
+        assert set(GATES[torch_model.cell]) == set(torch_order)
+        for l, layer in enumerate(scratch_model.rnn.layers):
+            w_ih, w_hh, b_ih, b_hh = (getattr(torch_model.rnn, f"{name}_l{l}")
+                                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            for k, g in enumerate(torch_order):
+                rows = slice(k * H, (k + 1) * H)
+                getattr(layer, f"W_x{g}").copy_(w_ih[rows].T)
+                getattr(layer, f"W_h{g}").copy_(w_hh[rows].T)
+                if torch_model.cell == "gru" and g == "h":
+                    getattr(layer, f"b_{g}").copy_(b_ih[rows])
+                    layer.b_hh.copy_(b_hh[rows])
+                else:
+                    getattr(layer, f"b_{g}").copy_(b_ih[rows] + b_hh[rows])
 
 
 def _pair(cell, layers, embedding, vocab=11, hidden=8):

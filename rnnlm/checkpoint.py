@@ -51,7 +51,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise RnnlmError(f"{path}: not an rnnlm checkpoint (missing format marker)")
     if ckpt.get("version") == 1:
         raise RnnlmError(f"{path}: an old-style model file (format version 1, without its vocabulary); "
-                         "retrain it with the current code (dvc repro train-<model>)")
+                         "retrain it with the current code (dvc repro train@<model>)")
     if ckpt.get("version") != VERSION:
         raise RnnlmError(f"{path}: checkpoint version {ckpt.get('version')!r}, expected {VERSION}")
     return ckpt

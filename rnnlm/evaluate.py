@@ -115,11 +115,11 @@ def fit_baselines(train: np.ndarray, vocab_size: int, order: int) -> dict[str, t
 # --- the train stage's outputs -------------------------------------------------------------
 def _train_file(path: Path, model: str):
     if not path.exists():
-        raise RnnlmError(f"{path}: not found; run `dvc repro train-{model}` first")
+        raise RnnlmError(f"{path}: not found; run `dvc repro train@{model}` first")
     try:
         return read_json(path)
     except ValueError as exc:
-        raise RnnlmError(f"{path}: not valid JSON ({exc}); rerun `dvc repro train-{model}`") from None
+        raise RnnlmError(f"{path}: not valid JSON ({exc}); rerun `dvc repro train@{model}`") from None
 
 
 def read_training_info(train_dir: Path, model: str) -> dict:
@@ -132,19 +132,19 @@ def read_training_info(train_dir: Path, model: str) -> dict:
                 "precision": str(timing.get("precision", "fp32")),
                 "best_step": int(metrics["best"]["step"])}
     except (KeyError, TypeError, ValueError) as exc:
-        raise RnnlmError(f"{train_dir}: training metrics lack {exc}; rerun `dvc repro train-{model}`") from None
+        raise RnnlmError(f"{train_dir}: training metrics lack {exc}; rerun `dvc repro train@{model}`") from None
 
 
 def read_curve(path: Path, model: str) -> pd.DataFrame:
     """A DVCLive per-epoch TSV (columns step, perplexity; the train stage logs step = epoch
     number, 1-based) as columns epoch and perplexity."""
     if not path.exists():
-        raise RnnlmError(f"{path}: not found; run `dvc repro train-{model}` first")
+        raise RnnlmError(f"{path}: not found; run `dvc repro train@{model}` first")
     try:
         df = pd.read_csv(path, sep="\t")
         return pd.DataFrame({"epoch": df["step"].astype(int), "perplexity": df["perplexity"].astype(float)})
     except (KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise RnnlmError(f"{path}: not a step/perplexity TSV ({exc}); rerun `dvc repro train-{model}`") from None
+        raise RnnlmError(f"{path}: not a step/perplexity TSV ({exc}); rerun `dvc repro train@{model}`") from None
 
 
 # --- tables and figures ----------------------------------------------------------------------
@@ -280,7 +280,7 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
     ckpts = {m: root / "models" / f"{m}.pt" for m in models}
     for m, path in ckpts.items():  # fail before any slow work
         if not path.exists():
-            raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train-{m}` first")
+            raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train@{m}` first")
 
     rows, results, curves = [], {"models": {}, "baselines": {}, "interpolated": {}}, {}
     kn = kn_name(cfg["ngram_order"])

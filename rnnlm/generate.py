@@ -213,7 +213,7 @@ def run_sample(cfg: dict, corpus: str, root: str | Path = ".", models: Sequence[
     ckpts = {m: root / "models" / f"{m}.pt" for m in models}
     for m, path in ckpts.items():
         if not path.exists():
-            raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train-{m}` first")
+            raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train@{m}` first")
     for p in prefixes:  # warn once per prefix, not once per model
         encode_prefix(vocab, p, warn)
     samples: dict[str, list[tuple[str, str]]] = {}

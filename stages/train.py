@@ -1,4 +1,4 @@
-"""train-<model> stage: `python stages/train.py lstm` trains params.yaml's `lstm` section on
+"""train@<model> stage: `python stages/train.py lstm` trains params.yaml's `lstm` section on
 data/tokens and writes models/lstm.pt (best), models/lstm.last.pt, metrics/train/lstm/."""
 import sys
 from pathlib import Path

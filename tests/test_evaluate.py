@@ -236,7 +236,7 @@ def test_run_evaluate_writes_every_output(tmp_path):
 def test_missing_checkpoint_names_the_file_and_the_stage(tmp_path):
     make_project(tmp_path)
     (tmp_path / "models" / "lstm.pt").unlink()
-    with pytest.raises(RnnlmError, match=r"models/lstm\.pt.*train-lstm"):
+    with pytest.raises(RnnlmError, match=r"models/lstm\.pt.*train@lstm"):
         ev.run_evaluate(CFG, tmp_path, log=lambda s: None)
     assert not (tmp_path / "metrics" / "eval.json").exists()
 
@@ -244,7 +244,7 @@ def test_missing_checkpoint_names_the_file_and_the_stage(tmp_path):
 def test_missing_training_metrics_name_the_file(tmp_path):
     make_project(tmp_path, models=("gru",))
     (tmp_path / "metrics" / "train" / "gru" / "timing.json").unlink()
-    with pytest.raises(RnnlmError, match=r"timing\.json.*train-gru"):
+    with pytest.raises(RnnlmError, match=r"timing\.json.*train@gru"):
         ev.run_evaluate(CFG, tmp_path, models=("gru",), log=lambda s: None)
 
 

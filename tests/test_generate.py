@@ -262,7 +262,7 @@ def test_run_sample_prefixes_warn_once_each_not_once_per_model(tmp_path):
 
 def test_run_sample_missing_checkpoint_names_file_and_stage(tmp_path):
     _project(tmp_path, char_vocab(), models=("rnn", "gru"))
-    with pytest.raises(RnnlmError, match=r"models/lstm\.pt.*train-lstm"):
+    with pytest.raises(RnnlmError, match=r"models/lstm\.pt.*train@lstm"):
         gen.run_sample(CFG, "timemachine", tmp_path)
 
 

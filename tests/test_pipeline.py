@@ -8,7 +8,7 @@ from conftest import make_project, ran_stages
 
 pytestmark = pytest.mark.integration
 
-ALL_STAGES = ["check-params", "download", "clean", "vocab", "train-rnn", "train-lstm", "train-gru", "evaluate", "sample", "report"]
+ALL_STAGES = ["code", "check-params", "download", "clean", "vocab", "train@rnn", "train@lstm", "train@gru", "evaluate", "sample", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,27 @@ def test_changing_one_model_reruns_only_its_training_and_downstream(built):
     proj, _ = built
     proj.set_params({"lstm": {"hidden": 12}})
     out = proj.repro()
-    assert sorted(ran_stages(out.stdout)) == sorted(["check-params", "train-lstm", "evaluate", "sample", "report"])
+    assert sorted(ran_stages(out.stdout)) == sorted(["check-params", "train@lstm", "evaluate", "sample", "report"])
     proj.commit("lstm hidden 12")
+
+
+def test_a_comment_edit_reruns_only_code_and_a_real_edit_only_its_stages(built):
+    """Stages depend on data/code/<script>.sha256 (the syntax trees of the code they import), not
+    on source files: a comment or docstring edit of rnnlm/models.py reruns no training; a change to
+    what the report stage runs reruns the report alone."""
+    proj, p = built[0], built[0].path
+    models = p / "rnnlm/models.py"
+    models.write_text(models.read_text().replace('"""Recurrent language models', '"""Recurrent language models (a docstring edit)', 1)
+                      + "\n# a comment at the end\n")
+    out = proj.repro()
+    assert ran_stages(out.stdout) == ["code"]
+    proj.commit("comment edit")
+    report = p / "rnnlm/report.py"
+    report.write_text(report.read_text().replace('TITLE = "', 'TITLE = "Edited: ', 1))
+    out = proj.repro()
+    assert ran_stages(out.stdout) == ["code", "report"]
+    assert "Edited: " in (p / "reports/report.html").read_text(encoding="utf-8")
+    proj.commit("report title")
 
 
 def test_presplit_word_level_corpus_through_dvc_repro(tmp_path):
@@ -93,7 +112,7 @@ def test_presplit_word_level_corpus_through_dvc_repro(tmp_path):
     assert corpus_stats["tokens"] == expected and corpus_stats["presplit"] is True
     vocab = json.loads((p / "data/vocab.json").read_text())
     assert vocab["tokenizer"] == "whitespace" and "<eos>" in vocab["tokens"] and "<" not in vocab["tokens"]
-    assert sorted(f.name for f in (p / "data/clean").iterdir()) == ["test.txt", "train.txt", "val.txt"]
+    assert sorted(f.name for f in (p / "data/clean").iterdir()) == ["source.json", "test.txt", "train.txt", "val.txt"]
     summary = json.loads((p / "metrics/train/lstm/metrics.json").read_text())
     assert summary["step"] == 30 and summary["stopped_by"] == "max_steps"
     ev = json.loads((p / "metrics/eval.json").read_text())

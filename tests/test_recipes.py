@@ -73,7 +73,7 @@ def test_recipe_runs_as_a_dvc_experiment_with_the_overrides_dvc_parses(tmp_path)
     shown = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print").stdout.strip()
     assert shown.startswith("dvc exp run -S ")
     out = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny")
-    assert "train-lstm" in ran_stages(out.stdout)
+    assert "train@lstm" in ran_stages(out.stdout)
     params = proj.params()
     assert params["clean"]["mode"] == "lines" and params["sample"]["prefixes"] == ["time's up", "the"]
     assert params["vocab"]["split"] == [0.8, 0.1, 0.1] and params["lstm"]["hidden"] == 12

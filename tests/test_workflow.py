@@ -33,7 +33,7 @@ from rnnlm.errors import RnnlmError  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-ALL_STAGES = ["check-params", "download", "clean", "vocab", "train-rnn", "train-lstm", "train-gru", "evaluate", "sample", "report"]
+ALL_STAGES = ["code", "check-params", "download", "clean", "vocab", "train@rnn", "train@lstm", "train@gru", "evaluate", "sample", "report"]
 # The LSTM gets epochs long enough to interrupt one mid-run: a 64-wide LSTM trained 6 epochs in
 # about 1 s on a fast CPU, before the signal landed; 256 wide and 8 epochs leave seconds of margin.
 LSTM_EPOCHS = 8
@@ -111,13 +111,13 @@ def signal_group(pgid: int, sig: int) -> None:
 
 
 def interrupt_training(proj: Project, sig: int, ready, timeout: float = 240) -> SimpleNamespace:
-    """Start `dvc repro train-lstm` in its own session, send ``sig`` to its process group once
+    """Start `dvc repro train@lstm` in its own session, send ``sig`` to its process group once
     ``ready()`` is true (a completed epoch), wait until every process of the group has exited.
 
     No race with the training's end: ``ready()`` is checked while the whole group is stopped
     (SIGSTOP), and ``sig`` is sent before it continues, so the run cannot finish (and remove its
     resume file) between the check and the signal, however fast the CPU or slow the test."""
-    cmd = [str(VENV_BIN / "dvc"), "repro", "train-lstm"]
+    cmd = [str(VENV_BIN / "dvc"), "repro", "train@lstm"]
     # A shell without job control starts background jobs with SIGINT ignored, and an ignored signal
     # stays ignored across exec (Python then installs no KeyboardInterrupt handler): give the run
     # the default disposition, as a terminal's Ctrl-C would find it.
@@ -220,7 +220,7 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
     proj = exp_clone
     out = proj.dvc("exp", "run", "-S", "lstm.hidden=12", "-S", "train.epochs=2").stdout
     # train.epochs is already 2: only the LSTM and what reads its model rerun.
-    assert sorted(ran_stages(out)) == sorted(["check-params", "train-lstm", "evaluate", "sample", "report"])
+    assert sorted(ran_stages(out)) == sorted(["check-params", "train@lstm", "evaluate", "sample", "report"])
     name = experiment_name(out)
 
     rows = exp_show(proj)
@@ -277,7 +277,7 @@ def test_queued_grid_runs_with_one_thread_per_worker(exp_clone):
     grid = (8, 10)
     started = time.monotonic()
     # one command queues the grid (one experiment per value); the target keeps each queued run short
-    out = proj.dvc("exp", "run", "--queue", "train-lstm", "-S", "lstm.hidden=" + ",".join(map(str, grid)),
+    out = proj.dvc("exp", "run", "--queue", "train@lstm", "-S", "lstm.hidden=" + ",".join(map(str, grid)),
                    "-S", "lstm.epochs=1").stdout
     names = re.findall(r"Queued experiment '([^']+)'", out)
     assert len(names) == len(grid), out
@@ -307,7 +307,7 @@ def test_queued_grid_runs_with_one_thread_per_worker(exp_clone):
         assert any(line.split()[1:2] == [name] and line.split()[-1] == "Success"
                    for line in status.splitlines() if len(line.split()) >= 3), status
     log = proj.dvc("queue", "logs", names[0]).stdout
-    assert ran_stages(log) == ["train-lstm"], log  # a targeted run: check-params is not upstream
+    assert ran_stages(log) == ["train@lstm"], log  # a targeted run: check-params is not upstream
     rows = exp_show(proj)
     base_ppl = rows["main"]["metrics"]["metrics/train/lstm/metrics.json"]["val"]["perplexity"]
     by_hidden = {rows[n]["params"]["lstm"]["hidden"]: rows[n] for n in names}
@@ -319,7 +319,7 @@ def test_queued_grid_runs_with_one_thread_per_worker(exp_clone):
         assert train["epochs"] == 1 and train["val"]["perplexity"] > 1
         ppls.add(train["val"]["perplexity"])
     assert len(ppls) == len(grid) and base_ppl not in ppls
-    print(f"queued grid of {len(grid)} (train-lstm) with -j 2: {elapsed:.0f}s")
+    print(f"queued grid of {len(grid)} (train@lstm) with -j 2: {elapsed:.0f}s")
 
 
 # --------------------------------------------------------------------------- 2. team sharing
@@ -406,8 +406,8 @@ def test_forced_rerun_gives_identical_metrics_and_weights(main):
     data_before = {f: (p / f).read_bytes() for f in ("data/vocab.json", "data/tokens/train.npy", "metrics/eval.json")}
     results_before = scores(p / "metrics/eval/results.csv")
     try:
-        out = proj.repro("-f", "train-lstm")
-        assert ran_stages(out.stdout) == ["download", "clean", "vocab", "train-lstm"]
+        out = proj.repro("-f", "train@lstm")
+        assert ran_stages(out.stdout) == ["code", "download", "clean", "vocab", "train@lstm"]
         out = proj.repro("-f", "-s", "evaluate")
         assert ran_stages(out.stdout) == ["evaluate"]
         assert_same_training(before, train_outputs(p))
@@ -443,7 +443,7 @@ def test_changing_the_corpus_reruns_everything_downstream(main, tmp_path):
 # --------------------------------------------------------------------------- 5. interruption
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory) -> SimpleNamespace:
-    """A run of train-lstm stopped with SIGINT after its first completed epoch(s); the project's
+    """A run of train@lstm stopped with SIGINT after its first completed epoch(s); the project's
     state right after it is recorded here, before later steps change it."""
     tmp = tmp_path_factory.mktemp("interrupt")
     proj = make_project(tmp / "proj", UPDATES)
@@ -457,7 +457,7 @@ def interrupted(tmp_path_factory) -> SimpleNamespace:
         proj=proj, run=run, saved_resume=saved, resume_ckpt=load_checkpoint(resume),
         tmp_files=tmp_files(proj.path), best_exists=best.exists(),
         best_loads=best.exists() and load_checkpoint(best)["step"] >= 1,
-        status=proj.dvc("status", "train-lstm").stdout)
+        status=proj.dvc("status", "train@lstm").stdout)
 
 
 def test_interrupted_training_leaves_no_corrupt_outputs(interrupted):
@@ -467,18 +467,18 @@ def test_interrupted_training_leaves_no_corrupt_outputs(interrupted):
     assert it.tmp_files == []
     assert not it.best_exists or it.best_loads
     assert 1 <= it.resume_ckpt["position"]["epoch"] < LSTM_EPOCHS and it.resume_ckpt["position"]["batch"] == 0
-    assert "train-lstm" in it.status and "up to date" not in it.status  # not mistaken for a finished run
+    assert "train@lstm" in it.status and "up to date" not in it.status  # not mistaken for a finished run
 
 
 @pytest.fixture(scope="module")
 def resumed(interrupted) -> SimpleNamespace:
-    out = interrupted.proj.repro("train-lstm")
+    out = interrupted.proj.repro("train@lstm")
     return SimpleNamespace(out=out.stdout + out.stderr, ran=ran_stages(out.stdout))
 
 
 def test_rerun_resumes_and_matches_an_uninterrupted_run(interrupted, resumed, main):
     n, step = interrupted.resume_ckpt["position"]["epoch"], interrupted.resume_ckpt["step"]
-    assert resumed.ran == ["train-lstm"]
+    assert resumed.ran == ["train@lstm"]
     assert f"lstm: resuming after step {step} (from {RESUME})" in resumed.out
     assert f"(epoch {n}.00):" not in resumed.out  # completed epochs are not trained again
     assert f"(epoch {n + 1}.00):" in resumed.out
@@ -503,7 +503,7 @@ def test_resume_state_from_other_params_is_ignored(interrupted, resumed):
     fresh = load_checkpoint(resume)
     assert fresh["fingerprint"] != interrupted.resume_ckpt["fingerprint"] and 1 <= fresh["position"]["epoch"] < 4
 
-    out = proj.repro("train-lstm").stdout
+    out = proj.repro("train@lstm").stdout
     assert f"lstm: resuming after step {fresh['step']}" in out
     summary = json.loads((p / "metrics/train/lstm/metrics.json").read_text())
     assert summary["epochs"] == 4
@@ -605,8 +605,8 @@ def test_a_misspelled_section_fails_the_experiment(main):
 
 # --------------------------------------------------------------------------- 7. params validation
 @pytest.mark.parametrize("updates,stage,expected,output", [
-    ({"lstm": {"hiden": 12}}, "train-lstm", ["lstm.hiden", "lstm.hidden"], "models/lstm.pt"),
-    ({"train": {"optimizer": "adamm"}}, "train-lstm", ["train.optimizer", "'adamm'", "'adam'"], "models/lstm.pt"),
+    ({"lstm": {"hiden": 12}}, "train@lstm", ["lstm.hiden", "lstm.hidden"], "models/lstm.pt"),
+    ({"train": {"optimizer": "adamm"}}, "train@lstm", ["train.optimizer", "'adamm'", "'adam'"], "models/lstm.pt"),
     ({"vocab": {"split": [0.9, 0.2, 0.1]}}, "vocab", ["vocab.split", "must sum to 1"], "data/vocab.json"),
 ], ids=["unknown-key", "bad-choice", "split-sum"])
 def test_invalid_params_fail_the_stage_with_one_clear_error(main, updates, stage, expected, output):

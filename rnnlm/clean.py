@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import fileio
 from .errors import RnnlmError
+from .params import CleanConfig
 
 MODES = ("letters", "lines", "raw")
 MIN_KEPT = 0.10  # mode letters refuses a text it would shrink below this share (another script)
@@ -164,7 +165,7 @@ def text_stats(text: str) -> dict:
     return {"chars": len(text), "lines": count_lines(text), "distinct_chars": len(set(text))}
 
 
-def run_clean_dir(cfg: dict, raw_dir: str | os.PathLike = "data/raw", out_dir: str | os.PathLike = "data/clean",
+def run_clean_dir(cfg: CleanConfig, raw_dir: str | os.PathLike = "data/raw", out_dir: str | os.PathLike = "data/clean",
                   metrics_path: str | os.PathLike = "metrics/clean.json") -> dict:
     """The clean stage: ``raw_dir/corpus.txt`` -> ``out_dir/corpus.txt``, or for a pre-split corpus
     each of ``raw_dir/{train,val,test}.txt`` -> ``out_dir/{train,val,test}.txt`` (``clean.max_chars``
@@ -183,7 +184,7 @@ def run_clean_dir(cfg: dict, raw_dir: str | os.PathLike = "data/raw", out_dir: s
     return metrics
 
 
-def text_source(raw_source: Path, cfg: dict) -> dict:
+def text_source(raw_source: Path, cfg: CleanConfig) -> dict:
     """Where the clean text came from and how it was cleaned: the corpus and its sha256 (per file of
     a pre-split corpus) from the download stage's record, and the clean mode. It travels with the
     vocabulary into every model file, so a model can clean a new text the way its corpus was."""
@@ -193,10 +194,10 @@ def text_source(raw_source: Path, cfg: dict) -> dict:
         raw = {}
     sha = ({k: v.get("sha256") for k, v in raw["splits"].items()} if "splits" in raw else raw.get("sha256"))
     return {"corpus": raw.get("corpus"), "sha256": sha,
-            "clean": {"mode": cfg["mode"], "strip_gutenberg": bool(cfg["strip_gutenberg"])}}
+            "clean": {"mode": cfg.mode, "strip_gutenberg": cfg.strip_gutenberg}}
 
 
-def run_clean(cfg: dict, raw_path: str | os.PathLike = "data/raw/corpus.txt",
+def run_clean(cfg: CleanConfig, raw_path: str | os.PathLike = "data/raw/corpus.txt",
               out_path: str | os.PathLike = "data/clean/corpus.txt",
               metrics_path: str | os.PathLike = "metrics/clean.json") -> dict:
     """Clean one file and write its metrics (see :func:`clean_file`)."""
@@ -206,7 +207,7 @@ def run_clean(cfg: dict, raw_path: str | os.PathLike = "data/raw/corpus.txt",
 
 
 def clean_file(
-    cfg: dict,
+    cfg: CleanConfig,
     raw_path: str | os.PathLike = "data/raw/corpus.txt",
     out_path: str | os.PathLike = "data/clean/corpus.txt",
 ) -> dict:
@@ -225,7 +226,7 @@ def clean_file(
     except OSError as exc:
         raise RnnlmError(f"{raw_path}: cannot read: {exc.strerror or exc}") from None
     text = decode_utf8(data, raw_path)
-    mode, max_chars, strip = cfg["mode"], int(cfg["max_chars"]), bool(cfg["strip_gutenberg"])
+    mode, max_chars, strip = cfg.mode, cfg.max_chars, cfg.strip_gutenberg
     try:
         out = clean_text(text, mode, max_chars, strip)
     except RnnlmError as exc:

@@ -25,12 +25,14 @@ from .checkpoint import load_packaged
 from .clean import clean_like_corpus, decode_utf8
 from .device import resolve_device
 from .errors import RnnlmError, stage_main
-from .generate import STRATEGIES, sample_one
+from .generate import sample_one
 from .metrics import bits_per_token, model_token_nll, perplexity
 from .models import num_parameters
-from .params import SCHEMA, validate_section
+from .params import STRATEGIES, validate_section
 
-SAMPLE_DEFAULTS = {k: f.default for k, f in SCHEMA["sample"].items()}
+# The tool's own sampling defaults (outside a project there is no params.yaml to read them from);
+# tests/test_cli.py keeps them equal to the committed params.yaml's `sample` section.
+SAMPLE_DEFAULTS = {"length": 100, "strategy": "top_k", "temperature": 0.8, "top_k": 5, "seed": 0}
 SCORE_STEPS = 256  # tokens per forward call when scoring; never changes the result
 
 
@@ -42,8 +44,9 @@ def _load(args):
 
 # --------------------------------------------------------------------------- sample
 def cmd_sample(args) -> None:
-    cfg = validate_section("sample", {"length": args.length, "strategy": args.strategy,
-                                      "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed})
+    cfg = validate_section("sample", {"prefixes": [args.prefix], "length": args.length, "strategy": args.strategy,
+                                      "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
+                                      "device": args.device})
     model, vocab, ckpt, device = _load(args)
     print(sample_one(model, vocab, ckpt.get("name", ""), args.prefix, cfg, device))
 

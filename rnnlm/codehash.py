@@ -83,7 +83,7 @@ def stage_fingerprints(root: Path) -> dict[str, tuple[str, list[Path]]]:
     """{script name: (fingerprint, the files it covers)} for every ``stages/*.py`` under ``root``."""
     package_dir = root / PACKAGE
     out = {}
-    for script in sorted((root / "stages").glob("*.py")):
+    for script in sorted((root / "stages").glob("[!_]*.py")):  # not __init__.py
         files = [script, *closure(script, package_dir)]
         out[script.stem] = (fingerprint(files, root), files)
     return out

@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from . import fileio
 from .errors import ParamError, RnnlmError
+from .params import DownloadConfig
 
 CHUNK = 1 << 16
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # bound on the uncompressed size of a zip member
@@ -172,7 +173,7 @@ def _check_sha256(value: str | None, key: str = "download.sha256") -> str | None
     return value
 
 
-def resolve_corpus(cfg: dict, base_dir: str | os.PathLike | None = None) -> CorpusSpec | dict[str, CorpusSpec]:
+def resolve_corpus(cfg: DownloadConfig, base_dir: str | os.PathLike | None = None) -> CorpusSpec | dict[str, CorpusSpec]:
     """Turn ``download.corpus`` / ``download.sha256`` into a :class:`CorpusSpec`, or, for a corpus
     that comes split (a catalog entry with splits, such as ``ptb``, or a {train, val, test}
     mapping), into {split: CorpusSpec} in the order train, val, test.
@@ -183,9 +184,9 @@ def resolve_corpus(cfg: dict, base_dir: str | os.PathLike | None = None) -> Corp
     give its own (``{source: ..., sha256: ...}``).
     """
     base = Path.cwd() if base_dir is None else Path(base_dir)
-    corpus = cfg.get("corpus", "")
-    sha = _check_sha256(cfg.get("sha256", ""))
-    member = str(cfg.get("member") or "") or None
+    corpus = cfg.corpus
+    sha = _check_sha256(cfg.sha256)
+    member = cfg.member or None
     if isinstance(corpus, dict):
         _no_sha256_for_splits(sha)
         _no_member_for_splits(member)
@@ -608,7 +609,7 @@ def candidate_sources(spec: CorpusSpec, mirrors: list[str], base_dir: Path,
 
 
 def fetch_corpus(
-    cfg: dict,
+    cfg: DownloadConfig,
     out_dir: str | os.PathLike,
     base_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -642,15 +643,15 @@ def fetch_corpus(
     out_dir = Path(out_dir)
     specs = resolve_corpus(cfg, base)
     files = {"corpus": specs} if isinstance(specs, CorpusSpec) else specs
-    how = dict(mirrors=[str(m) for m in (cfg.get("mirrors") or [])], base=base, mirror_base=workspace_root(base),
-               timeout=float(cfg.get("timeout", 30.0)), retries=int(cfg.get("retries", 3)), progress=progress, log=log)
+    how = dict(mirrors=[str(m) for m in cfg.mirrors], base=base, mirror_base=workspace_root(base),
+               timeout=cfg.timeout, retries=cfg.retries, progress=progress, log=log)
     if out_dir.exists() and not out_dir.is_dir():
         raise RnnlmError(f"{out_dir}: exists and is not a directory")
     created_out_dir = not out_dir.exists()
     try:
         with tempfile.TemporaryDirectory(prefix="rnnlm-download-") as tmp:
             staged = {name: _fetch_file(spec, Path(tmp), name, **how) for name, spec in files.items()}
-            return _publish(cfg.get("corpus"), staged, out_dir)
+            return _publish(cfg.corpus, staged, out_dir)
     except BaseException:
         _remove_if_new_and_empty(out_dir, created_out_dir)
         raise

@@ -46,9 +46,9 @@ from .fileio import read_json, write_json, write_text
 from .metrics import bits_per_token, mixture_log_probs, mixture_weight, model_token_nll, perplexity
 from .models import num_parameters
 from .ngram import KneserNeyLM, UnigramLM
-from .params import MODELS
+from .params import MODELS, EvaluateConfig
 from .prepare import load_splits
-from .results import DIGITS, bits_column, markdown_table, results_table
+from .results import DIGITS, markdown_table, results_table
 from .vocab import Vocab
 
 NUM_STEPS = 64  # time steps per chunk when walking a split (the result does not depend on it)
@@ -265,7 +265,7 @@ def _log_scores(log, name: str, scores: dict) -> None:
     log(f"evaluate: {name}: test perplexity {scores['test']['perplexity']:.3f}, val {scores['val']['perplexity']:.3f}")
 
 
-def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODELS,
+def run_evaluate(cfg: EvaluateConfig, root: str | Path = ".", models: Sequence[str] = MODELS,
                  log: Callable[[str], None] = print) -> dict:
     """Score ``models``, the baselines and each model interpolated with Kneser-Ney; write every
     output under ``root``.
@@ -273,7 +273,7 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
     Returns {"eval": the eval.json dict, "table": the results DataFrame, "markdown": results.md}.
     """
     root = Path(root)
-    device = resolve_device(cfg["device"], "evaluate.device")
+    device = resolve_device(cfg.device, "evaluate.device")
     vocab = Vocab.load(root / "data" / "vocab.json")
     splits = load_splits(root / "data" / "tokens")
     _check_splits(splits)
@@ -283,9 +283,9 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
             raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train@{m}` first")
 
     rows, results, curves = [], {"models": {}, "baselines": {}, "interpolated": {}}, {}
-    kn = kn_name(cfg["ngram_order"])
+    kn = kn_name(cfg.ngram_order)
     baseline_scores = {}
-    for name, (lm, desc) in fit_baselines(splits["train"], len(vocab), cfg["ngram_order"]).items():
+    for name, (lm, desc) in fit_baselines(splits["train"], len(vocab), cfg.ngram_order).items():
         baseline_scores[name] = scores = score_lm(lm, splits)
         results["baselines"][name] = _rounded(scores, desc["params"])
         rows.append(_row(name, "ngram", desc["impl"], desc["params"], scores))
@@ -293,7 +293,7 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
 
     for m in models:
         model, _ = load_model(ckpts[m], vocab.fingerprint, device)
-        scores = score_model(model, splits, cfg["batch_size"], device)
+        scores = score_model(model, splits, cfg.batch_size, device)
         row, curves[m] = _model_row(m, model, scores, root / "metrics" / "train" / m)
         del model
         results["models"][m] = _rounded(scores, row["params"])
@@ -302,7 +302,7 @@ def run_evaluate(cfg: dict, root: str | Path = ".", models: Sequence[str] = MODE
         lam, mixed = interpolate(scores, baseline_scores[kn])
         params = row["params"] + results["baselines"][kn]["params"]
         results["interpolated"][f"{m}+{kn}"] = {**_rounded(mixed, params), "weight": round(lam, DIGITS)}
-        rows.append(_row(f"{m}+{kn}", "interpolated", f"{lam:.2f} x {m} + {1 - lam:.2f} x KN-{cfg['ngram_order']}",
+        rows.append(_row(f"{m}+{kn}", "interpolated", f"{lam:.2f} x {m} + {1 - lam:.2f} x KN-{cfg.ngram_order}",
                          params, mixed))
         _log_scores(log, f"{m}+{kn} (weight {lam:.3f})", mixed)
 

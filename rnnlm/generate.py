@@ -39,12 +39,11 @@ import torch
 
 from .checkpoint import load_model
 from .device import resolve_device
-from .errors import ParamError, RnnlmError
+from .errors import RnnlmError
 from .fileio import write_text
-from .params import MODELS
+from .params import MODELS, SampleConfig
 from .vocab import UNK, Vocab
 
-STRATEGIES = ("greedy", "temperature", "top_k")
 BOS = "<bos>"
 DEFAULT_PREFIXES = {
     "timemachine": ["time traveller"],
@@ -92,10 +91,6 @@ def choose(logits: torch.Tensor, strategy: str, temperature: float = 1.0, top_k:
     logits = logits.detach().to("cpu", torch.float64).clone()
     if len(banned):
         logits[list(banned)] = -math.inf
-    if strategy not in STRATEGIES:
-        raise ParamError("sample.strategy", f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if not temperature >= 0:
-        raise ParamError("sample.temperature", f"must be >= 0 (0 = greedy), got {temperature!r}")
     if strategy == "greedy" or temperature == 0:
         return int(torch.argmax(logits))
     candidates = torch.arange(len(logits))
@@ -116,8 +111,6 @@ def generate(model, vocab: Vocab, prefix: str, length: int, strategy: str = "gre
 
     ``warn`` receives the one out-of-vocabulary warning (None: silent).
     """
-    if strategy not in STRATEGIES:
-        raise ParamError("sample.strategy", f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     ids = encode_prefix(vocab, prefix, warn)
     if length <= 0:
         return prefix
@@ -153,24 +146,24 @@ def generate(model, vocab: Vocab, prefix: str, length: int, strategy: str = "gre
     return prefix + sep + text
 
 
-def sample_one(model, vocab: Vocab, name: str, prefix: str, cfg: dict, device="cpu",
+def sample_one(model, vocab: Vocab, name: str, prefix: str, cfg: SampleConfig, device="cpu",
                warn: Callable[[str], None] | None = _stderr) -> str:
     """One sample as the sample stage makes it (``cfg``: the ``sample`` params section), seeded by
     (cfg seed, model name, prefix): `rnnlm sample` with the same seed prints the same text."""
-    gen = torch.Generator().manual_seed(sample_seed(cfg["seed"], name, prefix))
-    return generate(model, vocab, prefix, cfg["length"], cfg["strategy"], cfg["temperature"], cfg["top_k"],
+    gen = torch.Generator().manual_seed(sample_seed(cfg.seed, name, prefix))
+    return generate(model, vocab, prefix, cfg.length, cfg.strategy, cfg.temperature, cfg.top_k,
                     gen, device, warn=warn)
 
 
 # --- the stage ------------------------------------------------------------------------------
-def describe(cfg: dict) -> str:
-    if cfg["strategy"] == "greedy" or cfg["temperature"] == 0:
+def describe(cfg: SampleConfig) -> str:
+    if cfg.strategy == "greedy" or cfg.temperature == 0:
         how = "greedy"
-    elif cfg["strategy"] == "temperature":
-        how = f"temperature {cfg['temperature']:g}"
+    elif cfg.strategy == "temperature":
+        how = f"temperature {cfg.temperature:g}"
     else:
-        how = f"top_k {cfg['top_k']}, temperature {cfg['temperature']:g}"
-    return f"strategy {how}; seed {cfg['seed']}; {cfg['length']} tokens after each prefix"
+        how = f"top_k {cfg.top_k}, temperature {cfg.temperature:g}"
+    return f"strategy {how}; seed {cfg.seed}; {cfg.length} tokens after each prefix"
 
 
 def show_prefix(prefix: str) -> str:
@@ -183,7 +176,7 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def samples_markdown(samples: dict[str, list[tuple[str, str]]], cfg: dict) -> str:
+def samples_markdown(samples: dict[str, list[tuple[str, str]]], cfg: SampleConfig) -> str:
     lines = ["# Samples", "", f"{describe(cfg)}; from checkpoints models/<model>.pt.", ""]
     for model, rows in samples.items():
         lines += [f"## {model}", ""]
@@ -193,23 +186,23 @@ def samples_markdown(samples: dict[str, list[tuple[str, str]]], cfg: dict) -> st
     return "\n".join(lines)
 
 
-def samples_text(model: str, rows: list[tuple[str, str]], cfg: dict) -> str:
+def samples_text(model: str, rows: list[tuple[str, str]], cfg: SampleConfig) -> str:
     lines = [f"# {model}: {describe(cfg)}", ""]
     for i, (prefix, text) in enumerate(rows, 1):
         lines += [f"--- prefix {i}/{len(rows)}: {show_prefix(prefix)}", text, ""]
     return "\n".join(lines)
 
 
-def run_sample(cfg: dict, corpus: str, root: str | Path = ".", models: Sequence[str] = MODELS,
+def run_sample(cfg: SampleConfig, corpus: str, root: str | Path = ".", models: Sequence[str] = MODELS,
                warn: Callable[[str], None] = _stderr) -> dict[str, list[tuple[str, str]]]:
     """Sample every model for every prefix; write samples/<model>.txt and samples/samples.md.
 
     Returns {model: [(prefix, text), ...]}.
     """
     root = Path(root)
-    device = resolve_device(cfg["device"], "sample.device")
+    device = resolve_device(cfg.device, "sample.device")
     vocab = Vocab.load(root / "data" / "vocab.json")
-    prefixes = list(dict.fromkeys(cfg["prefixes"])) or default_prefixes(corpus)
+    prefixes = list(dict.fromkeys(cfg.prefixes)) or default_prefixes(corpus)
     ckpts = {m: root / "models" / f"{m}.pt" for m in models}
     for m, path in ckpts.items():
         if not path.exists():

@@ -1,14 +1,18 @@
-"""params.yaml: loading, defaults and validation.
+"""params.yaml: one typed, validated config object per section.
 
-Each stage calls :func:`load_section` for the sections it reads. Values are checked for
-type, range and allowed names; unknown keys are reported with the nearest valid name, so
-``lstm.hiden: 512`` fails loudly instead of silently training the default size.
+params.yaml is the one source of the defaults: it lists every key, and a key missing from it is
+an error, not a value from somewhere else. Each stage builds the config objects of the sections
+it reads once, at its start (:func:`load_section`, :func:`load_model_config`); every value is
+checked for type, range and allowed names there, and the library trusts the objects it is given.
+Unknown keys and sections are reported with the nearest valid name, so ``lstm.hiden: 512`` fails
+loudly instead of silently training another size.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,15 +22,15 @@ from .errors import ParamError, RnnlmError
 
 PARAMS_FILE = "params.yaml"
 MODELS = ("rnn", "lstm", "gru")
+SPLIT_NAMES = ("train", "val", "test")
+DEVICES = ("auto", "cpu", "cuda")
+STRATEGIES = ("greedy", "temperature", "top_k")
 
 
-@dataclass(frozen=True)
-class Field:
-    kind: str  # "int" | "float" | "str" | "bool" | "list[str]" | "list[int]" | "list[float]" | "corpus"
-    default: Any
-    choices: tuple[str, ...] = ()
-    check: Callable[[Any], str | None] | None = None  # returns a problem or None
-    help: str = ""
+def spec(check: Callable[[Any], str | None] | None = None, choices: tuple = ()):
+    """A config field's validation (params.yaml's comments say what each key means): ``check``
+    returns a problem or None; ``choices`` are the allowed values."""
+    return field(metadata={"check": check, "choices": choices})
 
 
 def positive(v):
@@ -63,9 +67,6 @@ def _cutoffs_check(v):
     return None
 
 
-SPLIT_NAMES = ("train", "val", "test")
-
-
 def _corpus_check(v):
     """``download.corpus``: one source (a string), or {train, val, test} sources, each a string or
     {source, sha256}."""
@@ -84,84 +85,228 @@ def _corpus_check(v):
     return None
 
 
-SCHEMA: dict[str, dict[str, Field]] = {
-    "download": {
-        "corpus": Field("corpus", "timemachine", check=_corpus_check,
-                        help="catalog name, http(s) URL, local path, or {train, val, test} sources"),
-        "sha256": Field("str", "", help="expected sha256 of a custom source (optional)"),
-        "mirrors": Field("list[str]", ["../shared/data"], help="directories tried before the network"),
-        "member": Field("str", "", help="the text member of a zip archive with several (\"\" = its only text file)"),
-        "timeout": Field("float", 30.0, check=positive, help="network timeout in seconds"),
-        "retries": Field("int", 3, check=non_negative, help="retries of transient network failures"),
-    },
-    "clean": {
-        "mode": Field("str", "letters", choices=("letters", "lines", "raw")),
-        "max_chars": Field("int", 0, check=non_negative, help="0 = keep all"),
-        "strip_gutenberg": Field("bool", True),
-    },
-    "vocab": {
-        "level": Field("str", "char", choices=("char", "word")),
-        "min_freq": Field("int", 1, check=positive),
-        "reserved": Field("list[str]", []),
-        "split": Field("list[float]", [0.9, 0.05, 0.05], check=_split_check,
-                       help="single-file corpora only; a pre-split corpus keeps its own files"),
-        "tokenizer": Field("str", "regex", choices=("regex", "whitespace"),
-                           help="word level: regex (words and punctuation marks) or whitespace (split only)"),
-        "eos": Field("bool", False, help="word level: an <eos> token at every line end"),
-    },
-    "train": {
-        "batch_size": Field("int", 32, check=positive),
-        "num_steps": Field("int", 35, check=positive),
-        "epochs": Field("int", 10, check=positive),
-        "max_steps": Field("int", 0, check=non_negative, help="optimizer-step budget; 0 = epochs only"),
-        "max_minutes": Field("float", 0.0, check=non_negative, help="wall-clock budget; 0 = none"),
-        "eval_every": Field("int", 0, check=non_negative, help="validate every N steps; 0 = every epoch"),
-        "optimizer": Field("str", "adam", choices=("sgd", "adam", "adamw")),
-        "lr": Field("float", 0.002, check=positive),
-        "weight_decay": Field("float", 0.0, check=non_negative),
-        "clip_theta": Field("float", 1.0, check=non_negative, help="global grad-norm clip; 0 = off"),
-        "sampling": Field("str", "sequential", choices=("random", "sequential")),
-        "seed": Field("int", 0, check=non_negative),
-        "device": Field("str", "auto", choices=("auto", "cpu", "cuda")),
-        "threads": Field("int", 0, check=non_negative, help="torch CPU threads; 0 = torch default"),
-        "precision": Field("str", "fp32", choices=("fp32", "bf16"),
-                           help="bf16: mixed precision (autocast); weights, optimizer and evaluation stay fp32"),
-        "patience": Field("int", 0, check=non_negative, help="early stopping; 0 = off"),
-        "lr_decay": Field("float", 1.0, check=factor, help="lr factor on a val plateau; 1 = off"),
-        "lr_schedule": Field("str", "plateau", choices=("plateau", "cosine"),
-                             help="plateau: lr_decay when val stalls; cosine: lr to lr/10 over the epoch/step budget"),
-    },
-    "evaluate": {
-        "ngram_order": Field("int", 5, check=positive),
-        "batch_size": Field("int", 1, check=positive, help="parallel streams when scoring a split; 1 = exact"),
-        "device": Field("str", "auto", choices=("auto", "cpu", "cuda")),
-    },
-    "sample": {
-        "prefixes": Field("list[str]", []),
-        "length": Field("int", 100, check=non_negative),
-        "strategy": Field("str", "top_k", choices=("greedy", "temperature", "top_k")),
-        "temperature": Field("float", 0.8, check=non_negative, help="0 = greedy (argmax)"),
-        "top_k": Field("int", 5, check=positive),
-        "seed": Field("int", 0, check=non_negative),
-        "device": Field("str", "auto", choices=("auto", "cpu", "cuda")),
-    },
-}
-
-MODEL_FIELDS: dict[str, Field] = {
-    "impl": Field("str", "torch", choices=("scratch", "torch")),
-    "hidden": Field("int", 256, check=positive),
-    "layers": Field("int", 1, check=positive),
-    "dropout": Field("float", 0.0, check=unit_interval_open),
-    "embedding": Field("int", 32, check=non_negative, help="0 = one-hot inputs"),
-    "tie_weights": Field("bool", False, help="decoder shares the embedding matrix (needs embedding == hidden)"),
-    "softmax": Field("str", "full", choices=("full", "adaptive")),
-    "cutoffs": Field("list[int]", [], check=_cutoffs_check, help="adaptive softmax cluster bounds; [] = automatic"),
-}
-for _m in MODELS:
-    # A model section holds its own fields plus optional overrides of any `train` value.
-    SCHEMA[_m] = {**MODEL_FIELDS, **{k: Field(f.kind, None, f.choices, f.check) for k, f in SCHEMA["train"].items()}}
+# --------------------------------------------------------------------------- the sections
+@dataclass(frozen=True)
+class DownloadConfig:
+    corpus: str | dict = spec(_corpus_check)
+    sha256: str = spec()
+    member: str = spec()
+    mirrors: list[str] = spec()
+    timeout: float = spec(positive)
+    retries: int = spec(non_negative)
 
 
+@dataclass(frozen=True)
+class CleanConfig:
+    mode: str = spec(choices=("letters", "lines", "raw"))
+    max_chars: int = spec(non_negative)
+    strip_gutenberg: bool = spec()
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    level: str = spec(choices=("char", "word"))
+    min_freq: int = spec(positive)
+    reserved: list[str] = spec()
+    split: list[float] = spec(_split_check)
+    tokenizer: str = spec(choices=("regex", "whitespace"))
+    eos: bool = spec()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = spec(positive)
+    num_steps: int = spec(positive)
+    epochs: int = spec(positive)
+    max_steps: int = spec(non_negative)
+    max_minutes: float = spec(non_negative)
+    eval_every: int = spec(non_negative)
+    optimizer: str = spec(choices=("sgd", "adam", "adamw"))
+    lr: float = spec(positive)
+    weight_decay: float = spec(non_negative)
+    clip_theta: float = spec(non_negative)
+    sampling: str = spec(choices=("random", "sequential"))
+    seed: int = spec(non_negative)
+    device: str = spec(choices=DEVICES)
+    threads: int = spec(non_negative)
+    precision: str = spec(choices=("fp32", "bf16"))
+    patience: int = spec(non_negative)
+    lr_decay: float = spec(factor)
+    lr_schedule: str = spec(choices=("plateau", "cosine"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model section's own keys (its other keys override ``train`` values for that model)."""
+    impl: str = spec(choices=("scratch", "torch"))
+    hidden: int = spec(positive)
+    layers: int = spec(positive)
+    dropout: float = spec(unit_interval_open)
+    embedding: int = spec(non_negative)
+    tie_weights: bool = spec()
+    softmax: str = spec(choices=("full", "adaptive"))
+    cutoffs: list[int] = spec(_cutoffs_check)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    ngram_order: int = spec(positive)
+    batch_size: int = spec(positive)
+    device: str = spec(choices=DEVICES)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    prefixes: list[str] = spec()
+    length: int = spec(non_negative)
+    strategy: str = spec(choices=STRATEGIES)
+    temperature: float = spec(non_negative)
+    top_k: int = spec(positive)
+    seed: int = spec(non_negative)
+    device: str = spec(choices=DEVICES)
+
+
+SCHEMA: dict[str, type] = {"download": DownloadConfig, "clean": CleanConfig, "vocab": VocabConfig,
+                           "train": TrainConfig, **{m: ModelConfig for m in MODELS},
+                           "evaluate": EvaluateConfig, "sample": SampleConfig}
+
+
+def fields_of(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+# --------------------------------------------------------------------------- checking values
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _as_float(v):
+    if isinstance(v, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+        try:
+            v = float(v)
+        except ValueError:
+            return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _typed(kind: str, v: Any) -> tuple[bool, Any]:
+    """(ok, value converted to ``kind``)."""
+    if kind == "int":
+        return _is_int(v), v
+    if kind == "float":
+        x = _as_float(v)
+        return x is not None, x
+    if kind == "str":
+        return isinstance(v, str), v
+    if kind == "bool":
+        return isinstance(v, bool), v
+    if kind == "str | dict":
+        return isinstance(v, (str, dict)), v
+    v = [] if v is None else v
+    if not isinstance(v, list):
+        return False, v
+    if kind == "list[str]":
+        return all(isinstance(x, str) for x in v), v
+    if kind == "list[int]":
+        return all(_is_int(x) for x in v), v
+    ok = all(_as_float(x) is not None for x in v)  # list[float]
+    return ok, [_as_float(x) for x in v] if ok else v
+
+
+EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+            "str | dict": "a catalog name, URL or path, or a {train, val, test} mapping",
+            "list[str]": "a list of strings", "list[int]": "a list of integers", "list[float]": "a list of numbers"}
+
+
+def check_value(key: str, f: dataclasses.Field, v: Any) -> Any:
+    """``v`` checked against field ``f`` (type, choices, range); ParamError naming ``key`` if wrong."""
+    ok, v2 = _typed(f.type, v)
+    if not ok:
+        what = "a finite number" if f.type == "float" and isinstance(v, float) else EXPECTED[f.type]
+        raise ParamError(key, f"expected {what}, got {v!r}")
+    choices, check = f.metadata["choices"], f.metadata["check"]
+    if choices and v2 not in choices:
+        hint = difflib.get_close_matches(str(v2), choices, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ParamError(key, f"unknown value {v2!r}{did}; choose one of {', '.join(choices)}")
+    problem = check(v2) if check else None
+    if problem:
+        raise ParamError(key, problem)
+    return v2
+
+
+def _unknown(name: str, key: str, valid) -> ParamError:
+    hint = difflib.get_close_matches(str(key), valid, n=1)
+    did = f"; did you mean {name}.{hint[0]}?" if hint else ""
+    return ParamError(f"{name}.{key}", f"unknown key{did} (valid: {', '.join(valid)})")
+
+
+def _checked(name: str, raw: dict, required: dict, optional: dict | None = None) -> dict:
+    """Every key of ``raw`` checked against the ``required`` (and ``optional``) fields."""
+    spec_ = {**required, **(optional or {})}
+    out = {}
+    for key, v in raw.items():
+        if key not in spec_:
+            raise _unknown(name, key, spec_)
+        if v is not None:
+            out[key] = check_value(f"{name}.{key}", spec_[key], v)
+    missing = [k for k in required if k not in out]
+    if missing:
+        where = f"{name}.{missing[0]}" if len(missing) == 1 else f"{name}: {', '.join(missing)}"
+        raise ParamError(where, "missing: params.yaml sets every key (it holds the defaults; "
+                                "see the committed params.yaml)")
+    return out
+
+
+def _section(name: str, raw: Any) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ParamError(name, f"must be a mapping, got {raw!r}")
+    return raw
+
+
+def _check_vocab(cfg: VocabConfig) -> None:
+    if cfg.level == "char":
+        for key, bad in (("tokenizer", "whitespace"), ("eos", True)):
+            if getattr(cfg, key) == bad:
+                raise ParamError(f"vocab.{key}", f"{bad!r} is for vocab.level: word; the char level "
+                                                 "keeps every character (newlines included)")
+
+
+def _check_model(name: str, m: ModelConfig) -> None:
+    if m.tie_weights and m.embedding != m.hidden:
+        raise ParamError(f"{name}.tie_weights", f"needs {name}.embedding == {name}.hidden "
+                                                f"(got {m.embedding} and {m.hidden})")
+    if m.tie_weights and m.softmax == "adaptive":
+        raise ParamError(f"{name}.tie_weights", "cannot be combined with softmax: adaptive; choose one")
+
+
+def _model_section(name: str, raw: dict) -> tuple[ModelConfig, dict]:
+    """(the model's own config, its overrides of ``train`` values)."""
+    own = fields_of(ModelConfig)
+    values = _checked(name, raw, own, optional=fields_of(TrainConfig))
+    model = ModelConfig(**{k: values[k] for k in own})
+    _check_model(name, model)
+    return model, {k: v for k, v in values.items() if k not in own}
+
+
+def validate_section(name: str, raw: Any):
+    """Section ``name`` of params.yaml as its config object; ParamError on any problem."""
+    if name not in SCHEMA:
+        raise RnnlmError(f"unknown params section {name!r}")
+    raw = _section(name, raw)
+    if name in MODELS:
+        return _model_section(name, raw)[0]
+    cfg = SCHEMA[name](**_checked(name, raw, fields_of(SCHEMA[name])))
+    if name == "vocab":
+        _check_vocab(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------- reading params.yaml
 def read_params(path: str | Path = PARAMS_FILE) -> dict:
     path = Path(path)
     if not path.exists():
@@ -175,93 +320,7 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict:
     return data
 
 
-def _coerce(key: str, f: Field, v: Any) -> Any:
-    def bad(expected):
-        return ParamError(key, f"expected {expected}, got {v!r}")
-
-    if f.kind == "int":
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise bad("an integer")
-    elif f.kind == "float":
-        if isinstance(v, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
-            try:
-                v = float(v)
-            except ValueError:
-                raise bad("a number") from None
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise bad("a number")
-        v = float(v)
-        if not math.isfinite(v):
-            raise bad("a finite number")
-    elif f.kind == "str":
-        if not isinstance(v, str):
-            raise bad("a string")
-    elif f.kind == "bool":
-        if not isinstance(v, bool):
-            raise bad("true or false")
-    elif f.kind == "list[str]":
-        if v is None:
-            v = []
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise bad("a list of strings")
-    elif f.kind == "corpus":
-        if not isinstance(v, (str, dict)):
-            raise bad("a catalog name, URL or path, or a {train, val, test} mapping")
-    elif f.kind == "list[int]":
-        if v is None:
-            v = []
-        if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-            raise bad("a list of integers")
-    elif f.kind == "list[float]":
-        if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-            raise bad("a list of numbers")
-        v = [float(x) for x in v]
-    if f.choices and v not in f.choices:
-        hint = difflib.get_close_matches(str(v), f.choices, n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ParamError(key, f"unknown value {v!r}{did}; choose one of {', '.join(f.choices)}")
-    if f.check is not None:
-        problem = f.check(v)
-        if problem:
-            raise ParamError(key, problem)
-    return v
-
-
-def validate_section(name: str, raw: Any) -> dict:
-    """Return section ``name`` with defaults filled in; raise ParamError on any problem."""
-    if name not in SCHEMA:
-        raise RnnlmError(f"unknown params section {name!r}")
-    spec = SCHEMA[name]
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ParamError(name, f"must be a mapping, got {raw!r}")
-    for key in raw:
-        if key not in spec:
-            hint = difflib.get_close_matches(str(key), spec, n=1)
-            did = f"; did you mean {name}.{hint[0]}?" if hint else ""
-            raise ParamError(f"{name}.{key}", f"unknown key{did} (valid: {', '.join(spec)})")
-    out = {}
-    for key, f in spec.items():
-        if key in raw and raw[key] is not None:
-            out[key] = _coerce(f"{name}.{key}", f, raw[key])
-        elif f.default is not None or f.kind.startswith("list"):
-            out[key] = f.default if f.default is not None else []
-    if name == "vocab" and out["level"] == "char":
-        for key, bad in (("tokenizer", "whitespace"), ("eos", True)):
-            if out[key] == bad:
-                raise ParamError(f"vocab.{key}", f"{bad!r} is for vocab.level: word; the char level "
-                                                 "keeps every character (newlines included)")
-    if name in MODELS:
-        if out.get("tie_weights") and out.get("embedding") != out.get("hidden"):
-            raise ParamError(f"{name}.tie_weights", f"needs {name}.embedding == {name}.hidden "
-                                                    f"(got {out.get('embedding')} and {out.get('hidden')})")
-        if out.get("tie_weights") and out.get("softmax") == "adaptive":
-            raise ParamError(f"{name}.tie_weights", "cannot be combined with softmax: adaptive; choose one")
-    return out
-
-
-def check_sections(params: dict, names) -> None:
+def check_sections(params: dict) -> None:
     """Reject unknown top-level sections among ``params`` (typo guard for section names)."""
     for key in params:
         if key not in SCHEMA:
@@ -271,36 +330,34 @@ def check_sections(params: dict, names) -> None:
 
 
 def validate_all(params: dict) -> dict:
-    """Every section of ``params`` validated (unknown sections included), defaults filled in.
+    """Every section of ``params`` validated (unknown sections included).
 
     The ``check-params`` stage runs this whenever anything in params.yaml changes, so a
     misspelled section that no other stage reads (``dvc exp run -S +lstn.hidden=12``) still fails.
     """
-    check_sections(params, SCHEMA)
-    return {name: validate_section(name, params.get(name)) for name in SCHEMA}
+    check_sections(params)
+    out = {name: validate_section(name, params.get(name)) for name in SCHEMA}
+    for m in MODELS:
+        load_model_config(m, params=params)
+    return out
 
 
-def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None = None) -> dict:
+def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None = None):
     params = read_params(path) if params is None else params
-    check_sections(params, SCHEMA)
+    check_sections(params)
     return validate_section(name, params.get(name))
 
 
-def load_model_config(model: str, path: str | Path = PARAMS_FILE, params: dict | None = None) -> tuple[dict, dict]:
-    """Return (model section, effective train config) for ``model``.
-
-    Keys of the ``train`` section that also appear in the model section are overridden.
-    """
+def load_model_config(model: str, path: str | Path = PARAMS_FILE,
+                      params: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """(model section, effective train config) for ``model``: keys of ``train`` that also appear
+    in the model section are overridden for that model."""
     if model not in MODELS:
         hint = difflib.get_close_matches(model, MODELS, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise RnnlmError(f"unknown model {model!r}{did}; choose one of {', '.join(MODELS)}")
     params = read_params(path) if params is None else params
-    check_sections(params, SCHEMA)
+    check_sections(params)
     train = validate_section("train", params.get("train"))
-    section = validate_section(model, params.get(model))
-    model_cfg = {k: section[k] for k in MODEL_FIELDS}
-    for k in SCHEMA["train"]:
-        if k in section:
-            train[k] = section[k]
-    return model_cfg, train
+    model_cfg, overrides = _model_section(model, _section(model, params.get(model)))
+    return model_cfg, dataclasses.replace(train, **overrides)

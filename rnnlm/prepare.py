@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import RnnlmError
+from .params import VocabConfig
 from .fileio import atomic_path, write_json, write_text
 from .vocab import Vocab, detokenize, oov_rate, split_bounds, tokenize, unk_rate
 
@@ -32,9 +33,9 @@ def _read(path: Path) -> str:
         raise RnnlmError(f"{path}: not found; run `dvc repro clean` first") from None
 
 
-def split_tokens(text: str | dict[str, str], cfg: dict) -> dict[str, list[str]]:
+def split_tokens(text: str | dict[str, str], cfg: VocabConfig) -> dict[str, list[str]]:
     """Token lists per split: a pre-split corpus's own files, or ``vocab.split`` of one text."""
-    tok = dict(level=cfg["level"], tokenizer=cfg["tokenizer"], eos=cfg["eos"])
+    tok = dict(level=cfg.level, tokenizer=cfg.tokenizer, eos=cfg.eos)
     if isinstance(text, dict):
         parts = {name: tokenize(text[name], **tok) for name in SPLITS}
         for name, tokens in parts.items():
@@ -45,7 +46,7 @@ def split_tokens(text: str | dict[str, str], cfg: dict) -> dict[str, list[str]]:
     tokens = tokenize(text, **tok)
     if not tokens:
         raise RnnlmError("data/clean/corpus.txt has no tokens")
-    return {name: tokens[s] for name, s in zip(SPLITS, split_bounds(len(tokens), cfg["split"]))}
+    return {name: tokens[s] for name, s in zip(SPLITS, split_bounds(len(tokens), cfg.split))}
 
 
 def read_source(clean_dir: Path) -> dict:
@@ -58,14 +59,14 @@ def read_source(clean_dir: Path) -> dict:
         raise RnnlmError(f"{Path(clean_dir) / 'source.json'}: not valid JSON: {exc}") from None
 
 
-def build(text: str | dict[str, str], cfg: dict,
+def build(text: str | dict[str, str], cfg: VocabConfig,
           source: dict | None = None) -> tuple[Vocab, dict[str, np.ndarray], dict, dict[str, list[str]]]:
     parts = split_tokens(text, cfg)
-    vocab = Vocab.build(parts["train"], cfg["level"], cfg["min_freq"], cfg["reserved"], cfg["tokenizer"], cfg["eos"])
+    vocab = Vocab.build(parts["train"], cfg.level, cfg.min_freq, cfg.reserved, cfg.tokenizer, cfg.eos)
     vocab.source = dict(source or {})
     encoded = {name: vocab.encode(parts[name]) for name in SPLITS}
     stats = {
-        "level": cfg["level"],
+        "level": cfg.level,
         "presplit": isinstance(text, dict),
         "vocab_size": len(vocab),
         "tokens": {name: len(parts[name]) for name in SPLITS},

@@ -16,6 +16,8 @@ import html
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from .errors import RnnlmError
 from .fileio import write_text
 from .results import TEXT_COLUMNS, display_table, read_results

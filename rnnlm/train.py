@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import time
+from dataclasses import asdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from .errors import ParamError, RnnlmError
 from .fileio import write_json
 from .metrics import model_nll, perplexity
 from .models import RNNLM, detach_state, num_parameters
+from .params import ModelConfig, TrainConfig
 
 CHECK_EVERY = 25  # steps between looks at the loss on the host (avoids a sync every step)
 COSINE_FLOOR = 0.1  # lr_schedule cosine ends at this fraction of lr
@@ -56,19 +58,15 @@ class TrainPaths:
                    root / "metrics" / "train" / name, root / "checkpoints" / f"{name}.resume.pt")
 
 
-def build_model(model_cfg: dict, cell: str, vocab_size: int) -> RNNLM:
-    return RNNLM(cell=cell, vocab_size=vocab_size, **model_cfg)
+def build_model(model_cfg: ModelConfig, cell: str, vocab_size: int) -> RNNLM:
+    return RNNLM(cell=cell, vocab_size=vocab_size, **asdict(model_cfg))
 
 
-def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
-    name, lr, wd = cfg["optimizer"], cfg["lr"], cfg["weight_decay"]
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    raise ParamError("train.optimizer", f"unknown optimizer {name!r}")
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def train_step(model, optimizer, X, Y, state, clip_theta: float, amp_dtype=None):
@@ -129,55 +127,55 @@ class Segment:
 
 
 class Trainer:
-    def __init__(self, name: str, model_cfg: dict, cfg: dict, vocab, train_tokens: np.ndarray,
+    def __init__(self, name: str, model_cfg: ModelConfig, cfg: TrainConfig, vocab, train_tokens: np.ndarray,
                  val_tokens: np.ndarray, paths: TrainPaths, progress: bool | None = None, log=print):
         self.name, self.model_cfg, self.cfg = name, model_cfg, cfg
         self.vocab, self.train_tokens, self.val_tokens = vocab, train_tokens, val_tokens
         self.paths, self.progress, self.log = paths, progress, log
-        check_batchable(len(train_tokens), cfg["batch_size"], cfg["num_steps"], cfg["sampling"])
+        check_batchable(len(train_tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
         if len(val_tokens) < 2:
             raise ParamError("vocab.split", "the val split needs at least 2 tokens")
-        self.device = resolve_device(cfg["device"], "train.device")
-        if cfg["threads"] > 0:
-            torch.set_num_threads(cfg["threads"])
+        self.device = resolve_device(cfg.device, "train.device")
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         # train.precision: bf16 runs the forward pass under autocast (matmuls and the torch.nn
         # recurrent kernels in bfloat16, e.g. on AMX or tensor cores); the weights, their
         # gradients, the optimizer and every reported perplexity stay float32.
-        self.amp_dtype = torch.bfloat16 if cfg["precision"] == "bf16" else None
+        self.amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
         if self.amp_dtype is not None and not bf16_native(self.device):
             self.log(f"{name}: warning: train.precision=bf16, but this {self.device.type} has no native bfloat16 "
                      "matmuls, so it is emulated and slower than fp32")
-        torch.manual_seed(cfg["seed"])
+        torch.manual_seed(cfg.seed)
         self.model = build_model(model_cfg, name, len(vocab)).to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
-        self.steps_per_epoch = num_batches(len(train_tokens), cfg["batch_size"], cfg["num_steps"], cfg["sampling"])
+        self.steps_per_epoch = num_batches(len(train_tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
         self.scheduler = None  # stepped at validation points (plateau) or after every step (cosine)
-        if cfg["lr_schedule"] == "cosine":
+        if cfg.lr_schedule == "cosine":
             total = self.total_steps()
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizer, lambda step: COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
-        elif cfg["lr_decay"] < 1.0:
+        elif cfg.lr_decay < 1.0:
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min",
-                                                                        factor=cfg["lr_decay"], patience=0)
+                                                                        factor=cfg.lr_decay, patience=0)
         # What a resumed run must agree on: everything but the thread count (CPU and CUDA runs
         # differ numerically, so the resolved device type counts, not the `auto` spelling), and the code.
         self.fingerprint = fingerprint(
-            name, model_cfg, {k: v for k, v in cfg.items() if k not in ("threads", "device")},
+            name, asdict(model_cfg), {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device")},
             self.device.type, vocab.fingerprint, train_tokens, val_tokens, code_fingerprint())
 
     # --- budgets ---------------------------------------------------------------------
     def total_steps(self) -> int:
         """Optimizer steps the epoch and step budgets allow (the time budget may stop earlier)."""
-        steps = self.cfg["epochs"] * self.steps_per_epoch
-        return min(steps, self.cfg["max_steps"]) if self.cfg["max_steps"] else steps
+        steps = self.cfg.epochs * self.steps_per_epoch
+        return min(steps, self.cfg.max_steps) if self.cfg.max_steps else steps
 
     def _budget_reached(self, pos: Position, elapsed: float) -> str | None:
         cfg = self.cfg
-        if pos.epoch >= cfg["epochs"]:
+        if pos.epoch >= cfg.epochs:
             return "epochs"
-        if cfg["max_steps"] and pos.step >= cfg["max_steps"]:
+        if cfg.max_steps and pos.step >= cfg.max_steps:
             return "max_steps"
-        if cfg["max_minutes"] and elapsed >= cfg["max_minutes"] * 60:
+        if cfg.max_minutes and elapsed >= cfg.max_minutes * 60:
             return "max_minutes"
         return None
 
@@ -195,19 +193,19 @@ class Trainer:
         stop = self._budget_reached(pos, elapsed=0.0)  # the time budget allows at least one step
         while stop is None:
             if pos.batch == 0:  # a new epoch: its randomness derives from (seed, epoch) alone
-                torch.manual_seed(_epoch_seed(cfg["seed"], pos.epoch))
+                torch.manual_seed(_epoch_seed(cfg.seed, pos.epoch))
                 carried = None
-            rng = np.random.default_rng([cfg["seed"], pos.epoch])
-            epoch_batches = batches(self.train_tokens, cfg["batch_size"], cfg["num_steps"], cfg["sampling"], rng)
+            rng = np.random.default_rng([cfg.seed, pos.epoch])
+            epoch_batches = batches(self.train_tokens, cfg.batch_size, cfg.num_steps, cfg.sampling, rng)
             at_eval = False
             for X, Y in itertools.islice(epoch_batches, pos.batch, None):
                 X, Y = X.to(device, non_blocking=True), Y.to(device, non_blocking=True)
-                if cfg["sampling"] == "random" or carried is None:
+                if cfg.sampling == "random" or carried is None:
                     carried = model.begin_state(X.shape[0], device)  # fresh state per random minibatch
                 else:
                     carried = detach_state(carried)  # carried across sequential minibatches, cut from the graph
-                loss, carried = train_step(model, self.optimizer, X, Y, carried, cfg["clip_theta"], self.amp_dtype)
-                if cfg["lr_schedule"] == "cosine":
+                loss, carried = train_step(model, self.optimizer, X, Y, carried, cfg.clip_theta, self.amp_dtype)
+                if cfg.lr_schedule == "cosine":
                     self.scheduler.step()
                 pos.step, pos.batch = pos.step + 1, pos.batch + 1
                 losses.append(loss)
@@ -219,13 +217,13 @@ class Trainer:
                     bar.set_postfix(loss=f"{float(losses[-1]):.3f}", epoch=pos.epoch + 1)
                     losses = []
                 stop = self._budget_reached(pos, clock())
-                at_eval = cfg["eval_every"] > 0 and pos.step % cfg["eval_every"] == 0
+                at_eval = cfg.eval_every > 0 and pos.step % cfg.eval_every == 0
                 if stop or at_eval:
                     break
             else:  # the epoch is done
                 pos.epoch, pos.batch = pos.epoch + 1, 0
                 stop = self._budget_reached(pos, clock())
-                at_eval = cfg["eval_every"] == 0
+                at_eval = cfg.eval_every == 0
             if at_eval:
                 break
         if losses:
@@ -243,7 +241,7 @@ class Trainer:
         bad = (~torch.isfinite(window)).nonzero()
         if len(bad):
             step = pos.step - len(losses) + 1 + int(bad[0, 0])
-            clip = ("lower train.clip_theta" if self.cfg["clip_theta"] > 0 else "set train.clip_theta (e.g. 1.0)")
+            clip = ("lower train.clip_theta" if self.cfg.clip_theta > 0 else "set train.clip_theta (e.g. 1.0)")
             raise RnnlmError(
                 f"{self.name}: training diverged: non-finite loss at step {step} (epoch {pos.epoch + 1}, "
                 f"lr={self.optimizer.param_groups[0]['lr']:g}); lower {self.name}.lr or train.lr, or {clip}. "
@@ -251,7 +249,7 @@ class Trainer:
             )
 
     def val_perplexity(self) -> float:
-        nll, n = model_nll(self.model, self.val_tokens, EVAL_BATCH, self.cfg["num_steps"], self.device)
+        nll, n = model_nll(self.model, self.val_tokens, EVAL_BATCH, self.cfg.num_steps, self.device)
         return perplexity(nll, n)
 
     # --- checkpoints -----------------------------------------------------------------
@@ -340,7 +338,7 @@ class Trainer:
                 stale += 1
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(val_ppl)
-            stop = seg.stop or ("patience" if cfg["patience"] and stale >= cfg["patience"] else None)
+            stop = seg.stop or ("patience" if cfg.patience and stale >= cfg.patience else None)
             if stop:
                 break
             self._save_resume(pos, carried, history, best, stale, clock())
@@ -364,7 +362,7 @@ class Trainer:
         train_seconds = sum(r["seconds"] for r in history)
         timing = {"train_seconds": round(train_seconds, 3), "tokens": train_tokens,
                   "tokens_per_second": round(train_tokens / train_seconds, 1), "device": str(self.device),
-                  "threads": torch.get_num_threads(), "precision": self.cfg["precision"]}
+                  "threads": torch.get_num_threads(), "precision": self.cfg.precision}
         write_json(paths.live_dir / "timing.json", timing)
         paths.resume.unlink(missing_ok=True)
         return {"best_val_perplexity": best["val_perplexity"], "best_step": best["step"], "best_epoch": best["epoch"],

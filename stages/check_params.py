@@ -4,14 +4,9 @@ The other stages validate the sections they read; this one also catches a sectio
 reads, such as a misspelled `lstn:` added by `dvc exp run -S +lstn.hidden=12`, which would
 otherwise rerun nothing and record an experiment that changed nothing.
 """
-import sys
-from pathlib import Path
 
-# Import the package beside this script, not another checkout installed in the environment.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnnlm import params  # noqa: E402
-from rnnlm.errors import stage_main  # noqa: E402
+from rnnlm import params
+from rnnlm.errors import stage_main
 
 
 @stage_main

@@ -1,13 +1,8 @@
 """Stage `clean`: data/raw/corpus.txt -> data/clean/corpus.txt + metrics/clean.json (params `clean`)."""
-import sys
-from pathlib import Path
 
-# Import the package beside this script, not another checkout installed in the environment.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnnlm import params  # noqa: E402
-from rnnlm.clean import run_clean_dir  # noqa: E402
-from rnnlm.errors import stage_main  # noqa: E402
+from rnnlm import params
+from rnnlm.clean import run_clean_dir
+from rnnlm.errors import stage_main
 
 
 @stage_main

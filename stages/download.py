@@ -4,15 +4,11 @@ Outputs data/raw/corpus.txt, or data/raw/{train,val,test}.txt for a corpus that 
 or a {train, val, test} mapping), and data/raw/source.json (see rnnlm.corpus.fetch_corpus).
 Prints one line per file written.
 """
-import sys
 from pathlib import Path
 
-# Import the package beside this script, not another checkout installed in the environment.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnnlm import params  # noqa: E402
-from rnnlm.corpus import fetch_corpus  # noqa: E402
-from rnnlm.errors import stage_main  # noqa: E402
+from rnnlm import params
+from rnnlm.corpus import fetch_corpus
+from rnnlm.errors import stage_main
 
 
 @stage_main

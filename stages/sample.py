@@ -1,20 +1,15 @@
 """Stage `sample`: generate text from models/{rnn,lstm,gru}.pt after each prefix (params `sample`,
 `download.corpus` for the default prefixes); writes samples/<model>.txt and samples/samples.md."""
-import sys
-from pathlib import Path
 
-# Import the package beside this script, not another checkout installed in the environment.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnnlm.errors import stage_main  # noqa: E402
-from rnnlm.generate import run_sample  # noqa: E402
-from rnnlm.params import load_section  # noqa: E402
+from rnnlm.errors import stage_main
+from rnnlm.generate import run_sample
+from rnnlm.params import load_section
 
 
 @stage_main
 def main() -> None:
     cfg = load_section("sample")
-    corpus = load_section("download")["corpus"]
+    corpus = load_section("download").corpus
     samples = run_sample(cfg, corpus)
     for model, rows in samples.items():
         for prefix, text in rows:

@@ -1,22 +1,18 @@
-"""train@<model> stage: `python stages/train.py lstm` trains params.yaml's `lstm` section on
+"""train@<model> stage: `python -m stages.train lstm` trains params.yaml's `lstm` section on
 data/tokens and writes models/lstm.pt (best), models/lstm.last.pt, metrics/train/lstm/."""
 import sys
-from pathlib import Path
 
-# Import the package beside this script, not another checkout installed in the environment.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnnlm.errors import RnnlmError, stage_main  # noqa: E402
-from rnnlm.params import load_model_config  # noqa: E402
-from rnnlm.prepare import load_splits  # noqa: E402
-from rnnlm.train import Trainer, TrainPaths  # noqa: E402
-from rnnlm.vocab import Vocab  # noqa: E402
+from rnnlm.errors import RnnlmError, stage_main
+from rnnlm.params import load_model_config
+from rnnlm.prepare import load_splits
+from rnnlm.train import Trainer, TrainPaths
+from rnnlm.vocab import Vocab
 
 
 @stage_main
 def main():
     if len(sys.argv) != 2:
-        raise RnnlmError("usage: python stages/train.py {rnn,lstm,gru}")
+        raise RnnlmError("usage: python -m stages.train {rnn,lstm,gru}")
     name = sys.argv[1]
     model_cfg, cfg = load_model_config(name)
     vocab = Vocab.load("data/vocab.json")

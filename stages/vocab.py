@@ -1,14 +1,10 @@
 """vocab stage: data/clean/corpus.txt -> data/vocab.json, data/tokens/{train,val,test}.npy,
 data/heldout/{val,test}.txt, metrics/corpus.json, metrics/vocab/{token_freq.csv,zipf.png}."""
-import sys
 from pathlib import Path
 
-# Import the package beside this script, not another checkout installed in the environment.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnnlm.errors import stage_main  # noqa: E402
-from rnnlm.params import load_section  # noqa: E402
-from rnnlm.prepare import build, read_clean, read_source, write_outputs  # noqa: E402
+from rnnlm.errors import stage_main
+from rnnlm.params import load_section
+from rnnlm.prepare import build, read_clean, read_source, write_outputs
 
 
 @stage_main
@@ -17,7 +13,7 @@ def main():
     clean = Path("data/clean")
     vocab, encoded, stats, parts = build(read_clean(clean), cfg, read_source(clean))
     write_outputs(vocab, encoded, stats, parts=parts)
-    print(f"vocab: {len(vocab)} {cfg['level']} types; tokens {stats['tokens']}; OOV {stats['oov_rate']}; "
+    print(f"vocab: {len(vocab)} {cfg.level} types; tokens {stats['tokens']}; OOV {stats['oov_rate']}; "
           f"<unk> {stats['unk_rate']}")
 
 

@@ -114,3 +114,19 @@ def one_torch_thread():
 @pytest.fixture
 def tiny_project(tmp_path) -> Project:
     return make_project(tmp_path / "proj")
+
+
+def config(name: str, updates: dict | None = None):
+    """Section ``name`` of the committed params.yaml (which holds every default) with ``updates``
+    applied, as its validated config object (a ModelConfig for rnn/lstm/gru)."""
+    from rnnlm.params import read_params, validate_section
+
+    return validate_section(name, {**(read_params(ROOT / "params.yaml").get(name) or {}), **(updates or {})})
+
+
+def run_stage_script(name: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Stage script ``stages/<name>.py`` of this checkout run as dvc.yaml runs it (``python -m
+    stages.<name>``) in ``cwd``, a project root holding params.yaml and data/."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -6,17 +6,19 @@ import json
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rnnlm.clean import clean_file, clean_text, count_lines, decode_utf8, run_clean, strip_gutenberg
 from rnnlm.errors import RnnlmError
+from rnnlm.params import CleanConfig
+from conftest import deep_update, run_stage_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-CLEAN_CFG = {"mode": "letters", "max_chars": 0, "strip_gutenberg": True}
+CLEAN_CFG = CleanConfig(mode="letters", max_chars=0, strip_gutenberg=True)
 
 SAMPLE = "The Time Machine, by H. G. Wells [1898]\n\n\n\nI\r\nThe Time-Traveller's 2nd   line\rend.\n"
 
@@ -73,7 +75,7 @@ def test_an_empty_input_is_called_empty_in_every_mode(mode, tmp_path):
     raw = tmp_path / "corpus.txt"
     raw.write_bytes(b"")
     with pytest.raises(RnnlmError, match=f"^{re.escape(str(raw))}: the input is empty$"):
-        clean_file({"mode": mode, "max_chars": 0, "strip_gutenberg": True}, raw, tmp_path / "out.txt")
+        clean_file(CleanConfig(mode=mode, max_chars=0, strip_gutenberg=True), raw, tmp_path / "out.txt")
     assert not (tmp_path / "out.txt").exists()
 
 
@@ -162,12 +164,13 @@ def test_run_clean_invalid_utf8_and_missing(tmp_path):
 
 # --------------------------------------------------------------------------- stage scripts
 def run_stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return run_stage_script(name, cwd, timeout=120)
 
 
 def write_params(d: Path, text: str) -> None:
-    (d / "params.yaml").write_text(text, encoding="utf-8")
+    """params.yaml in ``d``: the committed one (every default) with the sections of ``text`` changed."""
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(text))
+    (d / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
 
 
 def test_stages_end_to_end_local_file(tmp_path):
@@ -268,7 +271,7 @@ def test_presplit_raw_directory_is_cleaned_file_by_file(tmp_path):
         (raw / f"{name}.txt").write_text(f" {name} words \n second line \n")
     out.mkdir()
     (out / "corpus.txt").write_text("stale")
-    m = run_clean_dir({"mode": "raw", "max_chars": 0, "strip_gutenberg": True}, raw, out, tmp_path / "m.json")
+    m = run_clean_dir(CleanConfig(mode="raw", max_chars=0, strip_gutenberg=True), raw, out, tmp_path / "m.json")
     assert sorted(p.name for p in out.iterdir()) == ["source.json", "test.txt", "train.txt", "val.txt"]
     assert (out / "val.txt").read_text() == " val words \n second line \n"
     assert set(m["splits"]) == {"train", "val", "test"} and m["chars_out"] == sum(s["chars_out"] for s in m["splits"].values())

@@ -13,10 +13,10 @@ from rnnlm import cli
 from rnnlm.checkpoint import load_checkpoint, load_model
 from rnnlm.generate import sample_one
 from rnnlm.metrics import model_nll, perplexity
-from rnnlm.params import MODEL_FIELDS, validate_section
 from rnnlm.prepare import heldout_text
 from rnnlm.train import Trainer, TrainPaths
 from rnnlm.vocab import Vocab, tokenize
+from conftest import config
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding a recondite matter " * 30
 SOURCE = {"corpus": "unit-test", "sha256": "ab" * 32, "clean": {"mode": "letters", "strip_gutenberg": True}}
@@ -28,10 +28,10 @@ def train(tmp_path, level="char", cell="lstm") -> tuple[Vocab, dict, TrainPaths]
     vocab.source = SOURCE
     ids = vocab.encode(tokens)
     cut = len(ids) * 8 // 10
-    cfg = validate_section("train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "lr": 0.01, "device": "cpu"})
-    model_cfg = validate_section(cell, {"hidden": 16, "embedding": 8})
+    cfg = config("train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "lr": 0.01, "device": "cpu", "lr_decay": 1.0})
+    model_cfg = config(cell, {"hidden": 16, "embedding": 8, "layers": 1, "dropout": 0.0})
     paths = TrainPaths.for_model(cell, tmp_path / "project")
-    Trainer(cell, {k: model_cfg[k] for k in MODEL_FIELDS}, cfg, vocab, ids[:cut], ids[cut:], paths,
+    Trainer(cell, model_cfg, cfg, vocab, ids[:cut], ids[cut:], paths,
             progress=False, log=lambda *_: None).run()
     return vocab, {"val": ids[cut:], "val_tokens": tokens[cut:]}, paths
 
@@ -70,7 +70,7 @@ def test_sample_prints_the_sample_stages_text_for_the_same_seed(trained, capsys)
                            "--seed", "3")
     assert code == 0 and err == ""
     model, _ = load_model(alone)
-    cfg = validate_section("sample", {"length": 30, "seed": 3})
+    cfg = config("sample", {"length": 30, "seed": 3})
     assert out == sample_one(model, vocab, "lstm", "time traveller", cfg) + "\n"
     assert out.startswith("time traveller") and len(out) == len("time traveller") + 30 + 1
     again = rnnlm(capsys, "sample", "--model", str(alone), "--prefix", "time traveller", "--length", "30", "--seed", "3")

@@ -18,6 +18,7 @@ import pytest
 from rnnlm import corpus
 from rnnlm.corpus import CATALOG, extract_zip_text, fetch_corpus, resolve_corpus, sha256_file
 from rnnlm.errors import ParamError, RnnlmError
+from rnnlm.params import DownloadConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEXT = b"It was the best of times,\nit was the worst of times.\n"
@@ -25,8 +26,8 @@ TEXT_SHA = hashlib.sha256(TEXT).hexdigest()
 
 
 def cfg(corpus_name, sha256="", mirrors=(), timeout=5.0, retries=0, member=""):
-    return {"corpus": corpus_name, "sha256": sha256, "mirrors": list(mirrors), "timeout": timeout, "retries": retries,
-            "member": member}
+    return DownloadConfig(corpus=corpus_name, sha256=sha256, member=member, mirrors=list(mirrors), timeout=timeout,
+                          retries=retries)
 
 
 @pytest.fixture

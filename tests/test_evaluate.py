@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +19,15 @@ from rnnlm.fileio import write_json, write_text
 from rnnlm.metrics import model_nll
 from rnnlm.models import RNNLM, num_parameters
 from rnnlm.ngram import KneserNeyLM
-from rnnlm.params import MODELS, validate_section
+from rnnlm.params import MODELS
 from rnnlm.prepare import build, write_outputs
+from conftest import config, run_stage_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEXT = ("the time traveller for so it will be convenient to speak of him was expounding a recondite "
         "matter to us his grey eyes shone and twinkled and his usually pale face was flushed and animated ") * 6
-CFG = {"ngram_order": 3, "batch_size": 4, "device": "cpu"}
+CFG = config("evaluate", {"ngram_order": 3, "batch_size": 4, "device": "cpu"})
 
 
 # --- helpers (a tiny trained-looking project in a directory) ---------------------------------
@@ -45,7 +44,7 @@ def fixed_distribution_model(probs, cell="rnn") -> RNNLM:
 def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEXT, epochs: int = 3):
     """data/vocab.json, data/tokens, metrics/corpus.json + zipf.png, models/<m>.pt and fake training
     metrics (as the train stage writes them) for ``models``. Returns the vocabulary."""
-    vocab, encoded, stats, _ = build(text, validate_section("vocab", {"level": level, "split": [0.8, 0.1, 0.1]}))
+    vocab, encoded, stats, _ = build(text, config("vocab", {"level": level, "split": [0.8, 0.1, 0.1]}))
     write_outputs(vocab, encoded, stats, root / "data", root / "metrics")
     for i, m in enumerate(models):
         torch.manual_seed(i)
@@ -266,9 +265,7 @@ def test_cuda_without_a_gpu_names_evaluate_device():
 
 # --- the stage scripts, as `dvc repro` runs them ----------------------------------------------
 def _run_stage(root: Path, name: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_stage_script(name, root, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
 
 
 @pytest.mark.integration  # four interpreter start-ups: a few seconds each

@@ -1,8 +1,11 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
 from rnnlm.errors import ParamError, RnnlmError
-from rnnlm.params import SCHEMA, load_model_config, load_section, read_params, validate_section
+from conftest import config
+from rnnlm.params import SCHEMA, TrainConfig, load_model_config, load_section, read_params, validate_section
 
 
 def write(tmp_path, data):
@@ -12,22 +15,32 @@ def write(tmp_path, data):
 
 
 def test_project_params_file_is_valid():
-    from pathlib import Path
-
     params = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
     for name in SCHEMA:
         validate_section(name, params.get(name))  # raises on any problem
     assert set(params) == set(SCHEMA)
 
 
-def test_defaults_fill_missing_keys(tmp_path):
-    cfg = load_section("train", write(tmp_path, {"train": {"epochs": 3}}))
-    assert cfg["epochs"] == 3 and cfg["optimizer"] == "adam" and cfg["device"] == "auto"
+def test_params_yaml_is_the_one_source_of_defaults(tmp_path):
+    """Every key comes from params.yaml: a key missing there is an error naming it, not a value
+    from somewhere else; a complete section becomes its typed config object."""
+    committed = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    partial = {k: v for k, v in committed["train"].items() if k != "optimizer"}
+    with pytest.raises(ParamError, match=r"train\.optimizer: missing: params\.yaml sets every key"):
+        load_section("train", write(tmp_path, {"train": partial}))
+    cfg = load_section("train", write(tmp_path, {"train": {**partial, "optimizer": "sgd", "epochs": 3}}))
+    assert isinstance(cfg, TrainConfig) and cfg.epochs == 3 and cfg.optimizer == "sgd"
+    lstm = {k: v for k, v in committed["lstm"].items() if k != "hidden"}
+    with pytest.raises(ParamError, match=r"lstm\.hidden: missing"):
+        load_model_config("lstm", write(tmp_path, {"train": committed["train"], "lstm": lstm}))
+    with pytest.raises(ParamError, match=r"lstm: impl, hidden, .*cutoffs: missing"):
+        load_model_config("lstm", write(tmp_path, {"train": committed["train"], "lstm": {}}))
 
 
 def test_unknown_key_names_the_nearest_valid_one(tmp_path):
     with pytest.raises(ParamError, match=r"lstm\.hiden: unknown key; did you mean lstm\.hidden\?"):
-        load_model_config("lstm", write(tmp_path, {"lstm": {"hiden": 12}}))
+        load_model_config("lstm", write(tmp_path, {**read_params(Path(__file__).resolve().parents[1] / "params.yaml"),
+                                                   "lstm": {"hiden": 12}}))
 
 
 def test_unknown_section_is_reported(tmp_path):
@@ -60,20 +73,23 @@ def test_unknown_section_is_reported(tmp_path):
 ])
 def test_bad_values_name_the_param(section, value, pattern):
     with pytest.raises(ParamError, match=pattern):
-        validate_section(section, value)
+        config(section, value)  # the committed section with this one change
 
 
 def test_model_section_overrides_train_values(tmp_path):
-    p = write(tmp_path, {"train": {"lr": 0.1, "epochs": 4}, "gru": {"lr": 0.5, "hidden": 7}})
+    base = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    p = write(tmp_path, {"train": {**base["train"], "lr": 0.1, "epochs": 4}, "gru": {**base["gru"], "lr": 0.5, "hidden": 7},
+                         "lstm": base["lstm"]})
     model, train = load_model_config("gru", p)
-    assert model["hidden"] == 7 and train["lr"] == 0.5 and train["epochs"] == 4
+    assert model.hidden == 7 and train.lr == 0.5 and train.epochs == 4
     _, train_lstm = load_model_config("lstm", p)
-    assert train_lstm["lr"] == 0.1
+    assert train_lstm.lr == 0.1
 
 
 def test_model_overrides_are_validated(tmp_path):
     with pytest.raises(ParamError, match=r"rnn\.optimizer: unknown value 'sgdd'"):
-        load_model_config("rnn", write(tmp_path, {"rnn": {"optimizer": "sgdd"}}))
+        load_model_config("rnn", write(tmp_path, {**read_params(Path(__file__).resolve().parents[1] / "params.yaml"),
+                                                  "rnn": {"optimizer": "sgdd"}}))
 
 
 def test_unknown_model_and_missing_file(tmp_path):
@@ -92,4 +108,4 @@ def test_invalid_yaml_is_one_clear_error(tmp_path):
 
 def test_a_float_written_without_a_dot_is_a_number():
     """YAML 1.1 (PyYAML) reads `lr: 1e-3` as the string '1e-3': accept what users write."""
-    assert validate_section("train", yaml.safe_load("lr: 1e-3"))["lr"] == 0.001
+    assert config("train", yaml.safe_load("lr: 1e-3")).lr == 0.001

@@ -1,16 +1,12 @@
 """Per-corpus recipes: overrides computed against the committed params, run by `dvc exp run`."""
-import json
-import shlex
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ROOT, make_project, ran_stages
 from rnnlm.errors import RnnlmError
-from rnnlm.params import SCHEMA, load_model_config, load_section, validate_section
+from rnnlm.params import validate_all
 from rnnlm.recipes import available, flatten, hydra_value, load_recipe, overrides
 
 CATALOG_RECIPES = ["jaychou", "ptb", "timemachine", "tinyshakespeare"]
@@ -22,11 +18,7 @@ def test_every_catalog_corpus_has_a_recipe_and_each_recipe_is_valid_params():
     for name in CATALOG_RECIPES:
         recipe = load_recipe(name, ROOT / "recipes")
         merged = {s: {**base.get(s, {}), **recipe.get(s, {})} for s in {*base, *recipe}}
-        for section in merged:  # unknown keys, bad values: the stages' own validation
-            if section in ("rnn", "lstm", "gru"):
-                load_model_config(section, params=merged)
-            else:
-                validate_section(section, merged[section])
+        validate_all(merged)  # unknown keys and sections, missing keys, bad values: the stages' own checks
         corpus = merged["download"]["corpus"]
         assert corpus == name, f"recipe {name} trains on {corpus}"
 

@@ -7,10 +7,10 @@ import torch
 
 from rnnlm.checkpoint import load_checkpoint, load_model, save_checkpoint
 from rnnlm.errors import ParamError, RnnlmError
-from rnnlm.params import MODEL_FIELDS, validate_section
 from rnnlm.device import resolve_device
 from rnnlm.train import Trainer, TrainPaths
 from rnnlm.vocab import Vocab
+from conftest import config
 
 TEXT = "the time traveller for so it will be convenient to speak of him " * 40
 
@@ -21,10 +21,9 @@ STEPS_PER_EPOCH = 49  # 2000 train tokens, batch 4 x 10 steps
 def setup(tmp_path, cell="lstm", impl="torch", model=None, **train):
     vocab = Vocab.build(list(TEXT), "char")
     ids = vocab.encode(list(TEXT))
-    cfg = validate_section("train", {"epochs": 2, "batch_size": 4, "num_steps": 10, "lr": 0.01,
+    cfg = config("train", {"epochs": 2, "batch_size": 4, "num_steps": 10, "lr": 0.01,
                                      "device": "cpu", "lr_decay": 1.0, **train})
-    model_cfg = validate_section(cell, {"hidden": 16, "embedding": 8, "impl": impl, **(model or {})})
-    model_cfg = {k: model_cfg[k] for k in MODEL_FIELDS}
+    model_cfg = config(cell, {"hidden": 16, "embedding": 8, "layers": 1, "dropout": 0.0, "impl": impl, **(model or {})})
     paths = TrainPaths.for_model(cell, tmp_path)
     return vocab, ids, model_cfg, cfg, paths
 

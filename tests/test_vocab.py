@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from rnnlm.errors import ParamError, RnnlmError
-from rnnlm.params import validate_section
 from rnnlm.prepare import build, load_splits, read_clean, write_outputs
 from rnnlm.vocab import UNK, Vocab, detokenize, split_bounds, tokenize
+from conftest import config
 
 
 def test_tokenize_levels():
@@ -68,7 +68,7 @@ def test_empty_split_names_the_param():
 
 def test_vocabulary_comes_from_train_split_only(tmp_path):
     text = "a" * 90 + "b" * 5 + "z" * 5  # 'z' only in the test split, 'b' only in val
-    cfg = validate_section("vocab", {"level": "char"})
+    cfg = config("vocab", {"level": "char"})
     vocab, encoded, stats, _ = build(text, cfg)
     assert vocab.tokens == [UNK, "a"]
     assert stats["oov_rate"] == {"val": 1.0, "test": 1.0}
@@ -105,7 +105,7 @@ def test_penn_treebank_counts_match_the_published_convention():
     """pytorch/examples word_language_model and Zaremba et al. 2014: 10,000 types,
     929,589 / 73,760 / 82,430 tokens, no out-of-vocabulary word in val or test."""
     texts = {s: Path(PTB.format(f)).read_text() for s, f in (("train", "train"), ("val", "valid"), ("test", "test"))}
-    cfg = validate_section("vocab", {"level": "word", "tokenizer": "whitespace", "eos": True})
+    cfg = config("vocab", {"level": "word", "tokenizer": "whitespace", "eos": True})
     vocab, encoded, stats, _ = build(texts, cfg)
     assert len(vocab) == 10_000 and "<eos>" in vocab.index and vocab.tokens[0] == "<unk>"
     assert stats["tokens"] == {"train": 929_589, "val": 73_760, "test": 82_430}
@@ -118,16 +118,16 @@ def test_presplit_corpus_is_read_from_the_clean_directory(tmp_path):
     for name, text in (("train", "a b a c\n"), ("val", "a b\n"), ("test", "c d\n")):
         (tmp_path / f"{name}.txt").write_text(text)
     texts = read_clean(tmp_path)
-    cfg = validate_section("vocab", {"level": "word", "tokenizer": "whitespace", "eos": True})
+    cfg = config("vocab", {"level": "word", "tokenizer": "whitespace", "eos": True})
     vocab, encoded, stats, _ = build(texts, cfg)
     assert stats["tokens"] == {"train": 5, "val": 3, "test": 3} and "d" not in vocab.index  # train only
     assert stats["oov_rate"]["test"] == pytest.approx(1 / 3)
     (tmp_path / "val.txt").write_text("\n  \n")
     with pytest.raises(RnnlmError, match=r"data/clean/val.txt has no tokens .*download.corpus.val"):
-        build(read_clean(tmp_path), validate_section("vocab", {"level": "word", "tokenizer": "whitespace"}))
+        build(read_clean(tmp_path), config("vocab", {"level": "word", "tokenizer": "whitespace"}))
 
 
 @pytest.mark.parametrize("key,value", [("tokenizer", "whitespace"), ("eos", True)])
 def test_word_level_options_at_char_level_name_the_param(key, value):
     with pytest.raises(ParamError, match=rf"vocab\.{key}: .*vocab.level: word"):
-        validate_section("vocab", {"level": "char", key: value})
+        config("vocab", {"level": "char", key: value})

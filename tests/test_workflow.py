@@ -11,6 +11,7 @@ Three throw-away projects (see conftest.make_project) keep this file to a few mi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -550,7 +551,7 @@ def test_training_ignores_a_resume_file_that_would_run_code(main, tmp_path):
 
     p = main.proj.path
     model_cfg, cfg = load_model_config("lstm", p / "params.yaml")
-    cfg["epochs"] = 1
+    cfg = dataclasses.replace(cfg, epochs=1)
     splits = load_splits(p / "data/tokens")
     paths = TrainPaths.for_model("lstm", tmp_path)
     paths.resume.parent.mkdir(parents=True)

@@ -1,6 +1,7 @@
 """Tests for rnnlm.evaluate and stages/evaluate.py: exact scores, baselines, outputs, errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -21,7 +22,7 @@ from rnnlm.models import RNNLM, num_parameters
 from rnnlm.ngram import KneserNeyLM
 from rnnlm.params import MODELS
 from rnnlm.prepare import build, write_outputs
-from conftest import config, run_stage_script
+from conftest import config, deep_update, run_stage_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -271,8 +272,9 @@ def _run_stage(root: Path, name: str) -> subprocess.CompletedProcess:
 @pytest.mark.integration  # four interpreter start-ups: a few seconds each
 def test_stage_scripts_run_from_a_project_root(tmp_path):
     make_project(tmp_path)
-    params = {"download": {"corpus": "timemachine"}, "evaluate": CFG,
-              "sample": {"length": 12, "strategy": "top_k", "device": "cpu"}}
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                         {"download": {"corpus": "timemachine"}, "evaluate": dataclasses.asdict(CFG),
+                          "sample": {"length": 12, "strategy": "top_k", "device": "cpu"}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("evaluate", "sample", "report"):
         proc = _run_stage(tmp_path, stage)

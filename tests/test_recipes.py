@@ -54,7 +54,7 @@ def test_unknown_recipe_lists_the_known_ones():
 def test_recipe_runs_as_a_dvc_experiment_with_the_overrides_dvc_parses(tmp_path):
     """`python -m rnnlm.recipes NAME` in a project: DVC accepts every generated override (quoted
     strings, lists, a pre-split mapping) and params.yaml ends up as committed params + recipe."""
-    proj = make_project(tmp_path / "proj")
+    proj = make_project(tmp_path / "proj", {"train": {"max_steps": 5}})  # the overrides matter here, not training
     recipe_dir = proj.path / "recipes"
     recipe_dir.mkdir()
     (recipe_dir / "tiny.yaml").write_text(yaml.safe_dump({

@@ -226,8 +226,8 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
 
     rows = exp_show(proj)
     assert {"main", name} <= set(rows)
-    metric_files = set(rows[name]["metrics"])  # scores only: no wall times, no corpus statistics
-    assert metric_files == {"metrics/eval.json"} | {f"metrics/train/{m}/metrics.json" for m in ("rnn", "lstm", "gru")}
+    metric_files = set(rows[name]["metrics"])  # scores only: no wall times, statistics or training summaries
+    assert metric_files == {"metrics/eval.json"}
     base, exp = rows["main"], rows[name]
     assert exp["params"]["lstm"]["hidden"] == 12 and exp["params"]["train"]["epochs"] == 2
     assert base["params"]["lstm"]["hidden"] == UPDATES["lstm"]["hidden"]
@@ -237,8 +237,8 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
     ppl = lambda row, m: row["metrics"]["metrics/eval.json"]["models"][m]["test"]["perplexity"]  # noqa: E731
     assert ppl(exp, "lstm") != ppl(base, "lstm")
     assert ppl(exp, "gru") == ppl(base, "gru")  # untouched model, same numbers
-    assert exp["metrics"]["metrics/train/lstm/metrics.json"]["params"] < \
-        base["metrics"]["metrics/train/lstm/metrics.json"]["params"]
+    assert exp["metrics"]["metrics/eval.json"]["models"]["lstm"]["params"] < \
+        base["metrics"]["metrics/eval.json"]["models"]["lstm"]["params"]
 
     plots = json.loads(proj.dvc("plots", "diff", "main", name, "--json", "-o", str(tmp_path / "plots")).stdout)
     # each curve is declared once (top-level plots), not again per training stage

@@ -201,3 +201,12 @@ def test_word_level_models_score_and_sample_in_words(tmp_path, capsys):
     assert f"perplexity {perplexity(nll, n):.6f}" in out and f"{n} words scored" in out
     out = rnnlm(capsys, "sample", "--model", str(paths.best), "--prefix", "the time", "--length", "5")[1]
     assert out.startswith("the time ") and len(out.split()) == 7
+
+
+def test_the_tools_sampling_defaults_are_the_committed_params():
+    """Outside a project there is no params.yaml: the tool's defaults repeat its `sample` section."""
+    from conftest import ROOT
+    from rnnlm.params import read_params
+
+    committed = read_params(ROOT / "params.yaml")["sample"]
+    assert {k: committed[k] for k in cli.SAMPLE_DEFAULTS} == cli.SAMPLE_DEFAULTS

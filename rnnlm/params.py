@@ -211,8 +211,8 @@ def _typed(kind: str, v: Any) -> tuple[bool, Any]:
         return all(isinstance(x, str) for x in v), v
     if kind == "list[int]":
         return all(_is_int(x) for x in v), v
-    ok = all(_as_float(x) is not None for x in v)  # list[float]
-    return ok, [_as_float(x) for x in v] if ok else v
+    floats = [_as_float(x) for x in v]  # list[float]
+    return None not in floats, floats
 
 
 EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
@@ -336,10 +336,7 @@ def validate_all(params: dict) -> dict:
     misspelled section that no other stage reads (``dvc exp run -S +lstn.hidden=12``) still fails.
     """
     check_sections(params)
-    out = {name: validate_section(name, params.get(name)) for name in SCHEMA}
-    for m in MODELS:
-        load_model_config(m, params=params)
-    return out
+    return {name: validate_section(name, params.get(name)) for name in SCHEMA}  # models: with their overrides
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None = None):

@@ -1,6 +1,7 @@
 """Shared fixtures: a copy of the project in a temporary git repository, driven by real DVC."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -119,9 +120,17 @@ def tiny_project(tmp_path) -> Project:
 def config(name: str, updates: dict | None = None):
     """Section ``name`` of the committed params.yaml (which holds every default) with ``updates``
     applied, as its validated config object (a ModelConfig for rnn/lstm/gru)."""
-    from rnnlm.params import read_params, validate_section
+    from rnnlm.params import validate_section
 
-    return validate_section(name, {**(read_params(ROOT / "params.yaml").get(name) or {}), **(updates or {})})
+    return validate_section(name, {**(committed_params().get(name) or {}), **(updates or {})})
+
+
+@functools.cache
+def committed_params() -> dict:
+    """This checkout's params.yaml (read once)."""
+    from rnnlm.params import read_params
+
+    return read_params(ROOT / "params.yaml")
 
 
 def run_stage_script(name: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -70,6 +70,8 @@ def test_unknown_section_is_reported(tmp_path):
     ("clean", {"mode": "letter"}, r"clean\.mode: unknown value 'letter' \(did you mean 'letters'\?\)"),
     ("sample", {"strategy": "topk"}, r"sample\.strategy: unknown value 'topk'"),
     ("evaluate", {"ngram_order": 0}, r"evaluate\.ngram_order: must be positive"),
+    ("train", {"lr": float("inf")}, r"train\.lr: expected a finite number, got inf"),
+    ("vocab", {"split": [0.9, "half", 0.05]}, r"vocab\.split: expected a list of numbers"),
 ])
 def test_bad_values_name_the_param(section, value, pattern):
     with pytest.raises(ParamError, match=pattern):
@@ -109,3 +111,8 @@ def test_invalid_yaml_is_one_clear_error(tmp_path):
 def test_a_float_written_without_a_dot_is_a_number():
     """YAML 1.1 (PyYAML) reads `lr: 1e-3` as the string '1e-3': accept what users write."""
     assert config("train", yaml.safe_load("lr: 1e-3")).lr == 0.001
+
+
+def test_a_section_that_is_not_a_mapping_is_named():
+    with pytest.raises(ParamError, match=r"clean: must be a mapping, got \[1, 2\]"):
+        validate_section("clean", [1, 2])

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,12 @@ class Project:
                     "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        proc = subprocess.run(list(args), cwd=self.path, env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        # Output goes through files, not pipes: a daemon the command leaves behind (`dvc queue start`
+        # forks workers that keep its stdout) cannot hold the call open until that daemon exits.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.run(list(args), cwd=self.path, env=self.env, stdout=out, stderr=err, timeout=timeout)
+            out.seek(0), err.seek(0)
+            proc.stdout, proc.stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
                                  f"stderr:\n{proc.stderr}")

@@ -8,7 +8,8 @@
   the hidden state is carried across minibatches (and detached from the graph).
 
 Randomness comes only from the ``rng`` passed in (a numpy Generator), so a seed fixes
-the batches.
+the batches. ``tokens`` is a numpy array or an int64 tensor; the minibatches are made on the
+tensor's device (the Trainer puts the split there once), with no per-step copy from the host.
 """
 from __future__ import annotations
 
@@ -39,23 +40,27 @@ def check_batchable(n_tokens: int, batch_size: int, num_steps: int, sampling: st
         )
 
 
-def random_batches(tokens: np.ndarray, batch_size: int, num_steps: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    tokens = tokens[int(rng.integers(0, num_steps)):]
-    num_subseqs = (len(tokens) - 1) // num_steps
+def as_tensor(tokens) -> torch.Tensor:
+    return tokens if torch.is_tensor(tokens) else torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
+
+
+def random_batches(tokens, batch_size: int, num_steps: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    data = as_tensor(tokens)[int(rng.integers(0, num_steps)):]
+    num_subseqs = (len(data) - 1) // num_steps
     starts = np.arange(0, num_subseqs * num_steps, num_steps)
     rng.shuffle(starts)
     num_batches = num_subseqs // batch_size
-    offsets = np.arange(num_steps)
-    data = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
+    starts = torch.from_numpy(starts).to(data.device)  # one copy per epoch
+    offsets = torch.arange(num_steps, device=data.device)
     for i in range(0, batch_size * num_batches, batch_size):
-        idx = torch.from_numpy(starts[i : i + batch_size, None] + offsets)
+        idx = starts[i : i + batch_size, None] + offsets
         yield data[idx], data[idx + 1]
 
 
-def sequential_batches(tokens: np.ndarray, batch_size: int, num_steps: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def sequential_batches(tokens, batch_size: int, num_steps: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     offset = int(rng.integers(0, num_steps + 1))
     num_tokens = ((len(tokens) - offset - 1) // batch_size) * batch_size
-    data = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
+    data = as_tensor(tokens)
     xs = data[offset : offset + num_tokens].reshape(batch_size, -1)
     ys = data[offset + 1 : offset + 1 + num_tokens].reshape(batch_size, -1)
     num_batches = xs.shape[1] // num_steps

@@ -1,17 +1,29 @@
-"""Where torch work runs: the `device` params (auto | cpu | cuda)."""
+"""Where torch work runs: the `device` params (auto | cpu | cuda | mps)."""
 from __future__ import annotations
 
 import torch
 
 from .errors import ParamError
 
+AUTO_ORDER = ("cuda", "mps")  # `auto` takes the first of these accelerators that is present, else the CPU
+
+
+def available(kind: str) -> bool:
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    if kind == "mps":
+        return torch.backends.mps.is_available()
+    return kind == "cpu"
+
 
 def resolve_device(name: str, key: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ParamError naming ``key``."""
+    """``auto`` -> the machine's accelerator (``torch.accelerator``) when it is CUDA or Apple mps,
+    else the CPU; an accelerator that is not there is a ParamError naming ``key``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamError(key, "cuda requested but no CUDA device is available; use auto or cpu")
+        accelerator = torch.accelerator.current_accelerator(check_available=True)
+        return accelerator if accelerator is not None and accelerator.type in AUTO_ORDER else torch.device("cpu")
+    if not available(name):
+        raise ParamError(key, f"{name} requested but no {name} device is available; use auto or cpu")
     return torch.device(name)
 
 
@@ -23,3 +35,10 @@ def bf16_native(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def check_precision(precision: str, device: torch.device, key: str = "train.precision") -> None:
+    """fp16 autocast with loss scaling is for CUDA GPUs (those without fast bfloat16); CPUs lack
+    float16 kernels for some layers (oneDNN's LSTM), so it is refused there before any work."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ParamError(key, f"fp16 is for CUDA GPUs, and the device here is {device.type}; use fp32 or bf16")

@@ -23,7 +23,7 @@ from .errors import ParamError, RnnlmError
 PARAMS_FILE = "params.yaml"
 MODELS = ("rnn", "lstm", "gru")
 SPLIT_NAMES = ("train", "val", "test")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 STRATEGIES = ("greedy", "temperature", "top_k")
 
 
@@ -129,7 +129,9 @@ class TrainConfig:
     seed: int = spec(non_negative)
     device: str = spec(choices=DEVICES)
     threads: int = spec(non_negative)
-    precision: str = spec(choices=("fp32", "bf16"))
+    precision: str = spec(choices=("fp32", "bf16", "fp16"))
+    nproc: int = spec(positive)
+    backend: str = spec(choices=("auto", "gloo", "nccl"))
     patience: int = spec(non_negative)
     lr_decay: float = spec(factor)
     lr_schedule: str = spec(choices=("plateau", "cosine"))

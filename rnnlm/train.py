@@ -15,6 +15,10 @@ code makes it start over. All randomness of an epoch is derived from (seed, epoc
 run produces the same weights and metrics as an uninterrupted one (a ``max_minutes`` budget is
 the exception: where it stops depends on the machine's speed). The resume file is deleted when
 training completes.
+
+Several processes (``train.nproc``, :mod:`rnnlm.distributed`): every rank trains its block of rows
+of each minibatch through DistributedDataParallel; rank 0 alone validates and writes files (the
+others are given no paths).
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ from tqdm import tqdm
 
 from .batching import batches, check_batchable, num_batches
 from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
-from .device import bf16_native, resolve_device
+from .device import bf16_native, check_precision, resolve_device
+from .distributed import World
 from .errors import ParamError, RnnlmError
 from .fileio import write_json
 from .metrics import model_nll, perplexity
@@ -69,19 +74,41 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def train_step(model, optimizer, X, Y, state, clip_theta: float, amp_dtype=None):
+class TokenNLL(torch.nn.Module):
+    """``model.token_nll`` as a module's forward: DistributedDataParallel syncs the gradients of
+    what its wrapped module's forward computed."""
+
+    def __init__(self, model: RNNLM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, X, Y, state):
+        return self.model.token_nll(X, Y, state)
+
+
+def train_step(model, optimizer, X, Y, state, clip_theta: float, amp_dtype=None, scaler=None, forward=None):
     """One optimizer step on the minibatch (X, Y) from ``state``; returns (loss, new state).
 
-    The loss stays on the device (no host sync). ``amp_dtype`` (e.g. torch.bfloat16) runs the
-    forward pass under autocast; the loss is computed in float32 either way."""
+    The loss stays on the device (no host sync). ``amp_dtype`` (torch.bfloat16 or torch.float16)
+    runs the forward pass under autocast; the loss is computed in float32 either way. ``scaler``: a
+    ``torch.amp.GradScaler`` (needed by float16, whose small gradients underflow unscaled).
+    ``forward`` computes (nll, state) in place of ``model.token_nll`` (e.g. a DDP-wrapped TokenNLL)."""
     with torch.autocast(X.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-        nll, state = model.token_nll(X, Y, state)
+        nll, state = (forward or model.token_nll)(X, Y, state)
     loss = nll.float().mean()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients
     if clip_theta > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_theta)
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)  # skipped when the gradients overflowed; the scale then shrinks
+        scaler.update()
     return loss.detach(), state
 
 
@@ -128,26 +155,41 @@ class Segment:
 
 class Trainer:
     def __init__(self, name: str, model_cfg: ModelConfig, cfg: TrainConfig, vocab, train_tokens: np.ndarray,
-                 val_tokens: np.ndarray, paths: TrainPaths, progress: bool | None = None, log=print):
-        self.name, self.model_cfg, self.cfg = name, model_cfg, cfg
+                 val_tokens: np.ndarray, paths: TrainPaths | None, progress: bool | None = None, log=print,
+                 world: World = World(), device: torch.device | None = None):
+        """``paths``: where rank 0 writes (None on the other ranks, which write nothing).
+        ``device``: this rank's device (default: train.device resolved)."""
+        self.name, self.model_cfg, self.cfg, self.world = name, model_cfg, cfg, world
         self.vocab, self.train_tokens, self.val_tokens = vocab, train_tokens, val_tokens
-        self.paths, self.progress, self.log = paths, progress, log
+        self.paths, self.progress = paths, progress if world.writer else False
+        self.log = log if world.writer else (lambda *args, **kwargs: None)
         check_batchable(len(train_tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
         if len(val_tokens) < 2:
             raise ParamError("vocab.split", "the val split needs at least 2 tokens")
-        self.device = resolve_device(cfg.device, "train.device")
+        self.device = device or resolve_device(cfg.device, "train.device")
+        check_precision(cfg.precision, self.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        # train.precision: bf16 runs the forward pass under autocast (matmuls and the torch.nn
-        # recurrent kernels in bfloat16, e.g. on AMX or tensor cores); the weights, their
-        # gradients, the optimizer and every reported perplexity stay float32.
-        self.amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
-        if self.amp_dtype is not None and not bf16_native(self.device):
+        # The token array lives on the device once: minibatches are views and index gathers there.
+        self.train_data = torch.from_numpy(np.ascontiguousarray(train_tokens, dtype=np.int64)).to(self.device)
+        self.rows = world.rows(cfg.batch_size)
+        # train.precision: bf16/fp16 run the forward pass under autocast (matmuls and the torch.nn
+        # recurrent kernels in 16 bits, e.g. on AMX or tensor cores); the weights, their
+        # gradients, the optimizer and every reported perplexity stay float32. fp16 scales the loss
+        # (GradScaler) so that small gradients do not underflow.
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
+        if cfg.precision == "bf16" and not bf16_native(self.device):
             self.log(f"{name}: warning: train.precision=bf16, but this {self.device.type} has no native bfloat16 "
                      "matmuls, so it is emulated and slower than fp32")
         torch.manual_seed(cfg.seed)
         self.model = build_model(model_cfg, name, len(vocab)).to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        self.forward = None  # one process: model.token_nll
+        if world.size > 1:
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                TokenNLL(self.model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
         self.steps_per_epoch = num_batches(len(train_tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
         self.scheduler = None  # stepped at validation points (plateau) or after every step (cosine)
         if cfg.lr_schedule == "cosine":
@@ -158,10 +200,11 @@ class Trainer:
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min",
                                                                         factor=cfg.lr_decay, patience=0)
         # What a resumed run must agree on: everything but the thread count (CPU and CUDA runs
-        # differ numerically, so the resolved device type counts, not the `auto` spelling), and the code.
+        # differ numerically, so the resolved device type counts, not the `auto` spelling), the
+        # number of processes, and the code.
         self.fingerprint = fingerprint(
-            name, asdict(model_cfg), {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device")},
-            self.device.type, vocab.fingerprint, train_tokens, val_tokens, code_fingerprint())
+            name, asdict(model_cfg), {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device", "nproc")},
+            self.device.type, world.size, vocab.fingerprint, train_tokens, val_tokens, code_fingerprint())
 
     # --- budgets ---------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -175,7 +218,7 @@ class Trainer:
             return "epochs"
         if cfg.max_steps and pos.step >= cfg.max_steps:
             return "max_steps"
-        if cfg.max_minutes and elapsed >= cfg.max_minutes * 60:
+        if cfg.max_minutes and self.world.broadcast(elapsed) >= cfg.max_minutes * 60:  # rank 0's clock rules
             return "max_minutes"
         return None
 
@@ -192,19 +235,20 @@ class Trainer:
         tokens, start = 0, time.perf_counter()
         stop = self._budget_reached(pos, elapsed=0.0)  # the time budget allows at least one step
         while stop is None:
-            if pos.batch == 0:  # a new epoch: its randomness derives from (seed, epoch) alone
-                torch.manual_seed(_epoch_seed(cfg.seed, pos.epoch))
+            if pos.batch == 0:  # a new epoch: its randomness derives from (seed, epoch, rank) alone
+                torch.manual_seed(_epoch_seed(cfg.seed, pos.epoch) + self.world.rank)
                 carried = None
-            rng = np.random.default_rng([cfg.seed, pos.epoch])
-            epoch_batches = batches(self.train_tokens, cfg.batch_size, cfg.num_steps, cfg.sampling, rng)
+            rng = np.random.default_rng([cfg.seed, pos.epoch])  # the same global minibatches on every rank
+            epoch_batches = batches(self.train_data, cfg.batch_size, cfg.num_steps, cfg.sampling, rng)
             at_eval = False
             for X, Y in itertools.islice(epoch_batches, pos.batch, None):
-                X, Y = X.to(device, non_blocking=True), Y.to(device, non_blocking=True)
+                X, Y = X[self.rows], Y[self.rows]  # this rank's rows (all of them in one process)
                 if cfg.sampling == "random" or carried is None:
                     carried = model.begin_state(X.shape[0], device)  # fresh state per random minibatch
                 else:
                     carried = detach_state(carried)  # carried across sequential minibatches, cut from the graph
-                loss, carried = train_step(model, self.optimizer, X, Y, carried, cfg.clip_theta, self.amp_dtype)
+                loss, carried = train_step(model, self.optimizer, X, Y, carried, cfg.clip_theta, self.amp_dtype,
+                                           self.scaler, self.forward)
                 if cfg.lr_schedule == "cosine":
                     self.scheduler.step()
                 pos.step, pos.batch = pos.step + 1, pos.batch + 1
@@ -231,10 +275,12 @@ class Trainer:
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        if tokens == 0:
+        if tokens == 0 and pos.step == 0:
             raise RnnlmError(f"{self.name}: no training step fits in the budget; raise train.max_steps, "
                              "train.max_minutes or train.epochs")
-        return Segment(float(loss_sum) / tokens, tokens, seconds, stop), carried
+        totals = self.world.gather((float(loss_sum), tokens))  # every rank's share of the global minibatches
+        loss_total, tokens = sum(t[0] for t in totals), sum(t[1] for t in totals)
+        return Segment(loss_total / max(tokens, 1), tokens, seconds, stop), carried
 
     def _check_finite(self, losses, pos: Position):
         window = torch.stack(losses)
@@ -249,8 +295,12 @@ class Trainer:
             )
 
     def val_perplexity(self) -> float:
-        nll, n = model_nll(self.model, self.val_tokens, EVAL_BATCH, self.cfg.num_steps, self.device)
-        return perplexity(nll, n)
+        """Rank 0 validates; every rank gets its result."""
+        ppl = None
+        if self.world.writer:
+            nll, n = model_nll(self.model, self.val_tokens, EVAL_BATCH, self.cfg.num_steps, self.device)
+            ppl = perplexity(nll, n)
+        return self.world.broadcast(ppl)
 
     # --- checkpoints -----------------------------------------------------------------
     def _checkpoint_payload(self, state_dict, step, val_ppl) -> dict:
@@ -259,19 +309,26 @@ class Trainer:
                 "state_dict": state_dict, "step": step, "val_perplexity": val_ppl}
 
     def _save_resume(self, pos: Position, carried, history, best, stale, elapsed) -> None:
+        """Rank 0 writes the state of every rank: its random state and its rows of the carried state."""
         rng = {"cpu": torch.random.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         if carried is not None:
             carried = [t.detach().cpu() for t in (carried if isinstance(carried, tuple) else (carried,))]
+        ranks = self.world.gather((rng, carried))
+        if not self.world.writer:
+            return
+        if carried is not None:  # (layers, rows, hidden) blocks -> the whole minibatch's state
+            carried = [torch.cat([c[i] for _, c in ranks], dim=1) for i in range(len(carried))]
         save_checkpoint(self.paths.resume, {
             **self._checkpoint_payload(cpu_state_dict(self.model), pos.step, history[-1]["val_perplexity"]),
             "fingerprint": self.fingerprint, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "position": {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch}, "carried": carried,
-            "rng": rng, "history": history, "best": best, "stale": stale, "elapsed": elapsed})
+            "rng": [r for r, _ in ranks], "history": history, "best": best, "stale": stale, "elapsed": elapsed})
 
-    def _try_resume(self) -> dict | None:
+    def _read_resume(self) -> dict | None:
         path = self.paths.resume
         if not path.exists():
             return None
@@ -283,14 +340,26 @@ class Trainer:
         if ckpt.get("fingerprint") != self.fingerprint:
             self.log(f"{self.name}: resume state is for other params, data or code; starting over")
             return None
+        self.log(f"{self.name}: resuming after step {ckpt['position']['step']} (from {path})")
+        return ckpt
+
+    def _try_resume(self) -> dict | None:
+        """The resume state rank 0 read (shared with every rank), loaded into this rank's objects."""
+        ckpt = self.world.broadcast(self._read_resume() if self.world.writer else None)
+        if ckpt is None:
+            return None
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler"):
             self.scheduler.load_state_dict(ckpt["scheduler"])
-        torch.random.set_rng_state(ckpt["rng"]["cpu"])
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
-        self.log(f"{self.name}: resuming after step {ckpt['position']['step']} (from {path})")
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        rng = ckpt["rng"][self.world.rank]
+        torch.random.set_rng_state(rng["cpu"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        if ckpt["carried"] is not None:  # this rank's rows of the whole minibatch's state
+            ckpt["carried"] = [t[:, self.rows] for t in ckpt["carried"]]
         return ckpt
 
     # --- the run ---------------------------------------------------------------------
@@ -309,13 +378,16 @@ class Trainer:
         started, elapsed0 = time.perf_counter(), resumed.get("elapsed", 0.0)
         clock = lambda: elapsed0 + time.perf_counter() - started  # noqa: E731
 
-        live = Live(dir=str(paths.live_dir), dvcyaml=False, save_dvc_exp=False)
+        live = Live(dir=str(paths.live_dir), dvcyaml=False, save_dvc_exp=False) if self.world.writer else None
         for row in history:  # replay the validation points of an interrupted run so the logs are whole
             self._log_point(live, row)
         bar = tqdm(total=self.total_steps(), initial=pos.step, unit="step", desc=self.name, leave=False,
                    disable=not self.progress if self.progress is not None else None)
         while True:
             seg, carried = self._segment(pos, carried, clock, bar)
+            if seg.tokens == 0:  # a budget ended right at the last validation point: nothing new to validate
+                stop = seg.stop
+                break
             val_ppl = self.val_perplexity()
             train_ppl = perplexity(seg.loss, 1)
             if not (math.isfinite(val_ppl) and math.isfinite(train_ppl)):
@@ -332,7 +404,7 @@ class Trainer:
                      f"val ppl {val_ppl:.3f}, {seg.tokens / seg.seconds:,.0f} tok/s")
             if val_ppl < best["val_perplexity"]:
                 best = {"val_perplexity": val_ppl, "step": pos.step, "epoch": row["epoch"],
-                        "state_dict": cpu_state_dict(self.model)}
+                        "state_dict": cpu_state_dict(self.model) if self.world.writer else None}
                 stale = 0
             else:
                 stale += 1
@@ -347,6 +419,15 @@ class Trainer:
 
     def _finish(self, live, history, best, stop) -> dict:
         paths, last = self.paths, history[-1]
+        train_tokens = sum(r["tokens"] for r in history)
+        train_seconds = sum(r["seconds"] for r in history)
+        timing = {"train_seconds": round(train_seconds, 3), "tokens": train_tokens,
+                  "tokens_per_second": round(train_tokens / train_seconds, 1), "device": str(self.device),
+                  "threads": torch.get_num_threads(), "precision": self.cfg.precision, "nproc": self.world.size}
+        result = {"best_val_perplexity": best["val_perplexity"], "best_step": best["step"],
+                  "best_epoch": best["epoch"], "stopped_by": stop, "history": history, **timing}
+        if not self.world.writer:
+            return result
         live.step = last["step"]  # next_step() left it one past the last point; the summary's step is the last one
         save_checkpoint(paths.best, self._checkpoint_payload(best["state_dict"], best["step"], best["val_perplexity"]))
         save_checkpoint(paths.last, self._checkpoint_payload(cpu_state_dict(self.model), last["step"],
@@ -358,18 +439,14 @@ class Trainer:
         live.summary["stopped_by"] = stop
         live.make_summary()
         live.end()
-        train_tokens = sum(r["tokens"] for r in history)
-        train_seconds = sum(r["seconds"] for r in history)
-        timing = {"train_seconds": round(train_seconds, 3), "tokens": train_tokens,
-                  "tokens_per_second": round(train_tokens / train_seconds, 1), "device": str(self.device),
-                  "threads": torch.get_num_threads(), "precision": self.cfg.precision}
         write_json(paths.live_dir / "timing.json", timing)
         paths.resume.unlink(missing_ok=True)
-        return {"best_val_perplexity": best["val_perplexity"], "best_step": best["step"], "best_epoch": best["epoch"],
-                "stopped_by": stop, "history": history, **timing}
+        return result
 
     @staticmethod
     def _log_point(live, row):
+        if live is None:  # not rank 0
+            return
         live.step = row["step"]  # x axis of the plots: optimizer steps
         live.log_metric("train/perplexity", row["train_perplexity"])
         live.log_metric("val/perplexity", row["val_perplexity"])

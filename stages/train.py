@@ -1,7 +1,12 @@
 """train@<model> stage: `python -m stages.train lstm` trains params.yaml's `lstm` section on
-data/tokens and writes models/lstm.pt (best), models/lstm.last.pt, metrics/train/lstm/."""
+data/tokens and writes models/lstm.pt (best), models/lstm.last.pt, metrics/train/lstm/.
+
+With train.nproc > 1 it relaunches itself as that many processes under torchrun; started by
+torchrun (e.g. on several machines), it is one rank of the run."""
 import sys
 
+from rnnlm import distributed
+from rnnlm.device import check_precision, resolve_device
 from rnnlm.errors import RnnlmError, stage_main
 from rnnlm.params import load_model_config
 from rnnlm.prepare import load_splits
@@ -15,12 +20,25 @@ def main():
         raise RnnlmError("usage: python -m stages.train {rnn,lstm,gru}")
     name = sys.argv[1]
     model_cfg, cfg = load_model_config(name)
+    world = distributed.launched()
+    if world is None and cfg.nproc > 1:  # refuse what cannot run before starting any process
+        device = resolve_device(cfg.device, "train.device")
+        check_precision(cfg.precision, device)
+        distributed.check(cfg, device, cfg.nproc, cfg.nproc)
+        distributed.launch(cfg.nproc, "stages.train", [name])
+        return
+    world = world or distributed.World()
     vocab = Vocab.load("data/vocab.json")
     splits = load_splits()
-    result = Trainer(name, model_cfg, cfg, vocab, splits["train"], splits["val"], TrainPaths.for_model(name)).run()
-    print(f"{name}: best val perplexity {result['best_val_perplexity']:.3f} at step {result['best_step']} "
-          f"(epoch {result['best_epoch']:.2f}), stopped by {result['stopped_by']}, "
-          f"{result['tokens_per_second']:,.0f} tok/s, {result['train_seconds']:.0f}s")
+    with distributed.process_group(world, cfg) as device:
+        paths = TrainPaths.for_model(name) if world.writer else None
+        result = Trainer(name, model_cfg, cfg, vocab, splits["train"], splits["val"], paths, world=world,
+                         device=device).run()
+    if world.writer:
+        print(f"{name}: best val perplexity {result['best_val_perplexity']:.3f} at step {result['best_step']} "
+              f"(epoch {result['best_epoch']:.2f}), stopped by {result['stopped_by']}, "
+              f"{result['tokens_per_second']:,.0f} tok/s, {result['train_seconds']:.0f}s, "
+              f"{world.size} process{'es' if world.size > 1 else ''}")
 
 
 if __name__ == "__main__":

@@ -138,9 +138,10 @@ def committed_params() -> dict:
     return read_params(ROOT / "params.yaml")
 
 
-def run_stage_script(name: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_stage_script(name: str, cwd: Path, env: dict | None = None, timeout: float = 300,
+                     args: list[str] = ()) -> subprocess.CompletedProcess:
     """Stage script ``stages/<name>.py`` of this checkout run as dvc.yaml runs it (``python -m
-    stages.<name>``) in ``cwd``, a project root holding params.yaml and data/."""
+    stages.<name> args``) in ``cwd``, a project root holding params.yaml and data/."""
     env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", f"stages.{name}", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -39,6 +39,8 @@ test-fast: setup
 bench: setup
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/word_level.py
+	$(BIN)/dvc repro vocab
+	$(BIN)/python bench/processes.py
 
 report: setup
 	$(BIN)/dvc repro report

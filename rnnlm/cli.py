@@ -28,7 +28,7 @@ from .errors import RnnlmError, stage_main
 from .generate import sample_one
 from .metrics import bits_per_token, model_token_nll, perplexity
 from .models import num_parameters
-from .params import STRATEGIES, validate_section
+from .params import DEVICES, STRATEGIES, validate_section
 
 # The tool's own sampling defaults (outside a project there is no params.yaml to read them from);
 # tests/test_cli.py keeps them equal to the committed params.yaml's `sample` section.
@@ -159,7 +159,7 @@ def parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, fn) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--model", required=True, help="a model file, e.g. models/lstm.pt")
-        p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="default: cpu")
+        p.add_argument("--device", default="cpu", choices=DEVICES, help="default: cpu")
         p.set_defaults(fn=fn)
         return p
 

@@ -52,18 +52,24 @@ def test_a_batch_that_does_not_split_evenly_is_refused():
         distributed.check(train_cfg(nproc=2), torch.device("mps"), 2, 2)
 
 
-def test_the_stage_refuses_too_many_processes_before_any_work(tmp_path):
-    """The check runs before the data is read or torchrun starts: an empty directory with a
+@pytest.mark.parametrize("case", ["too many processes", "nccl on the cpu"])
+def test_the_stage_refuses_a_world_it_cannot_run_before_any_work(tmp_path, case):
+    """The checks run before the data is read or torchrun starts: an empty directory with a
     params.yaml is enough to see the one-line error."""
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
-    params["train"]["nproc"] = distributed.cores() + 1
-    params["train"]["batch_size"] = 32 * params["train"]["nproc"]
+    nproc = distributed.cores() + 1 if case == "too many processes" else 2
+    params["train"].update(nproc=nproc, batch_size=32 * nproc, device="cpu")
+    if case == "nccl on the cpu":
+        params["train"]["backend"] = "nccl"
+        expected = ("error: params.yaml: train.backend: nccl needs CUDA devices, and train.device resolves to cpu "
+                    "here; use backend auto or gloo")
+    else:
+        expected = (f"error: params.yaml: train.nproc: {nproc} processes, but this machine has "
+                    f"{distributed.cores()} CPU cores")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     run = run_stage_script("train", tmp_path, args=["lstm"])
     assert run.returncode == 1
-    assert run.stderr.strip().splitlines() == [
-        f"error: params.yaml: train.nproc: {distributed.cores() + 1} processes, but this machine has "
-        f"{distributed.cores()} CPU cores"]
+    assert run.stderr.strip().splitlines() == [expected]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 

@@ -42,9 +42,10 @@ def _imported_modules(tree: ast.Module, package_dir: Path, in_package: bool) -> 
     return {m for m in found if (package_dir / f"{m}.py").exists()}
 
 
-def closure(script: Path, package_dir: Path) -> list[Path]:
-    """The package modules ``script`` runs: its imports, theirs, and so on (sorted)."""
-    todo = _imported_modules(_tree(script), package_dir, in_package=False) | {"__init__"}
+def closure(script: Path, package_dir: Path, in_package: bool = False) -> list[Path]:
+    """The package modules ``script`` runs: its imports, theirs, and so on (sorted).
+    ``in_package``: ``script`` is a module of the package (its relative imports count)."""
+    todo = _imported_modules(_tree(script), package_dir, in_package) | {"__init__"}
     seen: set[str] = set()
     while todo:
         name = todo.pop()

@@ -10,8 +10,8 @@ Resume: at every validation point the full training state (weights, optimizer, s
 weights so far, history, the position inside the epoch with its carried hidden state and random
 state) is written atomically to ``checkpoints/<model>.resume.pt``. If a run is interrupted
 (Ctrl-C, SIGTERM, a crash), the next run of the same stage with the same params, data and code
-resumes after the last validation point; any change of params, data or the ``rnnlm`` package's
-code makes it start over. All randomness of an epoch is derived from (seed, epoch), so a resumed
+resumes after the last validation point; any change of params, data or the code training runs
+(comments and docstrings aside) makes it start over. All randomness of an epoch is derived from (seed, epoch), so a resumed
 run produces the same weights and metrics as an uninterrupted one (a ``max_minutes`` budget is
 the exception: where it stops depends on the machine's speed). The resume file is deleted when
 training completes.
@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import codehash
 from .batching import batches, check_batchable, num_batches
 from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
 from .device import bf16_native, check_precision, resolve_device
@@ -123,11 +124,10 @@ def fingerprint(*parts) -> str:
 
 
 def code_fingerprint(package: Path = Path(__file__).parent) -> str:
-    """sha256 of the ``rnnlm`` package's source: a resume state is only valid for the same code."""
-    h = hashlib.sha256()
-    for path in sorted(Path(package).glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
+    """What training runs, by content (:mod:`rnnlm.codehash`): train.py and every package module
+    it imports, comments and docstrings aside. A resume state is only valid for the same code."""
+    script = Path(package) / "train.py"
+    return codehash.fingerprint([script, *codehash.closure(script, Path(package), in_package=True)], Path(package))
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -171,10 +171,16 @@ def test_resume_state_of_other_code_is_ignored(tmp_path, monkeypatch):
     package = tmp_path / "pkg"
     shutil.copytree(rnnlm.train.code_fingerprint.__defaults__[0], package)
     before = rnnlm.train.code_fingerprint(package)
-    with open(package / "train.py", "a") as f:
-        f.write("\n# an edit\n")
+    with open(package / "models.py", "a") as f:  # a module training imports: a comment changes nothing
+        f.write("\n# a comment\n")
+    assert rnnlm.train.code_fingerprint(package) == before
+    with open(package / "models.py", "a") as f:  # code does
+        f.write("\nLIMIT = 3\n")
     after = rnnlm.train.code_fingerprint(package)
     assert before == rnnlm.train.code_fingerprint() and after != before
+    with open(package / "cli.py", "a") as f:  # a module training does not import changes nothing
+        f.write("\nLIMIT = 3\n")
+    assert rnnlm.train.code_fingerprint(package) == after
     monkeypatch.setattr(rnnlm.train, "code_fingerprint", lambda: after)
     messages = []
     run(tmp_path, epochs=3, log=messages.append)

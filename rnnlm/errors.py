@@ -32,7 +32,7 @@ def stage_main(fn: Callable[[], object]) -> Callable[[], None]:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs) -> None:
         # SIGTERM (e.g. from a scheduler or `kill`) unwinds like Ctrl-C, so temp files are removed.
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             fn(*args, **kwargs)
         except RnnlmError as exc:
@@ -41,6 +41,10 @@ def stage_main(fn: Callable[[], object]) -> Callable[[], None]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        finally:
+            # The work is over: a late SIGTERM (torchrun stopping the ranks of a failed run) must
+            # not raise KeyboardInterrupt inside the interpreter's teardown and print a traceback.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
     return wrapper
 

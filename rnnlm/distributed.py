@@ -16,6 +16,7 @@ dropout they agree to rounding.
 from __future__ import annotations
 
 import os
+import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -103,20 +104,30 @@ def check(cfg: TrainConfig, device: torch.device, size: int, local_size: int) ->
 def launch(nproc: int, module: str, args: list[str]) -> None:
     """Run ``python -m module args`` as ``nproc`` processes under torchrun on this machine; a
     failed or killed rank stops them all and is reported as one error."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     # torchrun would set 1 thread per process; share the cores instead (train.threads overrides).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores() // nproc)))
     argv = ["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", "--module", module, *args]
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # torchrun replaces them
     try:
         run(get_args_parser().parse_args(argv))
+    except SignalException:  # Ctrl-C or SIGTERM: torchrun has stopped the ranks
+        raise KeyboardInterrupt from None
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
+        if failure.exitcode == 1:  # a rank reported an error (printed above) and stopped
+            raise RnnlmError(f"{module} {' '.join(args)}: stopped by the error above (rank {rank} of {nproc} "
+                             "exited first)") from None
         how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0
                else f"exited with status {failure.exitcode}")
         raise RnnlmError(f"{module} {' '.join(args)}: rank {rank} of {nproc} {how}, so every rank stopped; "
                          "the next run resumes after the last validation point") from None
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager

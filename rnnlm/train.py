@@ -11,10 +11,10 @@ weights so far, history, the position inside the epoch with its carried hidden s
 state) is written atomically to ``checkpoints/<model>.resume.pt``. If a run is interrupted
 (Ctrl-C, SIGTERM, a crash), the next run of the same stage with the same params, data and code
 resumes after the last validation point; any change of params, data or the code training runs
-(comments and docstrings aside) makes it start over. All randomness of an epoch is derived from (seed, epoch), so a resumed
-run produces the same weights and metrics as an uninterrupted one (a ``max_minutes`` budget is
-the exception: where it stops depends on the machine's speed). The resume file is deleted when
-training completes.
+(comments and docstrings aside) makes it start over. All randomness of an epoch is derived from
+(seed, epoch), so a resumed run produces the same weights and metrics as an uninterrupted one (a
+``max_minutes`` budget is the exception: where it stops depends on the machine's speed). The
+resume file is deleted when training completes.
 
 Several processes (``train.nproc``, :mod:`rnnlm.distributed`): every rank trains its block of rows
 of each minibatch through DistributedDataParallel; rank 0 alone validates and writes files (the
@@ -66,6 +66,13 @@ class TrainPaths:
 
 def build_model(model_cfg: ModelConfig, cell: str, vocab_size: int) -> RNNLM:
     return RNNLM(cell=cell, vocab_size=vocab_size, **asdict(model_cfg))
+
+
+def check_inputs(cfg: TrainConfig, train_tokens: np.ndarray, val_tokens: np.ndarray) -> None:
+    """The splits can be trained and validated on with these params (ParamError if not)."""
+    check_batchable(len(train_tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
+    if len(val_tokens) < 2:
+        raise ParamError("vocab.split", "the val split needs at least 2 tokens")
 
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -163,9 +170,7 @@ class Trainer:
         self.vocab, self.train_tokens, self.val_tokens = vocab, train_tokens, val_tokens
         self.paths, self.progress = paths, progress if world.writer else False
         self.log = log if world.writer else (lambda *args, **kwargs: None)
-        check_batchable(len(train_tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
-        if len(val_tokens) < 2:
-            raise ParamError("vocab.split", "the val split needs at least 2 tokens")
+        check_inputs(cfg, train_tokens, val_tokens)
         self.device = device or resolve_device(cfg.device, "train.device")
         check_precision(cfg.precision, self.device)
         if cfg.threads > 0:
@@ -189,7 +194,9 @@ class Trainer:
         if world.size > 1:
             self.forward = torch.nn.parallel.DistributedDataParallel(
                 TokenNLL(self.model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+                broadcast_buffers=False,
+                # the adaptive softmax skips a tail cluster with no target among a rank's rows
+                find_unused_parameters=self.model.adaptive is not None)
         self.steps_per_epoch = num_batches(len(train_tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
         self.scheduler = None  # stepped at validation points (plateau) or after every step (cosine)
         if cfg.lr_schedule == "cosine":
@@ -203,7 +210,8 @@ class Trainer:
         # differ numerically, so the resolved device type counts, not the `auto` spelling), the
         # number of processes, and the code.
         self.fingerprint = fingerprint(
-            name, asdict(model_cfg), {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device", "nproc")},
+            name, asdict(model_cfg),
+            {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device", "nproc", "backend")},
             self.device.type, world.size, vocab.fingerprint, train_tokens, val_tokens, code_fingerprint())
 
     # --- budgets ---------------------------------------------------------------------
@@ -218,9 +226,15 @@ class Trainer:
             return "epochs"
         if cfg.max_steps and pos.step >= cfg.max_steps:
             return "max_steps"
-        if cfg.max_minutes and self.world.broadcast(elapsed) >= cfg.max_minutes * 60:  # rank 0's clock rules
+        if cfg.max_minutes and self._time_is_up(pos, elapsed):
             return "max_minutes"
         return None
+
+    def _time_is_up(self, pos: Position, elapsed: float) -> bool:
+        """Several ranks follow rank 0's clock, looked at every CHECK_EVERY steps (a collective)."""
+        if self.world.size == 1:
+            return elapsed >= self.cfg.max_minutes * 60
+        return pos.step % CHECK_EVERY == 0 and self.world.broadcast(elapsed >= self.cfg.max_minutes * 60)
 
     # --- training between two validation points ----------------------------------------
     def _segment(self, pos: Position, carried, clock, bar) -> tuple[Segment, object]:
@@ -276,19 +290,27 @@ class Trainer:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         if tokens == 0 and pos.step == 0:
-            raise RnnlmError(f"{self.name}: no training step fits in the budget; raise train.max_steps, "
-                             "train.max_minutes or train.epochs")
+            self._fail(f"{self.name}: no training step fits in the budget; raise train.max_steps, "
+                       "train.max_minutes or train.epochs")
         totals = self.world.gather((float(loss_sum), tokens))  # every rank's share of the global minibatches
         loss_total, tokens = sum(t[0] for t in totals), sum(t[1] for t in totals)
         return Segment(loss_total / max(tokens, 1), tokens, seconds, stop), carried
 
+    def _fail(self, message: str):
+        """An error every rank met at the same point: rank 0 reports it, the others stop quietly."""
+        if self.world.writer:
+            raise RnnlmError(message)
+        raise SystemExit(1)
+
     def _check_finite(self, losses, pos: Position):
         window = torch.stack(losses)
         bad = (~torch.isfinite(window)).nonzero()
-        if len(bad):
-            step = pos.step - len(losses) + 1 + int(bad[0, 0])
+        first = pos.step - len(losses) + 1 + int(bad[0, 0]) if len(bad) else None
+        steps = [s for s in self.world.gather(first) if s is not None]  # the ranks decide together
+        if steps:
+            step = min(steps)
             clip = ("lower train.clip_theta" if self.cfg.clip_theta > 0 else "set train.clip_theta (e.g. 1.0)")
-            raise RnnlmError(
+            self._fail(
                 f"{self.name}: training diverged: non-finite loss at step {step} (epoch {pos.epoch + 1}, "
                 f"lr={self.optimizer.param_groups[0]['lr']:g}); lower {self.name}.lr or train.lr, or {clip}. "
                 "No checkpoint of the diverged state was written."
@@ -391,7 +413,7 @@ class Trainer:
             val_ppl = self.val_perplexity()
             train_ppl = perplexity(seg.loss, 1)
             if not (math.isfinite(val_ppl) and math.isfinite(train_ppl)):
-                raise RnnlmError(
+                self._fail(
                     f"{self.name}: training diverged: perplexity overflowed by step {pos.step} (train "
                     f"{train_ppl:g}, val {val_ppl:g}); lower {self.name}.lr or train.lr. "
                     "No checkpoint of the diverged state was written.")

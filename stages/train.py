@@ -10,7 +10,7 @@ from rnnlm.device import check_precision, resolve_device
 from rnnlm.errors import RnnlmError, stage_main
 from rnnlm.params import load_model_config
 from rnnlm.prepare import load_splits
-from rnnlm.train import Trainer, TrainPaths
+from rnnlm.train import Trainer, TrainPaths, check_inputs
 from rnnlm.vocab import Vocab
 
 
@@ -21,15 +21,18 @@ def main():
     name = sys.argv[1]
     model_cfg, cfg = load_model_config(name)
     world = distributed.launched()
-    if world is None and cfg.nproc > 1:  # refuse what cannot run before starting any process
+    relaunch = world is None and cfg.nproc > 1
+    if relaunch:  # refuse what cannot run before starting any process
         device = resolve_device(cfg.device, "train.device")
         check_precision(cfg.precision, device)
         distributed.check(cfg, device, cfg.nproc, cfg.nproc)
+    vocab = Vocab.load("data/vocab.json")
+    splits = load_splits()
+    if relaunch:
+        check_inputs(cfg, splits["train"], splits["val"])
         distributed.launch(cfg.nproc, "stages.train", [name])
         return
     world = world or distributed.World()
-    vocab = Vocab.load("data/vocab.json")
-    splits = load_splits()
     with distributed.process_group(world, cfg) as device:
         paths = TrainPaths.for_model(name) if world.writer else None
         result = Trainer(name, model_cfg, cfg, vocab, splits["train"], splits["val"], paths, world=world,

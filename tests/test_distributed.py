@@ -154,6 +154,59 @@ def test_a_budget_ending_at_a_validation_point_finishes(tmp_path):
     assert result["stopped_by"] == "epochs" and result["history"][-1]["epoch"] == 1.0
 
 
+# --------------------------------------------------------------------------- two ranks in-process (gloo)
+def _two_rank_worker(rank: int, port: int, root: str, train_updates: dict, model_updates: dict, results) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        vocab = Vocab.build(list(TEXT), "char")
+        ids = vocab.encode(list(TEXT))
+        cfg = config("train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "device": "cpu", "nproc": 2,
+                               **train_updates})
+        model_cfg = config("lstm", {"hidden": 8, "embedding": 4, "layers": 1, "dropout": 0.0, **model_updates})
+        paths = TrainPaths.for_model("lstm", Path(root)) if rank == 0 else None
+        trainer = Trainer("lstm", model_cfg, cfg, vocab, ids[:2000], ids[2000:2300], paths, progress=False,
+                          log=lambda *_: None, world=distributed.World(rank, 2))
+        results[rank] = ("ok", trainer.run()["best_val_perplexity"])
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        results[rank] = ("error", f"{type(exc).__name__}: {exc}")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_two_ranks(tmp_path, train_updates: dict, model_updates: dict) -> dict:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_two_rank_worker, args=(port, str(tmp_path), train_updates, model_updates, results), nprocs=2)
+        return dict(results)
+
+
+def test_two_ranks_train_an_adaptive_softmax_whose_rare_cluster_one_rank_misses(tmp_path):
+    """A rank's rows often hold no target of the rarest cluster, whose parameters then get no
+    gradient there: DDP must be told (find_unused_parameters), or the next step fails."""
+    results = run_two_ranks(tmp_path, {"max_steps": 8}, {"softmax": "adaptive", "cutoffs": [16]})
+    assert results[0][0] == results[1][0] == "ok", results
+    assert results[0][1] == results[1][1] < 40  # rank 0's validation, broadcast
+    assert (tmp_path / "models" / "lstm.pt").exists()
+
+
+def test_a_divergence_seen_by_the_ranks_is_reported_once(tmp_path):
+    results = run_two_ranks(tmp_path, {"lr": 1e30, "clip_theta": 0.0, "optimizer": "sgd"}, {})
+    assert results[0][0] == "error" and "RnnlmError: lstm: training diverged" in results[0][1], results
+    assert results[1] == ("error", "SystemExit: 1")  # rank 1 stops without a second message
+    assert not (tmp_path / "models").exists()
+
+
 # --------------------------------------------------------------------------- two ranks through dvc repro
 DDP = {"train": {"epochs": 1, "eval_every": 10, "threads": 1}, "lstm": {"hidden": 24, "dropout": 0.0}}
 
@@ -204,6 +257,45 @@ def worker_pids(project: Path) -> dict[int, int]:
     return found
 
 
+def start_repro(proj, target: str) -> subprocess.Popen:
+    return subprocess.Popen([str(Path(proj.env["PATH"].split(os.pathsep)[0]) / "dvc"), "repro", target],
+                            cwd=proj.path, env=proj.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_every_rank_as_interrupted(tmp_path):
+    """Ctrl-C reaches the stage that runs torchrun (the ranks are in their own sessions): it
+    stops them and says `interrupted`, with no traceback; the next repro resumes."""
+    proj = make_project(tmp_path / "int", {**DDP, "train": {**DDP["train"], "nproc": 2}, "lstm": {**DDP["lstm"], "epochs": 3}})
+    proj.repro("vocab")
+    resume = proj.path / "checkpoints" / "lstm.resume.pt"
+    proc = start_repro(proj, "train@lstm")
+    try:
+        wait_for(resume, proc)
+        pids = worker_pids(proj.path)
+        for pid in pids.values():  # hold the ranks so that the run cannot end first
+            os.kill(pid, signal.SIGSTOP)
+        os.killpg(proc.pid, signal.SIGINT)
+        for pid in pids.values():
+            os.kill(pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert "interrupted" in err and "Traceback" not in err, err
+    assert not worker_pids(proj.path)
+    assert "lstm: resuming after step" in proj.repro("train@lstm").stdout
+
+
 @pytest.mark.integration
 def test_killing_one_rank_stops_the_stage_and_the_next_repro_resumes(tmp_path):
     """Validation points fall inside epochs (eval_every), so the resume file holds both ranks'
@@ -212,14 +304,9 @@ def test_killing_one_rank_stops_the_stage_and_the_next_repro_resumes(tmp_path):
                                             "lstm": {**DDP["lstm"], "epochs": 3}})
     proj.repro("vocab")
     resume = proj.path / "checkpoints" / "lstm.resume.pt"
-    proc = subprocess.Popen([str(Path(proj.env["PATH"].split(os.pathsep)[0]) / "dvc"), "repro", "train@lstm"],
-                            cwd=proj.path, env=proj.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = start_repro(proj, "train@lstm")
     try:
-        deadline = time.monotonic() + 300
-        while not resume.exists():  # the first epoch's validation point
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.01)
+        wait_for(resume, proc)  # the first validation point
         pids = worker_pids(proj.path)
         assert sorted(pids) == [0, 1]
         os.kill(pids[0], signal.SIGSTOP)  # rank 0 cannot finish the run meanwhile

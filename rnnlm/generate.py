@@ -88,7 +88,7 @@ def encode_prefix(vocab: Vocab, prefix: str, warn: Callable[[str], None] | None 
 def choose(logits: torch.Tensor, strategy: str, temperature: float = 1.0, top_k: int = 5,
            generator: torch.Generator | None = None, banned: Sequence[int] = ()) -> int:
     """Pick the next id from a (V,) vector of logits with ``strategy``; ``banned`` ids are masked."""
-    logits = logits.detach().to("cpu", torch.float64).clone()
+    logits = logits.detach().cpu().to(torch.float64, copy=True)  # on the CPU: Apple mps has no float64
     if len(banned):
         logits[list(banned)] = -math.inf
     if strategy == "greedy" or temperature == 0:

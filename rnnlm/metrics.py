@@ -43,7 +43,7 @@ def model_token_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, 
               leave=False) as bar:
         for i in range(0, X.shape[1], num_steps):
             nll, state = model.token_nll(X[:, i : i + num_steps], Y[:, i : i + num_steps], state)
-            chunks.append(nll.double().cpu())
+            chunks.append(nll.cpu().double())  # on the CPU: Apple mps has no float64
             bar.update(int(M[:, i : i + num_steps].sum()))
     model.train(was_training)
     nll = torch.cat(chunks, dim=1)  # (streams, length): the streams are consecutive pieces of the split

@@ -245,7 +245,8 @@ class Trainer:
         cfg, model, device = self.cfg, self.model, self.device
         model.train()
         losses: list[torch.Tensor] = []
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        # a float64 running sum on the device (float32 on Apple mps, which has no float64)
+        loss_sum = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
         tokens, start = 0, time.perf_counter()
         stop = self._budget_reached(pos, elapsed=0.0)  # the time budget allows at least one step
         while stop is None:
@@ -267,7 +268,7 @@ class Trainer:
                     self.scheduler.step()
                 pos.step, pos.batch = pos.step + 1, pos.batch + 1
                 losses.append(loss)
-                loss_sum += loss.double() * Y.numel()
+                loss_sum += loss.to(loss_sum.dtype) * Y.numel()
                 tokens += Y.numel()
                 bar.update(1)
                 if len(losses) == CHECK_EVERY:

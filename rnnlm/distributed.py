@@ -15,6 +15,7 @@ dropout they agree to rounding.
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from contextlib import contextmanager
@@ -150,5 +151,10 @@ def process_group(world: World, cfg: TrainConfig):
             raise
         problem = str(exc).split("] ", 1)[-1].split(". ")[0]
         raise RnnlmError(f"rank {world.rank} of {world.size} lost contact with another rank ({problem})") from None
-    finally:
-        dist.destroy_process_group()
+    # After an error the group is left to the process's exit: tearing it down while a peer may
+    # still wait in a collective can hang. After success every rank leaves together, with DDP's
+    # reducer (it holds gloo work objects) freed first: a rank that destroyed them during the
+    # interpreter's teardown could abort (SIGABRT, "terminate called without an active exception").
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()

@@ -194,7 +194,6 @@ class Trainer:
         if world.size > 1:
             self.forward = torch.nn.parallel.DistributedDataParallel(
                 TokenNLL(self.model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
                 # the adaptive softmax skips a tail cluster with no target among a rank's rows
                 find_unused_parameters=self.model.adaptive is not None)
         self.steps_per_epoch = num_batches(len(train_tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)

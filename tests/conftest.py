@@ -13,7 +13,23 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """The corpus mirror the tests read (no test uses the network): $RNNLM_MIRROR, else
+    ../shared/data beside this checkout, else beside the repository it was cloned from (a clone
+    made elsewhere, e.g. `git clone . /tmp/x`)."""
+    if os.environ.get("RNNLM_MIRROR"):
+        return Path(os.environ["RNNLM_MIRROR"]).resolve()
+    beside = ROOT.parent / "shared" / "data"
+    origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+                            capture_output=True, text=True).stdout.strip()
+    if not beside.is_dir() and origin and Path(origin).is_dir():
+        return Path(origin).resolve().parent / "shared" / "data"
+    return beside
+
+
+SHARED_DATA = _shared_data()
 VENV_BIN = Path(sys.executable).parent
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "rnnlm", "stages"]
 

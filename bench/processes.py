@@ -31,6 +31,8 @@ from pathlib import Path
 
 import yaml
 
+from rnnlm import distributed
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,7 +73,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not (ROOT / "data" / "tokens").is_dir():
         sys.exit("error: data/tokens is missing; run `dvc repro vocab` first")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = distributed.cores()
     rows = [run(args.model, args.steps, 1, cores), run(args.model, args.steps, 1, 1),
             run(args.model, args.steps, args.nproc, max(1, cores // args.nproc))]
     base = rows[0]

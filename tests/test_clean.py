@@ -14,10 +14,9 @@ import yaml
 from rnnlm.clean import clean_file, clean_text, count_lines, decode_utf8, run_clean, strip_gutenberg
 from rnnlm.errors import RnnlmError
 from rnnlm.params import CleanConfig
-from conftest import deep_update, run_stage_script
+from conftest import SHARED_DATA, deep_update, run_stage_script
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 CLEAN_CFG = CleanConfig(mode="letters", max_chars=0, strip_gutenberg=True)
 
 SAMPLE = "The Time Machine, by H. G. Wells [1898]\n\n\n\nI\r\nThe Time-Traveller's 2nd   line\rend.\n"
@@ -192,7 +191,6 @@ def test_stages_end_to_end_local_file(tmp_path):
     assert m["mode"] == "raw" and m["chars_out"] == len(body) - 1 and m["lines_out"] == 2
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no corpus mirror at {SHARED_DATA}")
 @pytest.mark.parametrize("corpus, mode, max_chars, chars_out, distinct_out", [
     ("timemachine", "letters", 0, None, 27),
     ("jaychou", "lines", 10000, 10000, 1027),  # the d2l Jay Chou setting: vocabulary of 1027

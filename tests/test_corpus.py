@@ -19,8 +19,8 @@ from rnnlm import corpus
 from rnnlm.corpus import CATALOG, extract_zip_text, fetch_corpus, resolve_corpus, sha256_file
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.params import DownloadConfig
+from conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEXT = b"It was the best of times,\nit was the worst of times.\n"
 TEXT_SHA = hashlib.sha256(TEXT).hexdigest()
 
@@ -438,10 +438,8 @@ def test_zip_over_the_network(tmp_path, server):
 
 
 # --------------------------------------------------------------------------- the real mirror
-needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no corpus mirror at {SHARED_DATA}")
 
 
-@needs_shared
 def test_real_mirror_timemachine(tmp_path, no_network):
     rec = fetch_corpus(cfg("timemachine", mirrors=[str(SHARED_DATA)]), tmp_path / "raw")
     assert rec["sha256"] == "8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516"
@@ -451,7 +449,6 @@ def test_real_mirror_timemachine(tmp_path, no_network):
     assert data.startswith(b"The Time Machine, by H. G. Wells")
 
 
-@needs_shared
 def test_real_mirror_jaychou(tmp_path, no_network):
     rec = fetch_corpus(cfg("jaychou", mirrors=[str(SHARED_DATA)]), tmp_path / "raw")
     assert rec["sha256"] == "3cfedd7d174111cdad5a27eaffaa6a2432a2842cf2590a03dd8a97610ea07043"

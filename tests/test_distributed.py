@@ -242,6 +242,21 @@ def test_two_ranks_train_like_one_process(tmp_path):
     assert lock["stages"]["train@lstm"]["params"]["params.yaml"]["train"]["nproc"] == 2
 
 
+@pytest.mark.integration
+def test_an_error_every_rank_meets_is_reported_once(tmp_path):
+    """Divergence, seen by both ranks: rank 0 names it, rank 1 stops quietly, the stage adds one
+    line pointing at it (no resume hint: rerunning the same params would diverge again)."""
+    proj = make_project(tmp_path / "diverge", {**DDP, "train": {**DDP["train"], "nproc": 2, "lr": 1e30,
+                                                                 "clip_theta": 0.0, "optimizer": "sgd"}})
+    proj.repro("vocab")
+    run = proj.repro("train@lstm", check=False)
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "lstm: training diverged" in errors[0], run.stderr
+    assert errors[1].startswith("error: stages.train lstm: stopped by the error above (rank "), run.stderr
+    assert "Traceback" not in run.stderr and not (proj.path / "models" / "lstm.pt").exists()
+
+
 def worker_pids(project: Path) -> dict[int, int]:
     """{rank: pid} of the torchrun workers running in ``project``."""
     found = {}

@@ -7,7 +7,7 @@ import pytest
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.prepare import build, load_splits, read_clean, write_outputs
 from rnnlm.vocab import UNK, Vocab, detokenize, split_bounds, tokenize
-from conftest import config
+from conftest import SHARED_DATA, config
 
 
 def test_tokenize_levels():
@@ -83,7 +83,7 @@ def test_vocabulary_comes_from_train_split_only(tmp_path):
 
 
 # --- word level the word_language_model way, pre-split corpora ---------------------------------
-PTB = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb.{}.txt")
+PTB = str(SHARED_DATA / "ptb.{}.txt")
 
 
 def test_whitespace_tokenizer_keeps_tokens_whole_and_eos_ends_every_line():

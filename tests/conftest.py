@@ -31,7 +31,7 @@ def _shared_data() -> Path:
 
 SHARED_DATA = _shared_data()
 VENV_BIN = Path(sys.executable).parent
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "rnnlm", "stages"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "rnnlm", "stages", "data/corpora"]
 
 # A configuration small enough that the whole pipeline runs in seconds on 2 cores.
 TINY = {

@@ -174,15 +174,17 @@ def write_params(d: Path, text: str) -> None:
 
 def test_stages_end_to_end_local_file(tmp_path):
     body = "Hello, World!\r\nSecond line: 42.\n"
-    (tmp_path / "mine.txt").write_bytes(body.encode())
+    (tmp_path / "data" / "corpora").mkdir(parents=True)
+    (tmp_path / "data" / "corpora" / "mine.txt").write_bytes(body.encode())
     sha = hashlib.sha256(body.encode()).hexdigest()
-    write_params(tmp_path, f"download:\n  corpus: mine.txt\n  sha256: {sha}\n  mirrors: []\nclean:\n  mode: raw\n")
+    write_params(tmp_path, f"download:\n  corpus: data/corpora/mine.txt\n  sha256: {sha}\n  mirrors: []\n"
+                           "clean:\n  mode: raw\n")
     r = run_stage("download", tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "download: mine.txt:" in r.stdout
+    assert "download: data/corpora/mine.txt:" in r.stdout
     assert sorted(p.name for p in (tmp_path / "data" / "raw").iterdir()) == ["corpus.txt", "source.json"]
     src = json.loads((tmp_path / "data" / "raw" / "source.json").read_text())
-    assert src == {"corpus": "mine.txt", "kind": "path", "source": "mine.txt", "sha256": sha,
+    assert src == {"corpus": "data/corpora/mine.txt", "kind": "path", "source": "data/corpora/mine.txt", "sha256": sha,
                    "source_bytes": len(body.encode()), "bytes": len(body.encode())}
     r = run_stage("clean", tmp_path)
     assert r.returncode == 0, r.stderr
@@ -232,6 +234,19 @@ def test_failing_download_stage(tmp_path):
     raw = tmp_path / "data" / "raw"
     assert not raw.exists() or list(raw.iterdir()) == []
     assert r.stdout == ""
+
+
+def test_stage_refuses_a_local_corpus_outside_data_corpora(tmp_path):
+    """The download stage depends on data/corpora (dvc.yaml): a local file elsewhere would be
+    tracked by its path only, so an edit in place would silently rerun nothing."""
+    (tmp_path / "mine.txt").write_text("some text\n")
+    write_params(tmp_path, "download:\n  corpus: mine.txt\n  mirrors: []\n")
+    r = run_stage("download", tmp_path)
+    assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr == ("error: params.yaml: download.corpus: 'mine.txt' is not under data/corpora/, the only place "
+                        "where DVC tracks a local corpus by content; copy or link it there (cp mine.txt data/corpora/) "
+                        "and set download.corpus: data/corpora/mine.txt\n")
+    assert not (tmp_path / "data").exists()
 
 
 def test_stage_param_errors_are_one_line(tmp_path):

@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import io
 import json
+import shutil
 import threading
 import time
 import zipfile
@@ -115,6 +116,34 @@ def test_local_path_source(tmp_path, no_network):
                    "source_bytes": len(TEXT), "bytes": len(TEXT)}
     assert json.loads((out / "source.json").read_text()) == rec
     assert listing(out) == ["corpus.txt", "source.json"]
+
+
+def test_local_files_must_lie_under_the_local_dir(tmp_path, no_network):
+    """fetch_corpus(local_dir=...) as the download stage calls it: a file (or a link to a file kept
+    elsewhere) under data/corpora is taken; anything else is refused before anything is written."""
+    corpora = tmp_path / "data" / "corpora"
+    corpora.mkdir(parents=True)
+    (corpora / "c.txt").write_bytes(TEXT)
+    (tmp_path / "elsewhere.txt").write_bytes(TEXT)
+    (corpora / "link.txt").symlink_to(tmp_path / "elsewhere.txt")
+    out = tmp_path / "data" / "raw"
+    for ok in ("data/corpora/c.txt", str(corpora / "c.txt"), "data/corpora/link.txt"):
+        assert fetch_corpus(cfg(ok), out, base_dir=tmp_path, local_dir="data/corpora")["sha256"] == TEXT_SHA
+    shutil.rmtree(out)
+    for bad in ("elsewhere.txt", "data/corpora/../../elsewhere.txt", str(tmp_path / "elsewhere.txt")):
+        with pytest.raises(ParamError, match=r"^params\.yaml: download\.corpus: .* is not under data/corpora/, the only place where "
+                                             r"DVC tracks a local corpus by content"):
+            fetch_corpus(cfg(bad), out, base_dir=tmp_path, local_dir="data/corpora")
+    mapping = {"train": "data/corpora/c.txt", "val": "data/corpora/c.txt", "test": "elsewhere.txt"}
+    with pytest.raises(ParamError, match=r"^params\.yaml: download\.corpus\.test: 'elsewhere.txt' is not under data/corpora/.*"
+                                         r"set download\.corpus\.test: data/corpora/elsewhere\.txt$"):
+        fetch_corpus(cfg(mapping), out, base_dir=tmp_path, local_dir="data/corpora")
+    assert not out.exists()
+    # DVC's copy of the workspace for a queued or --temp experiment: the workspace's data/corpora counts
+    temp = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
+    temp.mkdir(parents=True)
+    rec = fetch_corpus(cfg("data/corpora/c.txt"), temp / "data" / "raw", base_dir=temp, local_dir="data/corpora")
+    assert rec["source"] == str(corpora / "c.txt")
 
 
 def test_local_path_checksum_mismatch(tmp_path, no_network):

@@ -91,18 +91,18 @@ def test_presplit_word_level_corpus_through_dvc_repro(tmp_path):
     as they are (no fractional split), and the tables name the unit."""
     from conftest import SHARED_DATA
 
-    src = tmp_path / "corpus"
-    src.mkdir()
-    for split, name, lines in (("train", "train", 400), ("val", "valid", 60), ("test", "test", 60)):
-        text = (SHARED_DATA / f"ptb.{name}.txt").read_text().splitlines(keepends=True)[:lines]
-        (src / f"{split}.txt").write_text("".join(text))
-    corpus = {s: str(src / f"{s}.txt") for s in ("train", "val", "test")}
+    corpus = {s: f"data/corpora/ptb-head/{s}.txt" for s in ("train", "val", "test")}  # local files live there
     model = {"hidden": 16, "embedding": 16, "dropout": 0.0}
     proj = make_project(tmp_path / "proj", {
         "download": {"corpus": corpus}, "clean": {"mode": "raw", "max_chars": 0},
         "vocab": {"level": "word", "tokenizer": "whitespace", "eos": True},
         "lstm": {**model, "softmax": "adaptive", "cutoffs": [50]}, "rnn": {**model, "tie_weights": True}, "gru": model,
         "train": {"max_steps": 30, "eval_every": 10, "epochs": 50}, "sample": {"prefixes": ["the company"]}})
+    src = proj.path / "data" / "corpora" / "ptb-head"
+    src.mkdir()
+    for split, name, lines in (("train", "train", 400), ("val", "valid", 60), ("test", "test", 60)):
+        text = (SHARED_DATA / f"ptb.{name}.txt").read_text().splitlines(keepends=True)[:lines]
+        (src / f"{split}.txt").write_text("".join(text))
     out = proj.repro()
     assert sorted(ran_stages(out.stdout)) == sorted(ALL_STAGES)
     p = proj.path

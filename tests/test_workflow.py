@@ -241,10 +241,10 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
         base["metrics"]["metrics/eval.json"]["models"]["lstm"]["params"]
 
     plots = json.loads(proj.dvc("plots", "diff", "main", name, "--json", "-o", str(tmp_path / "plots")).stdout)
-    # each curve is declared once (top-level plots), not again per training stage
+    # each curve is rendered once: declared at the top level, not again per training stage, and
+    # the evaluate stage's PNG of the same curves (the HTML report's copy) is not a DVC plot
     assert sorted(plots["data"]) == sorted(["Validation perplexity per epoch", "Training perplexity per epoch",
-                                            "Learning rate", "metrics/eval/learning_curves.png",
-                                            "metrics/eval/test_perplexity.png"])
+                                            "Learning rate", "metrics/eval/test_perplexity.png"])
     curves = plots["data"]["Validation perplexity per epoch"]
     assert len(curves) == 1 and curves[0]["revisions"] == ["main", name]
     values = curves[0]["content"]["data"]["values"]
@@ -439,22 +439,39 @@ def test_forced_rerun_gives_identical_metrics_and_weights(main):
 
 
 # --------------------------------------------------------------------------- 4. what reruns
-def test_changing_the_corpus_reruns_everything_downstream(main, tmp_path):
+def test_changing_the_corpus_reruns_everything_downstream(main):
+    """Also: a local corpus (in data/corpora, the download stage's dependency) is tracked by
+    content: touching it reruns nothing; editing it in place reruns the pipeline from download."""
     proj, p = main.proj, main.proj.path
     text = (SHARED_DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:40000]
-    corpus = tmp_path / "my-corpus.txt"
-    corpus.write_text(text, encoding="utf-8")
+    corpus = p / "data" / "corpora" / "my-corpus.txt"
     try:
         proj.set_params({"clean": {"max_chars": 11000}})
         out = proj.repro("vocab")  # the data stages: download is not rerun
         assert ran_stages(out.stdout) == ["clean", "vocab"]
         assert len((p / "data/clean/corpus.txt").read_text()) == 11000
 
-        proj.set_params({"download": {"corpus": str(corpus)}})
+        corpus.write_text(text, encoding="utf-8")
+        proj.set_params({"download": {"corpus": "data/corpora/my-corpus.txt"}})
         out = proj.repro()
         assert sorted(ran_stages(out.stdout)) == sorted(s for s in ALL_STAGES if s != "code")  # code: same code
         source = json.loads((p / "data/raw/source.json").read_text())
         assert source["kind"] == "path" and (p / "data/raw/corpus.txt").read_text(encoding="utf-8") == text
+
+        later = corpus.stat().st_mtime + 3600
+        os.utime(corpus, (later, later))  # touched: the same bytes
+        assert "Data and pipelines are up to date." in proj.dvc("status").stdout
+        assert ran_stages(proj.repro().stdout) == []
+
+        corpus.write_text("Edited. " + text, encoding="utf-8")  # edited in place, same path and params
+        status = proj.dvc("status").stdout
+        assert "download:" in status and "modified:           data/corpora" in status, status
+        out = proj.repro("vocab")  # (the full rerun from here on is shown above, for a new corpus)
+        assert ran_stages(out.stdout) == ["download", "clean", "vocab"]
+        assert (p / "data/clean/corpus.txt").read_text(encoding="utf-8").startswith("edited ")  # clean.mode letters
+        status = "\n" + proj.dvc("status").stdout  # what the next repro reruns: everything downstream
+        for stage in ("train@rnn", "train@lstm", "train@gru", "evaluate", "sample"):
+            assert f"\n{stage}:\n\tchanged deps:\n\t\tmodified:           data/" in status, status
     finally:
         restore(proj)
     assert "Data and pipelines are up to date." in proj.dvc("status").stdout

@@ -1,8 +1,4 @@
-"""Clean the raw corpus into the text the vocabulary stage reads.
-
-Pure functions (:func:`decode_utf8`, :func:`strip_gutenberg`, :func:`clean_text`,
-:func:`text_stats`) plus :func:`run_clean`, which the ``clean`` stage calls to turn
-``data/raw/corpus.txt`` into ``data/clean/corpus.txt`` and ``metrics/clean.json``.
+"""Clean the raw corpus into the text the vocabulary stage reads (the ``clean`` stage).
 
 Modes (``clean.mode``):
 
@@ -29,7 +25,7 @@ from pathlib import Path
 
 from . import fileio
 from .errors import RnnlmError
-from .params import CleanConfig
+from .params import SPLIT_NAMES, CleanConfig
 
 MODES = ("letters", "lines", "raw")
 MIN_KEPT = 0.10  # mode letters refuses a text it would shrink below this share (another script)
@@ -172,8 +168,8 @@ def run_clean_dir(cfg: CleanConfig, raw_dir: str | os.PathLike = "data/raw", out
     applies to each file). Writes ``metrics_path`` with the metrics of :func:`run_clean`, per
     split under ``splits`` for a pre-split corpus; returns them."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    names = ["train", "val", "test"] if (raw_dir / "train.txt").exists() else ["corpus"]
-    stale = ["corpus"] if names != ["corpus"] else ["train", "val", "test"]
+    names = list(SPLIT_NAMES) if (raw_dir / "train.txt").exists() else ["corpus"]
+    stale = ["corpus"] if names != ["corpus"] else SPLIT_NAMES
     per = {n: clean_file(cfg, raw_dir / f"{n}.txt", out_dir / f"{n}.txt") for n in names}
     for n in stale:
         (out_dir / f"{n}.txt").unlink(missing_ok=True)

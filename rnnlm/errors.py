@@ -1,6 +1,7 @@
 """User-facing errors and the entry-point wrapper that reports them without a traceback."""
 from __future__ import annotations
 
+import difflib
 import functools
 import signal
 import sys
@@ -20,6 +21,12 @@ class ParamError(RnnlmError):
     def __init__(self, key: str, problem: str):
         self.key = key
         super().__init__(f"params.yaml: {key}: {problem}")
+
+
+def did_you_mean(word, choices, template: str = " (did you mean {!r}?)") -> str:
+    """``template`` filled with the nearest of ``choices`` to ``word`` (difflib), or "" if none is near."""
+    hint = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return template.format(hint[0]) if hint else ""
 
 
 def stage_main(fn: Callable[[], object]) -> Callable[[], None]:

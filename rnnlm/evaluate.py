@@ -22,13 +22,8 @@ Outputs (paths relative to the project root):
 
   ``bits_per_token`` is bits per character at char level and bits per word at word level.
   A baseline's ``params`` is the number of statistics it stores (n-gram counts + discounts).
-* ``metrics/eval/results.csv`` / ``results.md`` -- one row per model and baseline, sorted by test
-  perplexity; the CSV has machine-friendly column names and full precision, the Markdown
-  human headers and rounded numbers; the ``unit`` column says what a token is (char or word).
-  Training time, tokens/s and the best validation step come from the train
-  stage's ``metrics/train/<model>/{metrics,timing}.json`` (empty for the baselines).
-* ``metrics/eval/learning_curves.png`` -- train (dashed) and val (solid) perplexity per epoch.
-* ``metrics/eval/test_perplexity.png`` -- test perplexity bars; baselines grey and hatched.
+* ``metrics/eval/results.{csv,md}`` (:mod:`rnnlm.results`), with training time, tokens/s and the
+  best step from ``metrics/train/<model>/{metrics,timing}.json``; the two figures (``plot_*``).
 """
 from __future__ import annotations
 
@@ -42,7 +37,7 @@ import pandas as pd
 from .checkpoint import load_model
 from .device import resolve_device
 from .errors import ParamError, RnnlmError
-from .fileio import read_json, write_json, write_text
+from .fileio import read_stage_json, stage_output, write_json, write_text
 from .metrics import bits_per_token, mixture_log_probs, mixture_weight, model_token_nll, perplexity
 from .models import num_parameters
 from .ngram import KneserNeyLM, UnigramLM
@@ -113,19 +108,10 @@ def fit_baselines(train: np.ndarray, vocab_size: int, order: int) -> dict[str, t
 
 
 # --- the train stage's outputs -------------------------------------------------------------
-def _train_file(path: Path, model: str):
-    if not path.exists():
-        raise RnnlmError(f"{path}: not found; run `dvc repro train@{model}` first")
-    try:
-        return read_json(path)
-    except ValueError as exc:
-        raise RnnlmError(f"{path}: not valid JSON ({exc}); rerun `dvc repro train@{model}`") from None
-
-
 def read_training_info(train_dir: Path, model: str) -> dict:
     """train_seconds, tokens_per_second, precision, best_step from metrics/train/<model>/{timing,metrics}.json."""
-    metrics = _train_file(train_dir / "metrics.json", model)
-    timing = _train_file(train_dir / "timing.json", model)
+    metrics = read_stage_json(train_dir / "metrics.json", f"train@{model}")
+    timing = read_stage_json(train_dir / "timing.json", f"train@{model}")
     try:
         return {"train_seconds": float(timing["train_seconds"]),
                 "tokens_per_second": float(timing["tokens_per_second"]),
@@ -138,10 +124,8 @@ def read_training_info(train_dir: Path, model: str) -> dict:
 def read_curve(path: Path, model: str) -> pd.DataFrame:
     """A DVCLive per-epoch TSV (columns step, perplexity; the train stage logs step = epoch
     number, 1-based) as columns epoch and perplexity."""
-    if not path.exists():
-        raise RnnlmError(f"{path}: not found; run `dvc repro train@{model}` first")
     try:
-        df = pd.read_csv(path, sep="\t")
+        df = pd.read_csv(stage_output(path, f"train@{model}"), sep="\t")
         return pd.DataFrame({"epoch": df["step"].astype(int), "perplexity": df["perplexity"].astype(float)})
     except (KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise RnnlmError(f"{path}: not a step/perplexity TSV ({exc}); rerun `dvc repro train@{model}`") from None

@@ -1,4 +1,4 @@
-"""Atomic file writes: outputs appear whole or not at all."""
+"""Atomic file writes (outputs appear whole or not at all), and reading another stage's outputs."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from .errors import RnnlmError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -46,6 +48,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def stage_output(path: Path, stage: str) -> Path:
+    """``path``, an output of ``stage``; RnnlmError saying which stage to run if it is missing."""
+    if not path.exists():
+        raise RnnlmError(f"{path}: not found; run `dvc repro {stage}` first")
+    return path
+
+
+def read_stage_json(path: Path, stage: str) -> Any:
+    """The JSON output ``path`` of ``stage``; RnnlmError saying to rerun it if it is unreadable."""
+    try:
+        return json.loads(stage_output(path, stage).read_text(encoding="utf-8"))
+    except ValueError as exc:  # invalid JSON or invalid UTF-8
+        raise RnnlmError(f"{path}: not valid JSON ({exc}); rerun `dvc repro {stage}`") from None

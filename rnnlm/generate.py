@@ -20,10 +20,6 @@ How a sample is made (:func:`generate`):
   Choices are made on the CPU in float64 with the given ``torch.Generator``, so a seed fixes the
   text. The stage seeds one generator per (seed, model, prefix) (:func:`sample_seed`), so a
   sample does not depend on which other models or prefixes are sampled, or in which order.
-
-Outputs of the stage (:func:`run_sample`): ``samples/<model>.txt`` (a header, then one block per
-prefix) and ``samples/samples.md`` (a section per model, a subsection per prefix, the text in a
-fenced block).
 """
 from __future__ import annotations
 

@@ -148,7 +148,6 @@ class ScratchLayer(nn.Module):
         return torch.stack(outputs), state
 
 
-
 class ScratchRecurrent(nn.Module):
     """A stack of ScratchLayers with dropout between layers, mirroring nn.RNN/LSTM/GRU."""
 
@@ -161,21 +160,13 @@ class ScratchRecurrent(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, inputs, state):
-        new_h, new_c = [], []
-        x = inputs
+        x, new = inputs, []
         for i, layer in enumerate(self.layers):
-            if i > 0:
-                x = self.dropout(x)
-            s = (state[0][i], state[1][i]) if self.cell == "lstm" else state[i]
-            x, s = layer(x, s)
-            if self.cell == "lstm":
-                new_h.append(s[0])
-                new_c.append(s[1])
-            else:
-                new_h.append(s)
-        if self.cell == "lstm":
-            return x, (torch.stack(new_h), torch.stack(new_c))
-        return x, torch.stack(new_h)
+            x, s = layer(self.dropout(x) if i > 0 else x, (state[0][i], state[1][i]) if self.cell == "lstm" else state[i])
+            new.append(s)
+        if self.cell == "lstm":  # [(H, C) of each layer] -> (H, C), each (layers, batch, hidden)
+            return x, tuple(torch.stack(z) for z in zip(*new))
+        return x, torch.stack(new)
 
 
 class RNNLM(nn.Module):

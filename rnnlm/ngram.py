@@ -22,28 +22,24 @@ Kneser-Ney details (interpolated KN, Chen & Goodman 1999, one discount per order
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any, Sequence
 
 import numpy as np
 
 from rnnlm.errors import RnnlmError
 
-__all__ = ["UnigramLM", "KneserNeyLM", "perplexity_of", "DISCOUNT_MIN", "DISCOUNT_MAX"]
-
 DISCOUNT_MIN = 0.01
 DISCOUNT_MAX = 0.99
 
 
-# ---------------------------------------------------------------------------------------------
-# argument validation
-# ---------------------------------------------------------------------------------------------
-def _check_vocab_size(vocab_size: Any) -> int:
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
-        raise RnnlmError(f"vocab_size must be an integer, got {vocab_size!r}")
-    if vocab_size < 1:
-        raise RnnlmError(f"vocab_size must be >= 1, got {vocab_size}")
-    return int(vocab_size)
+# --- argument validation -----------------------------------------------------------------------
+def _positive_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise RnnlmError(f"{name} must be an integer, got {v!r}")
+    if v < 1:
+        raise RnnlmError(f"{name} must be >= 1, got {v}")
+    return int(v)
 
 
 def _as_ids(tokens: Any, vocab_size: int, what: str = "tokens") -> np.ndarray:
@@ -73,14 +69,12 @@ def _check_token(token: Any, vocab_size: int) -> int:
     return int(token)
 
 
-# ---------------------------------------------------------------------------------------------
-# unigram
-# ---------------------------------------------------------------------------------------------
+# --- unigram -----------------------------------------------------------------------------------
 class UnigramLM:
     """Add-alpha smoothed unigram model: ``P(w) = (c(w) + alpha) / (N + alpha * V)``."""
 
     def __init__(self, vocab_size: int, alpha: float = 1.0):
-        self.vocab_size = _check_vocab_size(vocab_size)
+        self.vocab_size = _positive_int("vocab_size", vocab_size)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
             raise RnnlmError(f"alpha must be a number, got {alpha!r}")
         if not (math.isfinite(alpha) and alpha > 0):
@@ -122,26 +116,17 @@ class UnigramLM:
         return float(self.token_log_probs(tokens, history).sum())
 
 
-# ---------------------------------------------------------------------------------------------
-# interpolated Kneser-Ney
-# ---------------------------------------------------------------------------------------------
+# --- interpolated Kneser-Ney -------------------------------------------------------------------
 class KneserNeyLM:
-    """Interpolated Kneser-Ney n-gram model (Chen & Goodman 1999 style, one discount per order
-    D = n1 / (n1 + 2 n2) estimated from the counts-of-counts, clamped to (0, 1)), with
-    continuation counts for the lower orders and interpolation with the uniform distribution
-    1/vocab_size at the bottom, so every id has non-zero probability.
+    """Interpolated Kneser-Ney n-gram model (see the module docstring).
 
     After ``fit``: ``discounts[k-1]`` is the discount of order ``k``; ``counts[k-1]`` maps each
     k-gram (tuple of ints) to its raw count (k == order) or continuation count (k < order).
     """
 
     def __init__(self, order: int, vocab_size: int):
-        if isinstance(order, bool) or not isinstance(order, (int, np.integer)):
-            raise RnnlmError(f"order must be an integer, got {order!r}")
-        if order < 1:
-            raise RnnlmError(f"order must be >= 1, got {order}")
-        self.order = int(order)
-        self.vocab_size = _check_vocab_size(vocab_size)
+        self.order = _positive_int("order", order)
+        self.vocab_size = _positive_int("vocab_size", vocab_size)
         self.discounts: list[float] = []
         self.counts: list[dict[tuple[int, ...], int]] = []
         # _levels[k-1]: context tuple (length k-1) -> (children {w: count}, 1 / total, backoff weight)
@@ -178,22 +163,12 @@ class KneserNeyLM:
             d = n1 / (n1 + 2 * n2) if n1 + 2 * n2 > 0 else 0.5
             d = min(max(d, DISCOUNT_MIN), DISCOUNT_MAX)
             discounts.append(d)
-            children: dict[tuple[int, ...], dict[int, int]] = {}
-            totals: dict[tuple[int, ...], int] = {}
+            children: dict[tuple[int, ...], dict[int, int]] = defaultdict(dict)  # context -> {next id: count}
+            totals: Counter = Counter()
             for g, c in cnt.items():
-                h = g[:-1]
-                ch = children.get(h)
-                if ch is None:
-                    children[h] = ch = {}
-                    totals[h] = c
-                else:
-                    totals[h] += c
-                ch[g[-1]] = c
-            level = {}
-            for h, ch in children.items():
-                inv = 1.0 / totals[h]
-                level[h] = (ch, inv, d * len(ch) * inv)
-            levels.append(level)
+                children[g[:-1]][g[-1]] = c
+                totals[g[:-1]] += c
+            levels.append({h: (ch, 1.0 / totals[h], d * len(ch) * (1.0 / totals[h])) for h, ch in children.items()})
 
         self.counts = counts
         self.discounts = discounts
@@ -261,24 +236,8 @@ class KneserNeyLM:
         hist = _as_ids(history, self.vocab_size, "history").tolist()
         hist = hist[max(0, len(hist) - m):] if m > 0 else []
         seq = hist + ids
-        off = len(hist)
-        levels, discounts = self._levels, self.discounts
-        base = 1.0 / self.vocab_size
-        out = np.empty(len(seq) - off, dtype=np.float64)
-        for i in range(off, len(seq)):
-            w = seq[i]
-            start = i - m if i >= m else 0
-            p = base
-            # walk from the empty context up to the longest available one
-            for k in range(i - start + 1):
-                entry = levels[k].get(tuple(seq[i - k:i]))
-                if entry is None:
-                    break
-                ch, inv, gamma = entry
-                c = ch.get(w, 0)
-                p = (c - discounts[k]) * inv + gamma * p if c else gamma * p
-            out[i - off] = p
-        return np.log(out)
+        probs = [self._prob(tuple(seq[max(0, i - m):i]), seq[i]) for i in range(len(hist), len(seq))]
+        return np.log(np.array(probs, dtype=np.float64))
 
 
 def perplexity_of(model: Any, tokens: Any, history: Any = ()) -> float:

@@ -10,7 +10,6 @@ loudly instead of silently training another size.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import ParamError, RnnlmError
+from .errors import ParamError, RnnlmError, did_you_mean
 
 PARAMS_FILE = "params.yaml"
 MODELS = ("rnn", "lstm", "gru")
@@ -230,9 +229,7 @@ def check_value(key: str, f: dataclasses.Field, v: Any) -> Any:
         raise ParamError(key, f"expected {what}, got {v!r}")
     choices, check = f.metadata["choices"], f.metadata["check"]
     if choices and v2 not in choices:
-        hint = difflib.get_close_matches(str(v2), choices, n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ParamError(key, f"unknown value {v2!r}{did}; choose one of {', '.join(choices)}")
+        raise ParamError(key, f"unknown value {v2!r}{did_you_mean(v2, choices)}; choose one of {', '.join(choices)}")
     problem = check(v2) if check else None
     if problem:
         raise ParamError(key, problem)
@@ -240,8 +237,7 @@ def check_value(key: str, f: dataclasses.Field, v: Any) -> Any:
 
 
 def _unknown(name: str, key: str, valid) -> ParamError:
-    hint = difflib.get_close_matches(str(key), valid, n=1)
-    did = f"; did you mean {name}.{hint[0]}?" if hint else ""
+    did = did_you_mean(key, valid, f"; did you mean {name}.{{}}?")
     return ParamError(f"{name}.{key}", f"unknown key{did} (valid: {', '.join(valid)})")
 
 
@@ -326,17 +322,11 @@ def check_sections(params: dict) -> None:
     """Reject unknown top-level sections among ``params`` (typo guard for section names)."""
     for key in params:
         if key not in SCHEMA:
-            hint = difflib.get_close_matches(str(key), SCHEMA, n=1)
-            did = f"; did you mean {hint[0]}?" if hint else ""
-            raise ParamError(str(key), f"unknown section{did}")
+            raise ParamError(str(key), f"unknown section{did_you_mean(key, SCHEMA, '; did you mean {}?')}")
 
 
 def validate_all(params: dict) -> dict:
-    """Every section of ``params`` validated (unknown sections included).
-
-    The ``check-params`` stage runs this whenever anything in params.yaml changes, so a
-    misspelled section that no other stage reads (``dvc exp run -S +lstn.hidden=12``) still fails.
-    """
+    """Every section of ``params`` validated, unknown sections included (the check-params stage)."""
     check_sections(params)
     return {name: validate_section(name, params.get(name)) for name in SCHEMA}  # models: with their overrides
 
@@ -352,9 +342,7 @@ def load_model_config(model: str, path: str | Path = PARAMS_FILE,
     """(model section, effective train config) for ``model``: keys of ``train`` that also appear
     in the model section are overridden for that model."""
     if model not in MODELS:
-        hint = difflib.get_close_matches(model, MODELS, n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise RnnlmError(f"unknown model {model!r}{did}; choose one of {', '.join(MODELS)}")
+        raise RnnlmError(f"unknown model {model!r}{did_you_mean(model, MODELS)}; choose one of {', '.join(MODELS)}")
     params = read_params(path) if params is None else params
     check_sections(params)
     train = validate_section("train", params.get("train"))

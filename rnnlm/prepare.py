@@ -10,11 +10,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import RnnlmError
-from .params import VocabConfig
+from .params import SPLIT_NAMES as SPLITS, VocabConfig
 from .fileio import atomic_path, write_json, write_text
 from .vocab import Vocab, detokenize, oov_rate, split_bounds, tokenize, unk_rate
-
-SPLITS = ("train", "val", "test")
 
 
 def read_clean(clean_dir: Path) -> str | dict[str, str]:
@@ -78,9 +76,8 @@ def build(text: str | dict[str, str], cfg: VocabConfig,
 
 def save_tokens(path: Path, ids: np.ndarray) -> None:
     dtype = np.uint16 if ids.max(initial=0) < 2**16 else np.int32
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, ids.astype(dtype))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, ids.astype(dtype))
 
 
 def load_tokens(path: str | Path) -> np.ndarray:

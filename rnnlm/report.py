@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import RnnlmError
-from .fileio import write_text
+from .fileio import read_stage_json, stage_output, write_text
 from .results import TEXT_COLUMNS, display_table, read_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -55,21 +54,8 @@ pre { background: #f7f7f7; border: 1px solid #ddd; padding: .7em; white-space: p
 
 
 # --- inputs ---------------------------------------------------------------------------------
-def _need(path: Path, stage: str) -> Path:
-    if not path.exists():
-        raise RnnlmError(f"{path}: not found; run `dvc repro {stage}` first")
-    return path
-
-
-def _read_json(path: Path, stage: str):
-    try:
-        return json.loads(_need(path, stage).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RnnlmError(f"{path}: not valid JSON ({exc}); rerun `dvc repro {stage}`") from None
-
-
 def png_data_uri(path: Path, stage: str) -> str:
-    data = _need(path, stage).read_bytes()
+    data = stage_output(path, stage).read_bytes()
     if not data.startswith(PNG_MAGIC):
         raise RnnlmError(f"{path}: not a PNG image; rerun `dvc repro {stage}`")
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
@@ -144,7 +130,7 @@ def headline_html(ev: dict) -> str:
 
 
 def samples_html(samples_dir: Path, order: list[str]) -> str:
-    _need(samples_dir, "sample")
+    stage_output(samples_dir, "sample")
     files = {p.stem: p for p in samples_dir.glob("*.txt")}
     if not files:
         raise RnnlmError(f"{samples_dir}: no samples (*.txt); run `dvc repro sample` first")
@@ -160,9 +146,9 @@ def samples_html(samples_dir: Path, order: list[str]) -> str:
 def build_report(root: str | Path = ".") -> str:
     """The report page's HTML, from the pipeline's outputs under ``root``."""
     root = Path(root)
-    corpus = _read_json(root / "metrics" / "corpus.json", "vocab")
-    ev = _read_json(root / "metrics" / "eval.json", "evaluate")
-    results = read_results(_need(root / "metrics" / "eval" / "results.csv", "evaluate"))
+    corpus = read_stage_json(root / "metrics" / "corpus.json", "vocab")
+    ev = read_stage_json(root / "metrics" / "eval.json", "evaluate")
+    results = read_results(stage_output(root / "metrics" / "eval" / "results.csv", "evaluate"))
     figures = [(png_data_uri(root / rel, stage), caption) for rel, stage, caption in FIGURES]
     samples = samples_html(root / "samples", list(ev.get("models") or {}))
 

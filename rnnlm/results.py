@@ -11,30 +11,14 @@ import pandas as pd
 DIGITS = 6  # rounding of the floats in eval.json / results.csv (keeps them stable across BLAS builds)
 TEXT_COLUMNS = ("name", "kind", "impl", "unit")
 
-# results.csv column -> results.md header (the level-dependent bits column is added in results_table)
-MD_HEADERS = {
-    "name": "model",
-    "kind": "kind",
-    "impl": "impl",
-    "unit": "unit",
-    "params": "params",
-    "train_perplexity": "train ppl",
-    "val_perplexity": "val ppl",
-    "test_perplexity": "test ppl",
-    "train_seconds": "train time (s)",
-    "tokens_per_second": "tokens/s",
-    "best_step": "best step",
-}
-
-
-def bits_column(level: str) -> str:
-    """Name of the bits-per-token column: bits_per_char or bits_per_word."""
-    return "bits_per_char" if level == "char" else "bits_per_word"
+# results.csv column -> results.md header, where they differ (bits_per_char -> bits/char is added in display_table)
+MD_HEADERS = {"name": "model", "train_perplexity": "train ppl", "val_perplexity": "val ppl", "test_perplexity": "test ppl",
+              "train_seconds": "train time (s)", "tokens_per_second": "tokens/s", "best_step": "best step"}
 
 
 def results_table(rows: list[dict], level: str) -> pd.DataFrame:
     """The CSV table: one row per model/baseline, sorted by test perplexity (then name)."""
-    bits = bits_column(level)
+    bits = "bits_per_char" if level == "char" else "bits_per_word"
     cols = ["name", "kind", "impl", "unit", "params", "train_perplexity", "val_perplexity", "test_perplexity", bits,
             "train_seconds", "tokens_per_second", "best_step"]
     df = pd.DataFrame([{**r, bits: r["bits_per_token"], "unit": level} for r in rows], columns=cols)
@@ -44,9 +28,6 @@ def results_table(rows: list[dict], level: str) -> pd.DataFrame:
     for c in ("train_perplexity", "val_perplexity", "test_perplexity", bits, "train_seconds", "tokens_per_second"):
         df[c] = df[c].astype(float).round(DIGITS)
     return df
-
-
-TEXT_COLUMNS = ("name", "kind", "impl", "unit")
 
 
 def read_results(path: Path) -> pd.DataFrame:

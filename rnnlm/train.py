@@ -1,24 +1,13 @@
 """The training loop: minibatches, gradient clipping, validation at fixed points, DVCLive
 logging, best/last checkpoints, early stopping, lr decay on plateau, and resume after interruption.
 
-Budgets: training stops at whichever comes first of ``epochs``, ``max_steps`` optimizer steps
-(0 = no step budget) and ``max_minutes`` of wall-clock time (0 = none). Validation runs every
-``eval_every`` steps (0 = at the end of every epoch) and once more when a budget ends between two
-validation points, so the same recipe scales from a 58k-character corpus to a million words.
-
-Resume: at every validation point the full training state (weights, optimizer, scheduler, best
-weights so far, history, the position inside the epoch with its carried hidden state and random
-state) is written atomically to ``checkpoints/<model>.resume.pt``. If a run is interrupted
-(Ctrl-C, SIGTERM, a crash), the next run of the same stage with the same params, data and code
-resumes after the last validation point; any change of params, data or the code training runs
-(comments and docstrings aside) makes it start over. All randomness of an epoch is derived from
-(seed, epoch), so a resumed run produces the same weights and metrics as an uninterrupted one (a
-``max_minutes`` budget is the exception: where it stops depends on the machine's speed). The
-resume file is deleted when training completes.
-
-Several processes (``train.nproc``, :mod:`rnnlm.distributed`): every rank trains its block of rows
-of each minibatch through DistributedDataParallel; rank 0 alone validates and writes files (the
-others are given no paths).
+Training stops at the first budget reached (``epochs``, ``max_steps``, ``max_minutes``) and
+validates every ``eval_every`` steps (0 = every epoch) and where a budget ends. At every
+validation point the whole state is written to ``checkpoints/<model>.resume.pt``; the next run
+with the same params, data and code (:func:`code_fingerprint`) resumes from it, and as all
+randomness of an epoch derives from (seed, epoch), it ends with the same weights as an
+uninterrupted run. With ``train.nproc`` > 1 (:mod:`rnnlm.distributed`) every rank trains its rows
+of each minibatch through DistributedDataParallel; rank 0 alone validates and writes files.
 """
 from __future__ import annotations
 
@@ -27,8 +16,7 @@ import itertools
 import json
 import math
 import time
-from dataclasses import asdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -454,11 +442,8 @@ class Trainer:
         save_checkpoint(paths.best, self._checkpoint_payload(best["state_dict"], best["step"], best["val_perplexity"]))
         save_checkpoint(paths.last, self._checkpoint_payload(cpu_state_dict(self.model), last["step"],
                                                              last["val_perplexity"]))
-        live.summary["best"] = {"val_perplexity": best["val_perplexity"], "step": best["step"], "epoch": best["epoch"]}
-        live.summary["params"] = num_parameters(self.model)
-        live.summary["steps"] = last["step"]
-        live.summary["epochs"] = last["epoch"]
-        live.summary["stopped_by"] = stop
+        live.summary.update(best={"val_perplexity": best["val_perplexity"], "step": best["step"], "epoch": best["epoch"]},
+                            params=num_parameters(self.model), steps=last["step"], epochs=last["epoch"], stopped_by=stop)
         live.make_summary()
         live.end()
         write_json(paths.live_dir / "timing.json", timing)

@@ -30,8 +30,12 @@ else
 	$(BIN)/dvc repro
 endif
 
+# The test modules run in TEST_WORKERS processes side by side (pytest-xdist; a module's tests stay
+# together, as they share its projects). Every test's torch work uses one thread, so 2 workers fit
+# 2 cores without oversubscription. `make test TEST_WORKERS=0` runs them one after another.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"

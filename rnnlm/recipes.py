@@ -5,7 +5,8 @@ committed ``params.yaml`` (the defaults, tuned on timemachine). Running it means
 ``dvc exp run -S key=value ...`` with one override for every key whose value in
 "committed params.yaml + recipe" differs from the workspace's ``params.yaml``, so a recipe run
 after another one leaves nothing of the first behind, and ``dvc exp show`` compares recipes as
-experiments. ``python -m rnnlm.recipes ptb --print`` shows the command instead of running it.
+experiments. ``python -m rnnlm.recipes ptb --print`` shows the command instead of running it;
+``python -m rnnlm.recipes ptb train@lstm`` runs the pipeline only up to that stage.
 """
 from __future__ import annotations
 
@@ -93,20 +94,21 @@ def overrides(recipe: dict, base: dict, workspace: dict) -> list[str]:
     return out
 
 
-def command(name: str) -> list[str]:
+def command(name: str, targets: list[str] = ()) -> list[str]:
     args = ["dvc", "exp", "run"]
     for o in overrides(load_recipe(name), committed_params(), read_params()):
         args += ["-S", o]
-    return args
+    return args + list(targets)
 
 
 @stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m rnnlm.recipes", description=__doc__.split("\n\n")[0])
     parser.add_argument("name", help=f"a recipe in {RECIPES_DIR}/")
+    parser.add_argument("targets", nargs="*", help="stages to run up to (default: the whole pipeline)")
     parser.add_argument("--print", action="store_true", help="print the dvc exp run command instead of running it")
     args = parser.parse_args()
-    cmd = command(args.name)
+    cmd = command(args.name, args.targets)
     print(shlex.join(cmd), flush=True)
     if not args.print:
         sys.exit(subprocess.run(cmd).returncode)

@@ -64,18 +64,18 @@ def test_recipe_runs_as_a_dvc_experiment_with_the_overrides_dvc_parses(tmp_path)
     committed = proj.params()
     shown = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print").stdout.strip()
     assert shown.startswith("dvc exp run -S ")
-    out = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny")
-    assert "train@lstm" in ran_stages(out.stdout)
+    out = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "train@lstm")  # up to that stage
+    assert sorted(ran_stages(out.stdout)) == ["clean", "code", "download", "train@lstm", "vocab"]
     params = proj.params()
     assert params["clean"]["mode"] == "lines" and params["sample"]["prefixes"] == ["time's up", "the"]
     assert params["vocab"]["split"] == [0.8, 0.1, 0.1] and params["lstm"]["hidden"] == 12
     assert params["lstm"]["epochs"] == 1 and params["rnn"] == committed["rnn"]
-    again = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print").stdout.strip()
-    assert again == "dvc exp run"  # the workspace already is that recipe
+    again = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "train@gru", "--print").stdout.strip()
+    assert again == "dvc exp run train@gru"  # the workspace already is that recipe
     assert "lstm.hidden" in proj.dvc("exp", "show", "--md").stdout
     # another recipe afterwards: what the first one added (lstm.epochs) is deleted, the rest reset
     (recipe_dir / "other.yaml").write_text(yaml.safe_dump({"rnn": {"hidden": 8}}))
-    proj.run(sys.executable, "-m", "rnnlm.recipes", "other")
+    proj.run(sys.executable, "-m", "rnnlm.recipes", "other", "vocab")
     params = proj.params()
     assert "epochs" not in params["lstm"] and params["lstm"]["hidden"] == committed["lstm"]["hidden"]
     assert params["clean"]["mode"] == committed["clean"]["mode"] and params["rnn"]["hidden"] == 8

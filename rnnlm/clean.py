@@ -34,12 +34,9 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")
 _NON_LETTERS = re.compile(r"[^A-Za-z]+")
 # Marker lines such as "*** START OF THE PROJECT GUTENBERG EBOOK THE TIME MACHINE ***"
 # (also "THIS", "EBOOK"/"E-BOOK", any case, with or without spaces after the asterisks).
-_GUTENBERG_START = re.compile(
-    r"^[ \t]*\*{3}[ \t]*START OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b[^\r\n]*", re.IGNORECASE | re.MULTILINE
-)
-_GUTENBERG_END = re.compile(
-    r"^[ \t]*\*{3}[ \t]*END OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b[^\r\n]*", re.IGNORECASE | re.MULTILINE
-)
+_GUTENBERG_START, _GUTENBERG_END = (
+    re.compile(rf"^[ \t]*\*{{3}}[ \t]*{word} OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b[^\r\n]*", re.IGNORECASE | re.MULTILINE)
+    for word in ("START", "END"))
 
 
 def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>") -> str:

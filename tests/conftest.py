@@ -158,6 +158,7 @@ def run_stage_script(name: str, cwd: Path, env: dict | None = None, timeout: flo
                      args: list[str] = ()) -> subprocess.CompletedProcess:
     """Stage script ``stages/<name>.py`` of this checkout run as dvc.yaml runs it (``python -m
     stages.<name> args``) in ``cwd``, a project root holding params.yaml and data/."""
-    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+    # one torch thread unless ``env`` says otherwise: make test runs two test modules side by side
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", f"stages.{name}", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)

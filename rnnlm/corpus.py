@@ -16,6 +16,7 @@ import http.client
 import os
 import posixpath
 import re
+import shlex
 import shutil
 import socket
 import sys
@@ -607,8 +608,9 @@ def fetch_corpus(
     specs = resolve_corpus(cfg, base)
     files = {"corpus": specs} if isinstance(specs, CorpusSpec) else specs
     if local_dir is not None:
-        for spec in files.values():
-            _check_local(spec, Path(local_dir), base)
+        for name, spec in files.items():
+            given = cfg.corpus.get(name) if isinstance(cfg.corpus, dict) else None  # {source, sha256}: set .source
+            _check_local(spec, Path(local_dir), base, spec.key + (".source" if isinstance(given, dict) else ""))
     how = dict(mirrors=[str(m) for m in cfg.mirrors], base=base, mirror_base=workspace_root(base),
                timeout=cfg.timeout, retries=cfg.retries, progress=progress, log=log)
     if out_dir.exists() and not out_dir.is_dir():
@@ -625,18 +627,25 @@ def fetch_corpus(
         raise
 
 
-def _check_local(spec: CorpusSpec, local_dir: Path, base: Path) -> None:
-    """A local corpus file must lie under ``local_dir`` (relative to ``base`` or its workspace), the
-    directory the download stage depends on: DVC then reruns the pipeline when the file's content
-    changes, and nothing when only its time stamp does. A symbolic link there counts (DVC follows it)."""
+def _check_local(spec: CorpusSpec, local_dir: Path, base: Path, param: str) -> None:
+    """A local corpus file must be in ``base / local_dir``, the directory the download stage
+    depends on: DVC then reruns the pipeline when the file's content changes, and nothing when only
+    its time stamp does. The file may be a symbolic link (DVC follows it); a directory on the way may
+    not (DVC does not look into a linked directory). ``param``: the key to set to the suggested path."""
     if spec.kind != "path":
         return
-    full = os.path.abspath(base / Path(spec.path).expanduser())  # '..' folded, links kept
-    if not any(Path(full).is_relative_to(os.path.abspath(root / local_dir)) for root in (base, workspace_root(base))):
-        name = Path(spec.path).name
-        raise ParamError(spec.key, f"{spec.name!r} is not under {local_dir.as_posix()}/, the only place where DVC tracks a "
-                                   f"local corpus by content; copy or link it there (cp {spec.name} "
-                                   f"{local_dir.as_posix()}/) and set {spec.key}: {(local_dir / name).as_posix()}")
+    where = Path(os.path.realpath((base / Path(spec.path).expanduser()).parent))  # links and '..' resolved
+    if where.is_relative_to(os.path.realpath(base / local_dir)):
+        return
+    if workspace_root(base) != base and where.is_relative_to(os.path.realpath(workspace_root(base) / local_dir)):
+        raise ParamError(spec.key, f"{spec.name!r} is in the workspace but not in DVC's copy of it for this queued or "
+                                   f"--temp experiment, which holds only what git or DVC tracks; run `dvc add "
+                                   f"{spec.name}` (or `git add` it) first")
+    name = Path(spec.path).name if spec.key == "download.corpus" else spec.key.rsplit(".", 1)[1] + Path(spec.path).suffix
+    dest = (local_dir / name).as_posix()
+    raise ParamError(spec.key, f"{spec.name!r} is not under {local_dir.as_posix()}/, the only place where DVC tracks a "
+                               f"local corpus by content (a file there, or a link to a file); copy or link it there "
+                               f"({shlex.join(['cp', spec.name, dest])}) and set {param}: {dest}")
 
 
 def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base: Path, mirror_base: Path,

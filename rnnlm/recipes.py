@@ -6,7 +6,8 @@ committed ``params.yaml`` (the defaults, tuned on timemachine). Running it means
 "committed params.yaml + recipe" differs from the workspace's ``params.yaml``, so a recipe run
 after another one leaves nothing of the first behind, and ``dvc exp show`` compares recipes as
 experiments. ``python -m rnnlm.recipes ptb --print`` shows the command instead of running it;
-``python -m rnnlm.recipes ptb train@lstm`` runs the pipeline only up to that stage.
+``python -m rnnlm.recipes ptb train@lstm`` runs the pipeline only up to that stage (that
+experiment keeps its parent's scores for the stages it did not run).
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("name", help=f"a recipe in {RECIPES_DIR}/")
     parser.add_argument("targets", nargs="*", help="stages to run up to (default: the whole pipeline)")
     parser.add_argument("--print", action="store_true", help="print the dvc exp run command instead of running it")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # --print anywhere, also between the name and the targets
     cmd = command(args.name, args.targets)
     print(shlex.join(cmd), flush=True)
     if not args.print:

@@ -244,8 +244,8 @@ def test_stage_refuses_a_local_corpus_outside_data_corpora(tmp_path):
     r = run_stage("download", tmp_path)
     assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
     assert r.stderr == ("error: params.yaml: download.corpus: 'mine.txt' is not under data/corpora/, the only place "
-                        "where DVC tracks a local corpus by content; copy or link it there (cp mine.txt data/corpora/) "
-                        "and set download.corpus: data/corpora/mine.txt\n")
+                        "where DVC tracks a local corpus by content (a file there, or a link to a file); copy or link it "
+                        "there (cp mine.txt data/corpora/mine.txt) and set download.corpus: data/corpora/mine.txt\n")
     assert not (tmp_path / "data").exists()
 
 

@@ -120,30 +120,47 @@ def test_local_path_source(tmp_path, no_network):
 
 def test_local_files_must_lie_under_the_local_dir(tmp_path, no_network):
     """fetch_corpus(local_dir=...) as the download stage calls it: a file (or a link to a file kept
-    elsewhere) under data/corpora is taken; anything else is refused before anything is written."""
+    elsewhere) under data/corpora is taken; anything else, including a file reached through a linked
+    directory (DVC does not look into one), is refused before anything is written."""
     corpora = tmp_path / "data" / "corpora"
     corpora.mkdir(parents=True)
     (corpora / "c.txt").write_bytes(TEXT)
-    (tmp_path / "elsewhere.txt").write_bytes(TEXT)
-    (corpora / "link.txt").symlink_to(tmp_path / "elsewhere.txt")
+    (tmp_path / "ext" / "sub").mkdir(parents=True)
+    (tmp_path / "ext" / "sub" / "a b.txt").write_bytes(TEXT)
+    (corpora / "link.txt").symlink_to(tmp_path / "ext" / "sub" / "a b.txt")
+    (corpora / "linkdir").symlink_to(tmp_path / "ext" / "sub")
     out = tmp_path / "data" / "raw"
     for ok in ("data/corpora/c.txt", str(corpora / "c.txt"), "data/corpora/link.txt"):
         assert fetch_corpus(cfg(ok), out, base_dir=tmp_path, local_dir="data/corpora")["sha256"] == TEXT_SHA
     shutil.rmtree(out)
-    for bad in ("elsewhere.txt", "data/corpora/../../elsewhere.txt", str(tmp_path / "elsewhere.txt")):
-        with pytest.raises(ParamError, match=r"^params\.yaml: download\.corpus: .* is not under data/corpora/, the only place where "
-                                             r"DVC tracks a local corpus by content"):
+    for bad in ("ext/sub/a b.txt", "data/corpora/../../ext/sub/a b.txt", str(tmp_path / "ext/sub/a b.txt"),
+                "data/corpora/linkdir/a b.txt", "data/corpora/linkdir/../sub/a b.txt"):
+        with pytest.raises(ParamError) as ei:
             fetch_corpus(cfg(bad), out, base_dir=tmp_path, local_dir="data/corpora")
-    mapping = {"train": "data/corpora/c.txt", "val": "data/corpora/c.txt", "test": "elsewhere.txt"}
-    with pytest.raises(ParamError, match=r"^params\.yaml: download\.corpus\.test: 'elsewhere.txt' is not under data/corpora/.*"
-                                         r"set download\.corpus\.test: data/corpora/elsewhere\.txt$"):
+        assert str(ei.value) == (
+            f"params.yaml: download.corpus: {bad!r} is not under data/corpora/, the only place where DVC tracks a "
+            f"local corpus by content (a file there, or a link to a file); copy or link it there (cp '{bad}' "
+            "'data/corpora/a b.txt') and set download.corpus: data/corpora/a b.txt")
+    # a pre-split corpus: each split gets its own file name; a {source, sha256} split sets .source
+    mapping = {"train": "data/corpora/c.txt", "val": "ext/sub/a b.txt", "test": {"source": "ext/sub/a b.txt"}}
+    with pytest.raises(ParamError, match=r"^params\.yaml: download\.corpus\.val: .* \(cp 'ext/sub/a b\.txt' "
+                                         r"data/corpora/val\.txt\) and set download\.corpus\.val: data/corpora/val\.txt$"):
+        fetch_corpus(cfg(mapping), out, base_dir=tmp_path, local_dir="data/corpora")
+    mapping["val"] = "data/corpora/c.txt"
+    with pytest.raises(ParamError, match=r"^params\.yaml: download\.corpus\.test: .* "
+                                         r"and set download\.corpus\.test\.source: data/corpora/test\.txt$"):
         fetch_corpus(cfg(mapping), out, base_dir=tmp_path, local_dir="data/corpora")
     assert not out.exists()
-    # DVC's copy of the workspace for a queued or --temp experiment: the workspace's data/corpora counts
+    # DVC's copy of the workspace for a queued or --temp experiment holds only what git or DVC
+    # tracks: a file it lacks is not read from the workspace (DVC could not see it change there)
     temp = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
-    temp.mkdir(parents=True)
+    (temp / "data" / "corpora").mkdir(parents=True)
+    with pytest.raises(ParamError, match=r"'data/corpora/c\.txt' is in the workspace but not in DVC's copy of it .* "
+                                         r"run `dvc add data/corpora/c\.txt` \(or `git add` it\) first"):
+        fetch_corpus(cfg("data/corpora/c.txt"), temp / "data" / "raw", base_dir=temp, local_dir="data/corpora")
+    shutil.copy(corpora / "c.txt", temp / "data" / "corpora" / "c.txt")  # tracked: DVC put it in the copy
     rec = fetch_corpus(cfg("data/corpora/c.txt"), temp / "data" / "raw", base_dir=temp, local_dir="data/corpora")
-    assert rec["source"] == str(corpora / "c.txt")
+    assert rec["source"] == "data/corpora/c.txt"
 
 
 def test_local_path_checksum_mismatch(tmp_path, no_network):

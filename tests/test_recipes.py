@@ -70,7 +70,7 @@ def test_recipe_runs_as_a_dvc_experiment_with_the_overrides_dvc_parses(tmp_path)
     assert params["clean"]["mode"] == "lines" and params["sample"]["prefixes"] == ["time's up", "the"]
     assert params["vocab"]["split"] == [0.8, 0.1, 0.1] and params["lstm"]["hidden"] == 12
     assert params["lstm"]["epochs"] == 1 and params["rnn"] == committed["rnn"]
-    again = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "train@gru", "--print").stdout.strip()
+    again = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print", "train@gru").stdout.strip()
     assert again == "dvc exp run train@gru"  # the workspace already is that recipe
     assert "lstm.hidden" in proj.dvc("exp", "show", "--md").stdout
     # another recipe afterwards: what the first one added (lstm.epochs) is deleted, the rest reset

@@ -132,33 +132,10 @@ def read_curve(path: Path, model: str) -> pd.DataFrame:
 
 
 # --- tables and figures ----------------------------------------------------------------------
-def _plain_log_ticks(ax) -> None:
-    """Label a log y axis with plain numbers (8, 10, 12 or 3, 5, 10, 20) instead of 3x10^0."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
-
-    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
-    lo, hi = ax.get_ylim()
-    span = math.log10(hi / lo) if lo > 0 and hi > lo else 3.0
-    if span < 1.0:  # less than a decade: evenly spaced round numbers read best
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
-        ax.yaxis.set_minor_locator(NullLocator())
-        ax.yaxis.set_major_formatter(plain)
-        return
-    keep = {2, 3, 5} if span < 1.5 else {2, 5} if span < 2.5 else set()
-
-    def minor(v, _pos):
-        if v <= 0:
-            return ""
-        m = v / 10 ** math.floor(math.log10(v))
-        return f"{v:g}" if abs(m - round(m)) < 1e-6 and round(m) in keep else ""
-
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
-
-
 def plot_learning_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path, level: str) -> None:
     """One figure: val (solid) and train (dashed) perplexity per epoch, one colour per model."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogFormatter
     from .plots import save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -168,8 +145,9 @@ def plot_learning_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path,
                 markersize=3, label=f"{name} val")
         ax.plot(c["train"]["epoch"], c["train"]["perplexity"], color=color, linestyle="--", alpha=0.8,
                 label=f"{name} train")
-    ax.set_yscale("log")
-    _plain_log_ticks(ax)
+    ax.set_yscale("log")  # ticks labelled 4, 5, 6 or 200, 300 (not 4x10^0): matplotlib picks which by the span
+    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"perplexity per {'character' if level == 'char' else 'word'} (log scale)")
     ax.set_title("Learning curves: solid = validation, dashed = training")

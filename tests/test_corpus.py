@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import io
 import json
+import re
 import shutil
 import threading
 import time
@@ -116,6 +117,14 @@ def test_local_path_source(tmp_path, no_network):
                    "source_bytes": len(TEXT), "bytes": len(TEXT)}
     assert json.loads((out / "source.json").read_text()) == rec
     assert listing(out) == ["corpus.txt", "source.json"]
+
+
+def test_every_catalog_entry_is_one_checked_file_or_three_splits():
+    for e in CATALOG.values():
+        if e.splits is not None:
+            assert tuple(e.splits) == ("train", "val", "test") and not (e.urls or e.mirror_name or e.sha256 or e.member)
+        for f in [e] if e.splits is None else e.splits.values():
+            assert f.urls and f.mirror_name and re.fullmatch("[0-9a-f]{64}", f.sha256), f.name
 
 
 def test_local_files_must_lie_under_the_local_dir(tmp_path, no_network):

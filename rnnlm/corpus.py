@@ -630,7 +630,8 @@ def _check_local(spec: CorpusSpec, local_dir: Path, base: Path, param: str) -> N
     where = Path(os.path.realpath((base / Path(spec.path).expanduser()).parent))  # links and '..' resolved
     if where.is_relative_to(os.path.realpath(base / local_dir)):
         return
-    if workspace_root(base) != base and where.is_relative_to(os.path.realpath(workspace_root(base) / local_dir)):
+    workspace = workspace_root(base)  # base itself, or the user's workspace of DVC's temporary copy
+    if workspace != base and where.is_relative_to(os.path.realpath(workspace / local_dir)):
         raise ParamError(spec.key, f"{spec.name!r} is in the workspace but not in DVC's copy of it for this queued or "
                                    f"--temp experiment, which holds only what git or DVC tracks; run `dvc add "
                                    f"{spec.name}` (or `git add` it) first")

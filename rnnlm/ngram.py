@@ -168,7 +168,7 @@ class KneserNeyLM:
             for g, c in cnt.items():
                 children[g[:-1]][g[-1]] = c
                 totals[g[:-1]] += c
-            levels.append({h: (ch, 1.0 / totals[h], d * len(ch) * (1.0 / totals[h])) for h, ch in children.items()})
+            levels.append({h: (ch, (inv := 1.0 / totals[h]), d * len(ch) * inv) for h, ch in children.items()})
 
         self.counts = counts
         self.discounts = discounts

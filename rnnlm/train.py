@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from . import codehash
-from .batching import batches, check_batchable, num_batches
+from .batching import as_tensor, batches, check_batchable, num_batches
 from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
 from .device import bf16_native, check_precision, resolve_device
 from .distributed import World
@@ -155,7 +155,7 @@ class Trainer:
         """``paths``: where rank 0 writes (None on the other ranks, which write nothing).
         ``device``: this rank's device (default: train.device resolved)."""
         self.name, self.model_cfg, self.cfg, self.world = name, model_cfg, cfg, world
-        self.vocab, self.train_tokens, self.val_tokens = vocab, train_tokens, val_tokens
+        self.vocab, self.val_tokens = vocab, val_tokens
         self.paths, self.progress = paths, progress if world.writer else False
         self.log = log if world.writer else (lambda *args, **kwargs: None)
         check_inputs(cfg, train_tokens, val_tokens)
@@ -164,7 +164,7 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         # The token array lives on the device once: minibatches are views and index gathers there.
-        self.train_data = torch.from_numpy(np.ascontiguousarray(train_tokens, dtype=np.int64)).to(self.device)
+        self.train_data = as_tensor(train_tokens).to(self.device)
         self.rows = world.rows(cfg.batch_size)
         # train.precision: bf16/fp16 run the forward pass under autocast (matmuls and the torch.nn
         # recurrent kernels in 16 bits, e.g. on AMX or tensor cores); the weights, their
@@ -219,7 +219,7 @@ class Trainer:
 
     def _time_is_up(self, pos: Position, elapsed: float) -> bool:
         """Several ranks follow rank 0's clock, looked at every CHECK_EVERY steps (a collective)."""
-        if self.world.size == 1:
+        if self.world.size == 1 or elapsed == 0.0:  # 0.0: a segment's start, on every rank (no collective)
             return elapsed >= self.cfg.max_minutes * 60
         return pos.step % CHECK_EVERY == 0 and self.world.broadcast(elapsed >= self.cfg.max_minutes * 60)
 
@@ -276,10 +276,7 @@ class Trainer:
             self._check_finite(losses, pos)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        if tokens == 0 and pos.step == 0:
-            self._fail(f"{self.name}: no training step fits in the budget; raise train.max_steps, "
-                       "train.max_minutes or train.epochs")
+        seconds = time.perf_counter() - start  # (no budget stops before step 1: epochs >= 1, 0 = no budget)
         totals = self.world.gather((float(loss_sum), tokens))  # every rank's share of the global minibatches
         loss_total, tokens = sum(t[0] for t in totals), sum(t[1] for t in totals)
         return Segment(loss_total / max(tokens, 1), tokens, seconds, stop), carried

@@ -22,11 +22,11 @@ def _shared_data() -> Path:
     if os.environ.get("RNNLM_MIRROR"):
         return Path(os.environ["RNNLM_MIRROR"]).resolve()
     beside = ROOT.parent / "shared" / "data"
+    if beside.is_dir():
+        return beside
     origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
                             capture_output=True, text=True).stdout.strip()
-    if not beside.is_dir() and origin and Path(origin).is_dir():
-        return Path(origin).resolve().parent / "shared" / "data"
-    return beside
+    return Path(origin).resolve().parent / "shared" / "data" if origin and Path(origin).is_dir() else beside
 
 
 SHARED_DATA = _shared_data()

@@ -19,7 +19,7 @@ from conftest import config, make_project, ran_stages, run_stage_script
 from rnnlm import distributed
 from rnnlm.batching import batches
 from rnnlm.device import resolve_device
-from rnnlm.errors import ParamError
+from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.train import TrainPaths, Trainer, train_step
 from rnnlm.vocab import Vocab
 
@@ -50,6 +50,40 @@ def test_a_batch_that_does_not_split_evenly_is_refused():
         distributed.check(train_cfg(nproc=2, batch_size=9), torch.device("cpu"), 2, 2)
     with pytest.raises(ParamError, match=r"train\.nproc: .*not on mps"):
         distributed.check(train_cfg(nproc=2), torch.device("mps"), 2, 2)
+
+
+def test_more_processes_than_gpus_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ParamError, match=r"^params\.yaml: train\.nproc: 2 processes, but this machine has 1 CUDA "
+                                         r"device\(s\): one process per GPU$"):
+        distributed.check(train_cfg(nproc=2, device="cuda"), torch.device("cuda"), 2, 2)
+
+
+def test_a_rank_that_exits_with_another_status_is_reported_once(monkeypatch):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def failed_run(args):
+        raise ChildFailedError("stages.train", {1: ProcessFailure(local_rank=1, pid=4321, exitcode=2, error_file="")})
+
+    monkeypatch.setattr("torch.distributed.run.run", failed_run)
+    with pytest.raises(RnnlmError, match=r"^stages\.train lstm: rank 1 of 2 exited with status 2, so every rank "
+                                         r"stopped; the next run resumes after the last validation point$"):
+        distributed.launch(2, "stages.train", ["lstm"])
+
+
+def test_a_lost_peer_becomes_one_error_line(monkeypatch):
+    """gloo reports a vanished rank as a RuntimeError; other RuntimeErrors pass through."""
+    monkeypatch.setattr(distributed, "check", lambda *args: None)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda *args, **kwargs: None)
+    world = distributed.World(rank=1, size=2)
+    with pytest.raises(RnnlmError, match=r"^rank 1 of 2 lost contact with another rank "
+                                         r"\(Connection closed by peer \[127\.0\.0\.1\]:5678\)$"):
+        with distributed.process_group(world, train_cfg(nproc=2)):
+            raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
+                               "[127.0.0.1]:5678. More detail")
+    with pytest.raises(RuntimeError, match="^a bug$"):
+        with distributed.process_group(world, train_cfg(nproc=2)):
+            raise RuntimeError("a bug")
 
 
 @pytest.mark.parametrize("case", ["too many processes", "nccl on the cpu"])
@@ -139,7 +173,6 @@ def test_fp16_on_the_cpu_is_refused_before_training(tmp_path):
     with pytest.raises(ParamError, match=r"train\.precision: fp16 is for CUDA GPUs, and the device here is cpu"):
         Trainer("lstm", config("lstm", {"hidden": 8}), cfg, vocab, ids[:2000], ids[2000:2300],
                 TrainPaths.for_model("lstm", tmp_path))
-    assert not any(tmp_path.iterdir())
 
 
 def test_a_budget_ending_at_a_validation_point_finishes(tmp_path):

@@ -141,3 +141,18 @@ def test_results_csv_reads_back_as_written(tmp_path):
     df = read_results(tmp_path / "metrics" / "eval" / "results.csv")
     assert str(df["params"].dtype) == "int64" and str(df["best_step"].dtype) == "Int64"
     assert df["best_step"].isna().tolist() == [False, False, True, False, True]
+
+
+def test_another_stages_missing_or_unreadable_output_names_the_stage_to_run(tmp_path):
+    """fileio.stage_output / read_stage_json, which report and evaluate read each other's outputs with."""
+    from rnnlm.fileio import read_stage_json
+
+    with pytest.raises(RnnlmError, match=r"^.*metrics/corpus\.json: not found; run `dvc repro vocab` first$"):
+        report.build_report(tmp_path)
+    path = tmp_path / "eval.json"
+    for bad in (b'{"models": ', b'\xff\xfe{}'):  # truncated JSON, not UTF-8
+        path.write_bytes(bad)
+        with pytest.raises(RnnlmError, match=r"eval\.json: not valid JSON \(.*\); rerun `dvc repro evaluate`$"):
+            read_stage_json(path, "evaluate")
+    write_json(path, {"level": "char"})
+    assert read_stage_json(path, "evaluate") == {"level": "char"}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -144,17 +145,21 @@ def process_group(world: World, cfg: TrainConfig):
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group(backend(cfg, device), rank=world.rank, world_size=world.size)
+    # DDP's reducer holds gloo work objects: it is freed here, while the group lives (gc.collect),
+    # on success and on error alike; a rank that destroyed them in the interpreter's teardown could
+    # abort (SIGABRT, "terminate called without an active exception").
     try:
         yield device
-    except RuntimeError as exc:  # gloo and nccl report a vanished peer as a RuntimeError
-        if not (isinstance(exc, dist.DistError) or any(k in str(exc) for k in ("gloo", "NCCL", "Connection"))):
-            raise
-        problem = str(exc).split("] ", 1)[-1].split(". ")[0]
-        raise RnnlmError(f"rank {world.rank} of {world.size} lost contact with another rank ({problem})") from None
-    # After an error the group is left to the process's exit: tearing it down while a peer may
-    # still wait in a collective can hang. After success every rank leaves together, with DDP's
-    # reducer (it holds gloo work objects) freed first: a rank that destroyed them during the
-    # interpreter's teardown could abort (SIGABRT, "terminate called without an active exception").
+    except BaseException as exc:
+        traceback.clear_frames(exc.__traceback__)  # the finished frames let go of the trainer and its DDP
+        gc.collect()
+        # gloo and nccl report a vanished peer as a RuntimeError
+        if isinstance(exc, RuntimeError) and (isinstance(exc, dist.DistError)
+                                              or any(k in str(exc) for k in ("gloo", "NCCL", "Connection"))):
+            problem = str(exc).split("] ", 1)[-1].split(". ")[0]
+            raise RnnlmError(f"rank {world.rank} of {world.size} lost contact with another rank ({problem})") from None
+        raise  # the group itself is left to the process's exit: a peer may still wait in a collective
+    # After success every rank leaves together.
     gc.collect()
     dist.barrier()
     dist.destroy_process_group()

@@ -27,18 +27,43 @@ def resolve_device(name: str, key: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_capability() -> str:
+    """The CPU's instruction-set class as torch's kernels see it (``AVX2``, ``AVX512``, ...): what a
+    CPU speed figure names. ``ATEN_CPU_CAPABILITY=avx2`` lowers it (see README, Every CPU)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def bf16_native(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 matmuls in hardware (CPU: AVX512-BF16/AMX; CUDA: Ampere+)."""
+    """Whether ``device`` computes bfloat16 matmuls in hardware (CPU: AVX512-BF16/AMX, as oneDNN
+    sees it, so ``ONEDNN_MAX_CPU_ISA=AVX2`` turns it off; CUDA: Ampere+)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu":
+        return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
-def check_precision(precision: str, device: torch.device, key: str = "train.precision") -> None:
-    """fp16 autocast with loss scaling is for CUDA GPUs (those without fast bfloat16); CPUs lack
-    float16 kernels for some layers (oneDNN's LSTM), so it is refused there before any work."""
+def resolve_precision(precision: str, device: torch.device, cell: str, impl: str,
+                      key: str = "train.precision") -> str:
+    """The precision a model trains in: ``fp32``, ``bf16`` or ``fp16``.
+
+    ``auto`` is bf16 where the device computes bfloat16 natively and the model gains from it (any
+    model on a CUDA GPU; on a CPU the torch LSTM, whose oneDNN kernel runs in bf16: the torch RNN
+    and GRU and the scratch cells' time loops measured no faster), fp32 elsewhere. An explicit
+    ``bf16`` on a device without native bfloat16 (oneDNN has no bf16 LSTM kernel there: it fails)
+    and ``fp16`` off CUDA are ParamErrors naming ``key``, raised before any work."""
+    native = bf16_native(device)
+    if precision == "auto":
+        gains = device.type == "cuda" or (cell == "lstm" and impl == "torch")
+        return "bf16" if native and gains else "fp32"
+    if precision == "bf16" and not native:
+        where = f"this CPU ({cpu_capability()})" if device.type == "cpu" else f"this {device.type} device"
+        raise ParamError(key, f"bf16 needs native bfloat16 matmuls (AVX512-BF16 or AMX CPUs, Ampere or newer "
+                              f"GPUs), and {where} has none; use auto (bf16 where the device has it, fp32 "
+                              "elsewhere) or fp32")
     if precision == "fp16" and device.type != "cuda":
-        raise ParamError(key, f"fp16 is for CUDA GPUs, and the device here is {device.type}; use fp32 or bf16")
+        raise ParamError(key, f"fp16 is for CUDA GPUs, and the device here is {device.type}; use auto or fp32")
+    return precision

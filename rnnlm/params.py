@@ -128,7 +128,7 @@ class TrainConfig:
     seed: int = spec(non_negative)
     device: str = spec(choices=DEVICES)
     threads: int = spec(non_negative)
-    precision: str = spec(choices=("fp32", "bf16", "fp16"))
+    precision: str = spec(choices=("auto", "fp32", "bf16", "fp16"))
     nproc: int = spec(positive)
     backend: str = spec(choices=("auto", "gloo", "nccl"))
     patience: int = spec(non_negative)
@@ -335,6 +335,13 @@ def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None 
     params = read_params(path) if params is None else params
     check_sections(params)
     return validate_section(name, params.get(name))
+
+
+def model_key(model: str, key: str, params: dict) -> str:
+    """Where ``model``'s value of a train key comes from: ``<model>.<key>`` when its section sets
+    it, else ``train.<key>`` (what an error message names)."""
+    section = params.get(model)
+    return f"{model}.{key}" if isinstance(section, dict) and key in section else f"train.{key}"
 
 
 def load_model_config(model: str, path: str | Path = PARAMS_FILE,

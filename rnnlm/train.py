@@ -16,7 +16,7 @@ import itertools
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import codehash
 from .batching import as_tensor, batches, check_batchable, num_batches
 from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
-from .device import bf16_native, check_precision, resolve_device
+from .device import cpu_capability, resolve_device, resolve_precision
 from .distributed import World
 from .errors import ParamError, RnnlmError
 from .fileio import write_json
@@ -160,21 +160,21 @@ class Trainer:
         self.log = log if world.writer else (lambda *args, **kwargs: None)
         check_inputs(cfg, train_tokens, val_tokens)
         self.device = device or resolve_device(cfg.device, "train.device")
-        check_precision(cfg.precision, self.device)
+        # train.precision auto -> bf16 or fp32 for this model and device (the stage resolves it
+        # first, naming the key it came from); bf16/fp16 run the forward pass under autocast
+        # (matmuls and the torch.nn recurrent kernels in 16 bits, e.g. on AMX or tensor cores); the
+        # weights, their gradients, the optimizer and every reported perplexity stay float32. fp16
+        # scales the loss (GradScaler) so that small gradients do not underflow.
+        self.cfg = cfg = replace(cfg, precision=resolve_precision(cfg.precision, self.device, name, model_cfg.impl))
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         # The token array lives on the device once: minibatches are views and index gathers there.
         self.train_data = as_tensor(train_tokens).to(self.device)
         self.rows = world.rows(cfg.batch_size)
-        # train.precision: bf16/fp16 run the forward pass under autocast (matmuls and the torch.nn
-        # recurrent kernels in 16 bits, e.g. on AMX or tensor cores); the weights, their
-        # gradients, the optimizer and every reported perplexity stay float32. fp16 scales the loss
-        # (GradScaler) so that small gradients do not underflow.
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
-        if cfg.precision == "bf16" and not bf16_native(self.device):
-            self.log(f"{name}: warning: train.precision=bf16, but this {self.device.type} has no native bfloat16 "
-                     "matmuls, so it is emulated and slower than fp32")
+        where = f"{self.device.type} ({cpu_capability()})" if self.device.type == "cpu" else str(self.device)
+        self.log(f"{name}: training on {where} in {cfg.precision}, {torch.get_num_threads()} thread(s)")
         torch.manual_seed(cfg.seed)
         self.model = build_model(model_cfg, name, len(vocab)).to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
@@ -430,7 +430,8 @@ class Trainer:
         train_seconds = sum(r["seconds"] for r in history)
         timing = {"train_seconds": round(train_seconds, 3), "tokens": train_tokens,
                   "tokens_per_second": round(train_tokens / train_seconds, 1), "device": str(self.device),
-                  "threads": torch.get_num_threads(), "precision": self.cfg.precision, "nproc": self.world.size}
+                  "cpu_capability": cpu_capability(), "threads": torch.get_num_threads(),
+                  "precision": self.cfg.precision, "nproc": self.world.size}
         result = {"best_val_perplexity": best["val_perplexity"], "best_step": best["step"],
                   "best_epoch": best["epoch"], "stopped_by": stop, "history": history, **timing}
         if not self.world.writer:

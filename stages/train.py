@@ -6,9 +6,11 @@ torchrun (e.g. on several machines), it is one rank of the run."""
 import sys
 
 from rnnlm import distributed
-from rnnlm.device import check_precision, resolve_device
+import dataclasses
+
+from rnnlm.device import resolve_device, resolve_precision
 from rnnlm.errors import RnnlmError, stage_main
-from rnnlm.params import load_model_config
+from rnnlm.params import load_model_config, model_key, read_params
 from rnnlm.prepare import load_splits
 from rnnlm.train import Trainer, TrainPaths, check_inputs
 from rnnlm.vocab import Vocab
@@ -19,12 +21,16 @@ def main():
     if len(sys.argv) != 2:
         raise RnnlmError("usage: python -m stages.train {rnn,lstm,gru}")
     name = sys.argv[1]
-    model_cfg, cfg = load_model_config(name)
+    params = read_params()
+    model_cfg, cfg = load_model_config(name, params=params)
+    # refuse what cannot run before any work: the device, the precision (auto resolved here, the
+    # error naming the key it came from), and with several processes, their setup
+    device = resolve_device(cfg.device, model_key(name, "device", params))
+    precision = resolve_precision(cfg.precision, device, name, model_cfg.impl, model_key(name, "precision", params))
+    cfg = dataclasses.replace(cfg, precision=precision)
     world = distributed.launched()
     relaunch = world is None and cfg.nproc > 1
-    if relaunch:  # refuse what cannot run before starting any process
-        device = resolve_device(cfg.device, "train.device")
-        check_precision(cfg.precision, device)
+    if relaunch:
         distributed.check(cfg, device, cfg.nproc, cfg.nproc)
     vocab = Vocab.load("data/vocab.json")
     splits = load_splits()
@@ -40,7 +46,8 @@ def main():
     if world.writer:
         print(f"{name}: best val perplexity {result['best_val_perplexity']:.3f} at step {result['best_step']} "
               f"(epoch {result['best_epoch']:.2f}), stopped by {result['stopped_by']}, "
-              f"{result['tokens_per_second']:,.0f} tok/s, {result['train_seconds']:.0f}s, "
+              f"{result['tokens_per_second']:,.0f} tok/s ({result['precision']}, {result['device']}"
+              f"{' ' + result['cpu_capability'] if result['device'] == 'cpu' else ''}), {result['train_seconds']:.0f}s, "
               f"{world.size} process{'es' if world.size > 1 else ''}")
 
 

@@ -54,7 +54,7 @@ def test_unknown_section_is_reported(tmp_path):
     ("train", {"epochs": -1}, r"train\.epochs: must be positive"),
     ("train", {"epochs": 2.5}, r"train\.epochs: expected an integer"),
     ("train", {"batch_size": True}, r"train\.batch_size: expected an integer"),
-    ("train", {"precision": "bf61"}, r"train\.precision: unknown value 'bf61' \(did you mean 'bf16'\?\); choose one of fp32, bf16, fp16"),
+    ("train", {"precision": "bf61"}, r"train\.precision: unknown value 'bf61' \(did you mean 'bf16'\?\); choose one of auto, fp32, bf16, fp16"),
     ("lstm", {"precision": "bfloat16"}, r"lstm\.precision: unknown value 'bfloat16' \(did you mean 'bf16'\?\)"),
     ("vocab", {"split": [0.9, 0.2, 0.1]}, r"vocab\.split: fractions must sum to 1 .*got 1\.2"),
     ("vocab", {"split": [0.5, 0.05, 0.05]}, r"vocab\.split: fractions must sum to 1 .*got 0\.6"),  # would drop 40%

@@ -250,9 +250,13 @@ def test_equal_checkpoints_are_byte_identical_files(tmp_path):
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "b.pt").read_bytes()
 
 
-def test_bf16_precision_trains_under_autocast_and_is_recorded(tmp_path, monkeypatch):
-    """train.precision=bf16: the forward pass runs under bfloat16 autocast (so the numbers differ
-    from fp32), the weights stay float32, and timing.json records the precision."""
+def test_auto_precision_trains_in_what_this_cpu_computes_natively(tmp_path, monkeypatch):
+    """One real run on whatever CPU runs the tests: train.precision=auto is bf16 autocast for the
+    torch LSTM where the CPU has native bfloat16 (the numbers then differ from fp32 a little) and
+    exactly fp32 elsewhere; the weights stay float32 and timing.json records the precision and
+    the CPU class."""
+    from rnnlm.device import bf16_native, cpu_capability
+
     calls = []
     real_autocast = torch.autocast
 
@@ -261,25 +265,50 @@ def test_bf16_precision_trains_under_autocast_and_is_recorded(tmp_path, monkeypa
         return real_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
 
     monkeypatch.setattr(torch, "autocast", spy)
-    _, fp32 = run(tmp_path / "fp32", epochs=1)
+    _, fp32 = run(tmp_path / "fp32", epochs=1, precision="fp32")
     assert calls and not any(enabled for _, _, enabled in calls)
     calls.clear()
-    trainer, bf16 = run(tmp_path / "bf16", epochs=1, precision="bf16")
-    assert calls and all(c == ("cpu", torch.bfloat16, True) for c in calls)
-    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
-    assert bf16["best_val_perplexity"] != fp32["best_val_perplexity"]
-    assert abs(bf16["best_val_perplexity"] / fp32["best_val_perplexity"] - 1) < 0.05
-    timing = json.loads((trainer.paths.live_dir / "timing.json").read_text())
-    assert timing["precision"] == "bf16"
-
-
-def test_bf16_without_native_support_warns(tmp_path, monkeypatch):
-    import rnnlm.train
-
-    monkeypatch.setattr(rnnlm.train, "bf16_native", lambda device: False)
     lines = []
-    run(tmp_path, epochs=1, precision="bf16", log=lines.append)
-    assert any("warning: train.precision=bf16" in line and "emulated" in line for line in lines)
+    trainer, auto = run(tmp_path / "auto", epochs=1, precision="auto", log=lines.append)
+    timing = json.loads((trainer.paths.live_dir / "timing.json").read_text())
+    assert timing["cpu_capability"] == cpu_capability()
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    if bf16_native(torch.device("cpu")):
+        assert calls and all(c == ("cpu", torch.bfloat16, True) for c in calls)
+        assert auto["best_val_perplexity"] != fp32["best_val_perplexity"]
+        assert abs(auto["best_val_perplexity"] / fp32["best_val_perplexity"] - 1) < 0.05
+        assert timing["precision"] == "bf16"
+    else:
+        assert calls and not any(enabled for _, _, enabled in calls)
+        assert auto["best_val_perplexity"] == fp32["best_val_perplexity"]
+        assert timing["precision"] == "fp32"
+    assert f"lstm: training on cpu ({cpu_capability()}) in {timing['precision']}" in lines[0]
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("cell, impl, on_native", [("lstm", "torch", "bf16"), ("lstm", "scratch", "fp32"),
+                                                   ("rnn", "torch", "fp32"), ("gru", "torch", "fp32")])
+def test_auto_precision_is_bf16_only_where_native_and_the_model_gains(monkeypatch, native, cell, impl, on_native):
+    import rnnlm.device
+
+    monkeypatch.setattr(rnnlm.device, "bf16_native", lambda device: native)
+    cpu = torch.device("cpu")
+    assert rnnlm.device.resolve_precision("auto", cpu, cell, impl) == (on_native if native else "fp32")
+    assert rnnlm.device.resolve_precision("fp32", cpu, cell, impl) == "fp32"
+    if native:
+        assert rnnlm.device.resolve_precision("bf16", cpu, cell, impl) == "bf16"
+
+
+def test_explicit_bf16_without_native_support_is_one_error_before_any_work(tmp_path, monkeypatch):
+    import rnnlm.device
+
+    monkeypatch.setattr(rnnlm.device, "bf16_native", lambda device: False)
+    with pytest.raises(ParamError, match=r"^params\.yaml: lstm\.precision: bf16 needs native bfloat16 .* has none; "
+                                         r"use auto \(bf16 where the device has it, fp32 elsewhere\) or fp32$"):
+        rnnlm.device.resolve_precision("bf16", torch.device("cpu"), "lstm", "torch", "lstm.precision")
+    with pytest.raises(ParamError, match=r"train\.precision: bf16 needs native bfloat16"):
+        run(tmp_path, epochs=1, precision="bf16")
+    assert not any(tmp_path.rglob("*"))  # nothing written
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

@@ -23,9 +23,10 @@ lock: setup
 
 # `make repro` runs params.yaml as it is; `make repro CORPUS=ptb` runs recipes/ptb.yaml on top of
 # the committed params.yaml as a DVC experiment (see rnnlm/recipes.py).
+# CORPUS reaches the shell as one quoted word (rnnlm.recipes accepts only a plain recipe name).
 repro: setup
 ifdef CORPUS
-	$(BIN)/python -m rnnlm.recipes $(CORPUS)
+	$(BIN)/python -m rnnlm.recipes '$(subst ','\'',$(CORPUS))'
 else
 	$(BIN)/dvc repro
 endif
@@ -45,6 +46,7 @@ bench: setup
 	$(BIN)/python bench/word_level.py
 	$(BIN)/dvc repro vocab
 	$(BIN)/python bench/processes.py
+	$(BIN)/python bench/contention.py
 
 report: setup
 	$(BIN)/dvc repro report

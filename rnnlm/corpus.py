@@ -388,8 +388,8 @@ class _Watchdog:
             _shutdown(sock)
 
     def opener(self) -> urllib.request.OpenerDirector:
-        """A urllib opener (proxies from the environment, redirects) whose connections are watched."""
-        return urllib.request.build_opener(_WatchedHTTPHandler(self), _WatchedHTTPSHandler(self))
+        """A urllib opener (proxies from the environment, http(s) redirects) whose connections are watched."""
+        return urllib.request.build_opener(_WatchedHTTPHandler(self), _WatchedHTTPSHandler(self), _HttpRedirectsOnly())
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -413,6 +413,18 @@ class _Watched:
                 watchdog.watch(self.sock)
 
         return super().do_open(WatchedConnection, req, **kwargs)
+
+
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Every hop of a redirect passes the first URL's check: http(s) only (urllib would follow a
+    redirect to ftp:// too)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            fp.close()
+            raise SourceFailed(f"HTTP {code} redirects to {newurl!r}; only http(s) redirects are followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class _WatchedHTTPHandler(_Watched, urllib.request.HTTPHandler):

@@ -32,9 +32,12 @@ def available(recipes_dir: Path = RECIPES_DIR) -> list[str]:
     return sorted(p.stem for p in Path(recipes_dir).glob("*.yaml"))
 
 
+_RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def load_recipe(name: str, recipes_dir: Path = RECIPES_DIR) -> dict:
     path = Path(recipes_dir) / f"{name}.yaml"
-    if not path.is_file():
+    if not _RECIPE_NAME.fullmatch(name) or not path.is_file():  # a plain name: '../dvc' is no recipe
         raise RnnlmError(f"unknown recipe {name!r} (CORPUS); choose one of {', '.join(available(recipes_dir))}")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):

@@ -695,3 +695,32 @@ def test_the_default_deadline_is_announced_before_connecting(tmp_path, server):
     logged = []
     fetch_corpus(cfg(server.url("/c.txt"), timeout=30.0, retries=2), tmp_path / "raw", progress=False, log=logged.append)
     assert logged == [f"downloading {server.url('/c.txt')} (download.timeout 30s per wait, at most 600s an attempt, 3 attempt(s))"]
+
+
+@pytest.mark.parametrize("target", ["ftp://127.0.0.1:{port}/x.txt", "FTP://127.0.0.1:{port}/y.txt"])
+def test_a_redirect_to_another_scheme_is_refused_without_connecting(tmp_path, server, target):
+    """Every hop of a redirect passes the scheme check of the first URL: a listener where the
+    redirect points is never contacted, and the error names the redirect."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.2)
+        location = target.format(port=listener.getsockname()[1])
+        server.routes["/moved.txt"] = lambda n: (302, b"", {"Location": location})
+        out = tmp_path / "raw"
+        with pytest.raises(RnnlmError, match=r"(?i)HTTP 302 redirects to ." + re.escape(location) +
+                                             r"'; only http\(s\) redirects are followed"):
+            fetch_corpus(cfg(server.url("/moved.txt"), retries=2), out, progress=False, log=None)
+        with pytest.raises(socket.timeout):
+            listener.accept()  # nobody came
+    assert server.hits["/moved.txt"] == 1  # not retried
+    assert not out.exists()
+
+
+def test_an_http_redirect_is_still_followed(tmp_path, server):
+    server.routes["/old.txt"] = lambda n: (301, b"", {"Location": "/new.txt"})
+    server.routes["/new.txt"] = lambda n: (200, TEXT, {})
+    rec = fetch_corpus(cfg(server.url("/old.txt"), TEXT_SHA), tmp_path / "raw", progress=False, log=None)
+    assert rec["sha256"] == TEXT_SHA and server.hits == {"/old.txt": 1, "/new.txt": 1}

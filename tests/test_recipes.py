@@ -79,3 +79,23 @@ def test_recipe_runs_as_a_dvc_experiment_with_the_overrides_dvc_parses(tmp_path)
     params = proj.params()
     assert "epochs" not in params["lstm"] and params["lstm"]["hidden"] == committed["lstm"]["hidden"]
     assert params["clean"]["mode"] == committed["clean"]["mode"] and params["rnn"]["hidden"] == 8
+
+
+@pytest.mark.parametrize("name", ["../dvc", "../params", "ptb/../ptb", "-h", ".hidden"])
+def test_a_recipe_name_is_a_plain_name(name):
+    """recipes/../dvc.yaml exists, and is no recipe: only plain names are looked up."""
+    with pytest.raises(RnnlmError, match=r"unknown recipe .* \(CORPUS\); choose one of jaychou, ptb"):
+        load_recipe(name, ROOT / "recipes")
+
+
+@pytest.mark.parametrize("corpus", ["x; touch {flag}", "x'; touch {flag}; echo '", "$(touch {flag})", "`touch {flag}`"])
+def test_make_repro_passes_corpus_to_the_shell_as_one_word(tmp_path, corpus):
+    """`make repro CORPUS=...` with shell syntax in the value runs no command of it: the recipe
+    runner gets the value as its one argument and refuses it."""
+    import subprocess
+
+    flag = tmp_path / "INJECTED"
+    run = subprocess.run(["make", "-s", "-o", "setup", "repro", f"CORPUS={corpus.format(flag=flag)}",
+                          f"VENV={sys.prefix}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "unknown recipe" in run.stderr, run.stderr
+    assert not flag.exists()

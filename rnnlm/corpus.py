@@ -641,6 +641,7 @@ def _check_local(spec: CorpusSpec, local_dir: Path, base: Path, param: str) -> N
         return
     where = Path(os.path.realpath((base / Path(spec.path).expanduser()).parent))  # links and '..' resolved
     if where.is_relative_to(os.path.realpath(base / local_dir)):
+        _check_link(spec, base, local_dir)
         return
     workspace = workspace_root(base)  # base itself, or the user's workspace of DVC's temporary copy
     if workspace != base and where.is_relative_to(os.path.realpath(workspace / local_dir)):
@@ -652,6 +653,25 @@ def _check_local(spec: CorpusSpec, local_dir: Path, base: Path, param: str) -> N
     raise ParamError(spec.key, f"{spec.name!r} is not under {local_dir.as_posix()}/, the only place where DVC tracks a "
                                f"local corpus by content (a file there, or a link to a file); copy or link it there "
                                f"({shlex.join(['cp', spec.name, dest])}) and set {param}: {dest}")
+
+
+def _check_link(spec: CorpusSpec, base: Path, local_dir: Path) -> None:
+    """A link in data/corpora/ may point only inside the project: what it reaches is published
+    (its words in the git-tracked metrics/vocab/token_freq.csv, its bytes in `dvc push`), and git
+    commits the link itself, which every clone resolves on its own machine."""
+    path = base / Path(spec.path).expanduser()
+    target = Path(os.path.realpath(path))
+    if path.is_symlink() and not target.is_relative_to(os.path.realpath(workspace_root(base))):
+        raise ParamError(spec.key, f"{spec.name!r} is a link to {str(target)!r}, outside the project: its content "
+                                   "would be published (its words in metrics/vocab/token_freq.csv, which git tracks, "
+                                   "its bytes by dvc push), and every clone would resolve the link on its own "
+                                   f"machine; put a copy of the file in {local_dir.as_posix()}/ instead "
+                                   f"({shlex.join(['cp', '--remove-destination', str(target), spec.path])})")
+
+
+def link_target(path: str | os.PathLike) -> str | None:
+    """Where the symbolic link ``path`` points (resolved), or None for a file that is no link."""
+    return os.path.realpath(path) if Path(path).is_symlink() else None
 
 
 def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base: Path, mirror_base: Path,

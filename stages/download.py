@@ -3,13 +3,13 @@
 Outputs data/raw/corpus.txt, or data/raw/{train,val,test}.txt for a corpus that comes split (ptb,
 or a {train, val, test} mapping), and data/raw/source.json (see rnnlm.corpus.fetch_corpus).
 A local corpus file must lie under data/corpora/, this stage's DVC dependency, so that DVC
-tracks its content.
+tracks its content; a link there may point only inside the project.
 Prints one line per file written.
 """
 from pathlib import Path
 
 from rnnlm import params
-from rnnlm.corpus import LOCAL_DIR, fetch_corpus
+from rnnlm.corpus import LOCAL_DIR, fetch_corpus, link_target
 from rnnlm.errors import stage_main
 
 
@@ -25,7 +25,9 @@ def main() -> None:
 
 def _describe(r: dict) -> str:
     member = f" (member {r['member']})" if "member" in r else ""
-    return f"{r['bytes']} bytes from {r['source']}{member}, sha256 {r['sha256'][:12]}"
+    target = link_target(r["source"]) if r["kind"] == "path" else None
+    link = f" (a link to {target})" if target else ""
+    return f"{r['bytes']} bytes from {r['source']}{link}{member}, sha256 {r['sha256'][:12]}"
 
 
 if __name__ == "__main__":

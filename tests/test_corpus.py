@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rnnlm import corpus
 from rnnlm.corpus import CATALOG, extract_zip_text, fetch_corpus, resolve_corpus, sha256_file
@@ -724,3 +725,43 @@ def test_an_http_redirect_is_still_followed(tmp_path, server):
     server.routes["/new.txt"] = lambda n: (200, TEXT, {})
     rec = fetch_corpus(cfg(server.url("/old.txt"), TEXT_SHA), tmp_path / "raw", progress=False, log=None)
     assert rec["sha256"] == TEXT_SHA and server.hits == {"/old.txt": 1, "/new.txt": 1}
+
+
+def test_a_link_in_data_corpora_may_point_only_inside_the_project(tmp_path, no_network):
+    """A link to a private file elsewhere would publish it (token_freq.csv in git, dvc push) and
+    every clone would resolve it on its own machine: refused before anything is written, naming
+    where it points. A link to a file inside the project is taken."""
+    proj, private = tmp_path / "proj", tmp_path / "private"
+    (proj / "data" / "corpora").mkdir(parents=True)
+    (proj / "texts").mkdir()
+    private.mkdir()
+    (private / "diary.txt").write_bytes(TEXT)
+    (proj / "texts" / "novel.txt").write_bytes(TEXT)
+    (proj / "data" / "corpora" / "novel.txt").symlink_to(private / "diary.txt")
+    (proj / "data" / "corpora" / "inside.txt").symlink_to(proj / "texts" / "novel.txt")
+    out = proj / "data" / "raw"
+    with pytest.raises(ParamError) as ei:
+        fetch_corpus(cfg("data/corpora/novel.txt"), out, base_dir=proj, local_dir="data/corpora")
+    assert str(ei.value) == (
+        f"params.yaml: download.corpus: 'data/corpora/novel.txt' is a link to '{private / 'diary.txt'}', outside the "
+        "project: its content would be published (its words in metrics/vocab/token_freq.csv, which git tracks, its "
+        "bytes by dvc push), and every clone would resolve the link on its own machine; put a copy of the file in "
+        f"data/corpora/ instead (cp --remove-destination {private / 'diary.txt'} data/corpora/novel.txt)")
+    assert not out.exists()
+    assert fetch_corpus(cfg("data/corpora/inside.txt"), out, base_dir=proj, local_dir="data/corpora")["sha256"] == TEXT_SHA
+
+
+def test_the_download_stage_says_where_a_link_points(tmp_path):
+    from conftest import run_stage_script
+
+    (tmp_path / "data" / "corpora").mkdir(parents=True)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "novel.txt").write_bytes(TEXT)
+    (tmp_path / "data" / "corpora" / "novel.txt").symlink_to(tmp_path / "texts" / "novel.txt")
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    params["download"].update(corpus="data/corpora/novel.txt", mirrors=[])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run = run_stage_script("download", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [f"download: data/corpora/novel.txt: {len(TEXT)} bytes from data/corpora/novel.txt "
+                                       f"(a link to {tmp_path / 'texts' / 'novel.txt'}), sha256 {TEXT_SHA[:12]}"]

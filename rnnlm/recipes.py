@@ -12,6 +12,8 @@ experiment keeps its parent's scores for the stages it did not run).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import re
 import shlex
@@ -98,11 +100,70 @@ def overrides(recipe: dict, base: dict, workspace: dict) -> list[str]:
     return out
 
 
+def uncommitted_edits(base: dict, workspace: dict, recipes: list[dict]) -> list[str]:
+    """Keys of ``workspace`` that neither the committed params (``base``) nor the state an earlier
+    recipe run left (``base`` + a recipe) explains: the user's own edits, which a recipe run would
+    reset. A workspace that a recipe run left as it was has none."""
+    current = flatten(workspace)
+    edited = []
+    for recipe in [{}, *recipes]:
+        state = flatten(base)
+        state.update(flatten(recipe))
+        diff = sorted(k for k in state.keys() | current.keys() if state.get(k, _MISSING) != current.get(k, _MISSING))
+        if not diff:
+            return []
+        if not edited or len(diff) < len(edited):
+            edited = diff
+    return edited
+
+
+_MISSING = object()
+
+
 def command(name: str, targets: list[str] = ()) -> list[str]:
+    recipe, base, workspace = load_recipe(name), committed_params(), read_params()
+    edited = uncommitted_edits(base, workspace, [load_recipe(r) for r in available()])
+    if edited:
+        raise RnnlmError(f"params.yaml has edits that are not committed ({', '.join(edited)}), and the recipe would "
+                         "reset them to their committed values; commit them (git commit params.yaml) to run the "
+                         "recipe on top of them, or set them aside (git stash) and rerun")
     args = ["dvc", "exp", "run"]
-    for o in overrides(load_recipe(name), committed_params(), read_params()):
+    for o in overrides(recipe, base, workspace):
         args += ["-S", o]
     return args + list(targets)
+
+
+BUSY = ("wait for it to end: two experiments at once in one workspace mix their params (DVC runs each in "
+        "the workspace); to run several, queue them (dvc exp run --queue ..., then dvc queue start)")
+
+
+def _held(path: Path) -> bool:
+    """Whether another process holds an flock on ``path`` (DVC's own .dvc/tmp/lock is one)."""
+    try:
+        with open(path, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:  # no such file: nobody holds it
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(root: Path = Path(".")):
+    """Hold the workspace's recipe lock while a recipe's experiment runs; refuse to start beside
+    another recipe run or while DVC holds its lock."""
+    tmp = root / ".dvc" / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    with open(tmp / "rnnlm-recipe.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RnnlmError(f"another recipe is running in this workspace; {BUSY}") from None
+        if _held(tmp / "lock"):
+            raise RnnlmError(f"DVC is running in this workspace (it holds .dvc/tmp/lock); {BUSY}")
+        yield
 
 
 @stage_main
@@ -115,7 +176,9 @@ def main() -> None:
     cmd = command(args.name, args.targets)
     print(shlex.join(cmd), flush=True)
     if not args.print:
-        sys.exit(subprocess.run(cmd).returncode)
+        with one_run_at_a_time():
+            returncode = subprocess.run(cmd).returncode
+        sys.exit(returncode)
 
 
 if __name__ == "__main__":

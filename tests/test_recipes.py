@@ -99,3 +99,62 @@ def test_make_repro_passes_corpus_to_the_shell_as_one_word(tmp_path, corpus):
                           f"VENV={sys.prefix}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "unknown recipe" in run.stderr, run.stderr
     assert not flag.exists()
+
+
+def test_uncommitted_params_edits_are_never_reset_silently():
+    """A recipe's overrides would reset an uncommitted edit of params.yaml to its committed value:
+    such edits are named, while what an earlier recipe run left in the workspace is not an edit."""
+    from rnnlm.recipes import uncommitted_edits
+
+    base = {"lstm": {"hidden": 256, "dropout": 0.3}, "sample": {"prefixes": []}, "clean": {"mode": "letters"}}
+    jaychou = {"clean": {"mode": "lines"}, "lstm": {"dropout": 0.5, "epochs": 40}}
+    recipes = [jaychou, {"clean": {"mode": "raw"}}]
+    assert uncommitted_edits(base, base, recipes) == []
+    after_jaychou = {"lstm": {"hidden": 256, "dropout": 0.5, "epochs": 40}, "sample": {"prefixes": []},
+                     "clean": {"mode": "lines"}}
+    assert uncommitted_edits(base, after_jaychou, recipes) == []
+    edited = {"lstm": {"hidden": 512, "dropout": 0.3}, "sample": {"prefixes": ["the"]}, "clean": {"mode": "letters"}}
+    assert uncommitted_edits(base, edited, recipes) == ["lstm.hidden", "sample.prefixes"]
+    after_jaychou["lstm"]["hidden"] = 128  # an edit on top of an earlier recipe run
+    assert uncommitted_edits(base, after_jaychou, recipes) == ["lstm.hidden"]
+
+
+@pytest.mark.integration
+def test_a_recipe_refuses_to_run_over_uncommitted_params_edits(tmp_path):
+    proj = make_project(tmp_path / "proj")
+    (proj.path / "recipes").mkdir()
+    (proj.path / "recipes" / "tiny.yaml").write_text(yaml.safe_dump({"clean": {"mode": "lines"}}))
+    proj.commit("a recipe")
+    proj.set_params({"lstm": {"hidden": 24}, "sample": {"prefixes": ["the"]}})
+    before = (proj.path / "params.yaml").read_text()
+    run = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", check=False)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.strip().splitlines() == [
+        "error: params.yaml has edits that are not committed (lstm.hidden, sample.prefixes), and the recipe would "
+        "reset them to their committed values; commit them (git commit params.yaml) to run the recipe on top of "
+        "them, or set them aside (git stash) and rerun"]
+    assert (proj.path / "params.yaml").read_text() == before  # the edits are still there
+    proj.commit("my edits")
+    proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print")  # committed: runs on top of them
+
+
+def test_a_recipe_refuses_to_start_beside_another_experiment(tmp_path):
+    """Two experiments at once in one workspace mix their params (DVC's own race): a second recipe
+    run, or one started while DVC holds its lock, stops with one error instead."""
+    import fcntl
+
+    from rnnlm.recipes import one_run_at_a_time
+
+    with one_run_at_a_time(tmp_path):
+        with pytest.raises(RnnlmError, match=r"^another recipe is running in this workspace; wait for it to end: two "
+                                             r"experiments at once .* queue them \(dvc exp run --queue \.\.\., then "
+                                             r"dvc queue start\)$"):
+            with one_run_at_a_time(tmp_path):
+                pass
+    with one_run_at_a_time(tmp_path):  # released after the run
+        pass
+    with open(tmp_path / ".dvc" / "tmp" / "lock", "w") as dvc_lock:  # what zc.lockfile (DVC's lock) holds
+        fcntl.flock(dvc_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RnnlmError, match=r"^DVC is running in this workspace \(it holds \.dvc/tmp/lock\)"):
+            with one_run_at_a_time(tmp_path):
+                pass

@@ -59,6 +59,16 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def _quoted(text: str) -> str:
+    """``text`` as a single-quoted string of the override grammar DVC's ``-S`` uses. Two layers
+    read it: OmegaConf resolves ``${...}`` (escaped as ``\\${``, with the backslashes before it
+    doubled), then Hydra's quoted strings, where only backslashes before a quote or the closing
+    quote are escapes (doubled there); every other backslash is kept as it is."""
+    text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
+    text = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), text)
+    return f"'{text}'"
+
+
 def hydra_value(value) -> str:
     """A value in the override grammar DVC's ``-S`` uses (Hydra); strings are quoted unless they
     are plain names that Hydra cannot read as anything else."""
@@ -67,7 +77,7 @@ def hydra_value(value) -> str:
     if isinstance(value, str):
         if _PLAIN.fullmatch(value) and value.lower() not in ("true", "false", "null", "nan", "inf"):
             return value
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return _quoted(value)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
     if isinstance(value, dict):

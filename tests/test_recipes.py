@@ -158,3 +158,20 @@ def test_a_recipe_refuses_to_start_beside_another_experiment(tmp_path):
         with pytest.raises(RnnlmError, match=r"^DVC is running in this workspace \(it holds \.dvc/tmp/lock\)"):
             with one_run_at_a_time(tmp_path):
                 pass
+
+
+TRICKY = ["a\\b", "x\\", "x\\\\", "it's", "it\\'s", "${x}", "\\${x}", "$x {y}", "a$", "${", "\\", "'", "''",
+          "C:\\dir\\", "50% ${a.b} \\\\${c}", "tab\there", "é 分开", "back\\\\'quote"]
+
+
+def test_every_string_survives_dvc_set_param_unchanged(tmp_path):
+    """A recipe restores committed values with `dvc exp run -S key=<hydra_value>`: DVC's own
+    apply_overrides (Hydra's grammar, then OmegaConf's interpolation) must give back the exact
+    string: backslashes are not doubled, and `${x}` is text, not an interpolation."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    for text in TRICKY:
+        path.write_text(yaml.safe_dump({"sample": {"prefixes": ["old"], "note": "old"}}))
+        apply_overrides(path, [f"sample.note={hydra_value(text)}", f"sample.prefixes={hydra_value([text, 'z'])}"])
+        assert yaml.safe_load(path.read_text())["sample"] == {"prefixes": [text, "z"], "note": text}, text

@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import RnnlmError
+from .errors import ParamError, RnnlmError
 from .params import SPLIT_NAMES as SPLITS, VocabConfig
 from .fileio import atomic_path, write_json, write_text
 from .vocab import Vocab, detokenize, oov_rate, split_bounds, tokenize, unk_rate
+
+
+MIN_SPLIT_TOKENS = {"train": 2, "val": 2, "test": 2}  # an input and its next token
 
 
 def read_clean(clean_dir: Path) -> str | dict[str, str]:
@@ -31,20 +34,42 @@ def _read(path: Path) -> str:
         raise RnnlmError(f"{path}: not found; run `dvc repro clean` first") from None
 
 
-def split_tokens(text: str | dict[str, str], cfg: VocabConfig) -> dict[str, list[str]]:
-    """Token lists per split: a pre-split corpus's own files, or ``vocab.split`` of one text."""
+def _user_file(source: dict, split: str) -> str:
+    """The file a pre-split corpus's ``split`` came from, as download.corpus names it."""
+    given = (source.get("corpus") or {}).get(split) if isinstance(source.get("corpus"), dict) else None
+    given = given.get("source") if isinstance(given, dict) else given
+    return f" ({given})" if isinstance(given, str) else ""
+
+
+def split_tokens(text: str | dict[str, str], cfg: VocabConfig, source: dict | None = None) -> dict[str, list[str]]:
+    """Token lists per split: a pre-split corpus's own files, or ``vocab.split`` of one text.
+    ``source``: the clean stage's source.json (names the user's files and the clean mode)."""
+    source = source or {}
     tok = dict(level=cfg.level, tokenizer=cfg.tokenizer, eos=cfg.eos)
+    texts = text.values() if isinstance(text, dict) else [text]
+    if cfg.eos and not any("\n" in t for t in texts):
+        mode = (source.get("clean") or {}).get("mode")
+        raise ParamError("vocab.eos", f"true, but the cleaned text has no line ends to mark (clean.mode "
+                                      f"{mode or 'letters or lines'} joins all lines into one; raw keeps them): use "
+                                      "clean.mode raw, or vocab.eos false")
     if isinstance(text, dict):
         parts = {name: tokenize(text[name], **tok) for name in SPLITS}
         for name, tokens in parts.items():
-            if not tokens:
-                raise RnnlmError(f"data/clean/{name}.txt has no tokens after cleaning "
-                                 f"(download.corpus.{name}, clean.mode); check that split's file")
+            if len(tokens) < MIN_SPLIT_TOKENS[name]:
+                raise RnnlmError(f"the {name} split has {len(tokens)} token(s) after cleaning (data/clean/{name}.txt) "
+                                 f"and needs at least {MIN_SPLIT_TOKENS[name]}: check download.corpus.{name}"
+                                 f"{_user_file(source, name)} and clean.mode")
         return parts
     tokens = tokenize(text, **tok)
     if not tokens:
         raise RnnlmError("data/clean/corpus.txt has no tokens")
-    return {name: tokens[s] for name, s in zip(SPLITS, split_bounds(len(tokens), cfg.split))}
+    parts = {name: tokens[s] for name, s in zip(SPLITS, split_bounds(len(tokens), cfg.split))}
+    for name, part in parts.items():
+        if len(part) < MIN_SPLIT_TOKENS[name]:
+            raise ParamError("vocab.split", f"the {name} split gets {len(part)} of the corpus's {len(tokens)} tokens, "
+                                            f"and needs at least {MIN_SPLIT_TOKENS[name]}: give it a larger fraction, "
+                                            "or use a longer corpus")
+    return parts
 
 
 def read_source(clean_dir: Path) -> dict:
@@ -59,7 +84,7 @@ def read_source(clean_dir: Path) -> dict:
 
 def build(text: str | dict[str, str], cfg: VocabConfig,
           source: dict | None = None) -> tuple[Vocab, dict[str, np.ndarray], dict, dict[str, list[str]]]:
-    parts = split_tokens(text, cfg)
+    parts = split_tokens(text, cfg, source)
     vocab = Vocab.build(parts["train"], cfg.level, cfg.min_freq, cfg.reserved, cfg.tokenizer, cfg.eos)
     vocab.source = dict(source or {})
     encoded = {name: vocab.encode(parts[name]) for name in SPLITS}

@@ -40,6 +40,16 @@ def non_negative(v):
     return None if v >= 0 else f"must be >= 0, got {v!r}"
 
 
+def bounded(low, high):
+    """A check for ``low <= v <= high`` (values past what the libraries take overflow there)."""
+    def check(v):
+        return None if low <= v <= high else f"must be in [{low:g}, {high:g}], got {v!r}"
+    return check
+
+
+SEED = bounded(0, 2**32 - 1)  # torch.manual_seed and numpy take it, with the epoch mixed in
+
+
 def unit_interval_open(v):  # dropout-like: [0, 1)
     return None if 0 <= v < 1 else f"must be in [0, 1), got {v!r}"
 
@@ -91,8 +101,8 @@ class DownloadConfig:
     sha256: str = spec()
     member: str = spec()
     mirrors: list[str] = spec()
-    timeout: float = spec(positive)
-    retries: int = spec(non_negative)
+    timeout: float = spec(lambda v: positive(v) or bounded(0, 3600)(v))  # seconds; an hour at most
+    retries: int = spec(bounded(0, 100))
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,7 @@ class TrainConfig:
     weight_decay: float = spec(non_negative)
     clip_theta: float = spec(non_negative)
     sampling: str = spec(choices=("random", "sequential"))
-    seed: int = spec(non_negative)
+    seed: int = spec(SEED)
     device: str = spec(choices=DEVICES)
     threads: int = spec(non_negative)
     precision: str = spec(choices=("auto", "fp32", "bf16", "fp16"))
@@ -163,7 +173,7 @@ class SampleConfig:
     strategy: str = spec(choices=STRATEGIES)
     temperature: float = spec(non_negative)
     top_k: int = spec(positive)
-    seed: int = spec(non_negative)
+    seed: int = spec(SEED)
     device: str = spec(choices=DEVICES)
 
 
@@ -301,7 +311,16 @@ def validate_section(name: str, raw: Any):
     cfg = SCHEMA[name](**_checked(name, raw, fields_of(SCHEMA[name])))
     if name == "vocab":
         _check_vocab(cfg)
+    if name == "download":  # "timemachine " is timemachine for every stage that reads it
+        cfg = dataclasses.replace(cfg, corpus=_stripped(cfg.corpus))
     return cfg
+
+
+def _stripped(corpus):
+    """download.corpus with the spaces around each name, path or URL removed."""
+    if isinstance(corpus, str):
+        return corpus.strip()
+    return {k: {**v, "source": v["source"].strip()} if isinstance(v, dict) else v.strip() for k, v in corpus.items()}
 
 
 # --------------------------------------------------------------------------- reading params.yaml

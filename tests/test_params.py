@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from rnnlm.errors import ParamError, RnnlmError
-from conftest import config
+from conftest import committed_params, config
 from rnnlm.params import SCHEMA, TrainConfig, load_model_config, load_section, read_params, validate_section
 
 
@@ -72,6 +72,14 @@ def test_unknown_section_is_reported(tmp_path):
     ("evaluate", {"ngram_order": 0}, r"evaluate\.ngram_order: must be positive"),
     ("train", {"lr": float("inf")}, r"train\.lr: expected a finite number, got inf"),
     ("vocab", {"split": [0.9, "half", 0.05]}, r"vocab\.split: expected a list of numbers"),
+    # values past what torch, numpy and the timer thread take: bounded in the schema, not an OverflowError
+    ("train", {"seed": 18446744073709551616}, r"train\.seed: must be in \[0, 4\.29497e\+09\], got 18446744073709551616"),
+    ("lstm", {"seed": 2**32}, r"lstm\.seed: must be in \[0, "),
+    ("sample", {"seed": -1}, r"sample\.seed: must be in \[0, "),
+    ("download", {"timeout": 1e10}, r"download\.timeout: must be in \[0, 3600\], got 10000000000\.0"),
+    ("download", {"timeout": 1e9}, r"download\.timeout: must be in \[0, 3600\]"),
+    ("download", {"timeout": 0}, r"download\.timeout: must be positive"),
+    ("download", {"retries": 10**6}, r"download\.retries: must be in \[0, 100\]"),
 ])
 def test_bad_values_name_the_param(section, value, pattern):
     with pytest.raises(ParamError, match=pattern):
@@ -116,3 +124,16 @@ def test_a_float_written_without_a_dot_is_a_number():
 def test_a_section_that_is_not_a_mapping_is_named():
     with pytest.raises(ParamError, match=r"clean: must be a mapping, got \[1, 2\]"):
         validate_section("clean", [1, 2])
+
+
+def test_the_corpus_name_is_normalised_once_for_every_stage():
+    """download.corpus: "timemachine " was timemachine for download but not for sample, whose
+    default prefixes ("time traveller") are looked up by name."""
+    from rnnlm.generate import default_prefixes
+    from rnnlm.params import validate_section
+
+    base = committed_params()["download"]
+    cfg = validate_section("download", {**base, "corpus": " timemachine \t"})
+    assert cfg.corpus == "timemachine" and default_prefixes(cfg.corpus) == default_prefixes("timemachine") != [""]
+    split = validate_section("download", {**base, "corpus": {"train": " a.txt", "val": {"source": "b.txt "}, "test": "c"}})
+    assert split.corpus == {"train": "a.txt", "val": {"source": "b.txt"}, "test": "c"}

@@ -290,6 +290,9 @@ def _check_model(name: str, m: ModelConfig) -> None:
                                                 f"(got {m.embedding} and {m.hidden})")
     if m.tie_weights and m.softmax == "adaptive":
         raise ParamError(f"{name}.tie_weights", "cannot be combined with softmax: adaptive; choose one")
+    if m.cutoffs and m.softmax != "adaptive":
+        raise ParamError(f"{name}.cutoffs", f"{m.cutoffs} is unused: {name}.softmax is {m.softmax}, which has no "
+                                            "clusters; set softmax: adaptive, or cutoffs: []")
 
 
 def _model_section(name: str, raw: dict) -> tuple[ModelConfig, dict]:

@@ -53,6 +53,10 @@ class TrainPaths:
 
 
 def build_model(model_cfg: ModelConfig, cell: str, vocab_size: int) -> RNNLM:
+    if model_cfg.softmax == "adaptive" and model_cfg.cutoffs and model_cfg.cutoffs[-1] > vocab_size - 1:
+        raise ParamError(f"{cell}.cutoffs", f"{model_cfg.cutoffs} does not fit a vocabulary of {vocab_size} tokens: "
+                                            f"each cluster bound must be at most {vocab_size - 1}; use cutoffs: [] "
+                                            "(the default bounds for this vocabulary) or softmax: full")
     return RNNLM(cell=cell, vocab_size=vocab_size, **asdict(model_cfg))
 
 

@@ -61,6 +61,8 @@ def test_unknown_section_is_reported(tmp_path):
     ("lstm", {"tie_weights": True, "embedding": 32, "hidden": 64}, r"lstm\.tie_weights: needs lstm\.embedding == lstm\.hidden"),
     ("gru", {"tie_weights": True, "embedding": 8, "hidden": 8, "softmax": "adaptive"}, r"gru\.tie_weights: cannot be combined"),
     ("rnn", {"cutoffs": [100, 50]}, r"rnn\.cutoffs: must be positive and increasing"),
+    ("gru", {"cutoffs": [2000]}, r"gru\.cutoffs: \[2000\] is unused: gru\.softmax is full, which has no clusters; "
+                                 r"set softmax: adaptive, or cutoffs: \[\]"),
     ("download", {"corpus": {"train": "a.txt", "val": "b.txt"}}, r"download\.corpus: a pre-split corpus names exactly train, val and test"),
     ("download", {"corpus": {"train": "a", "val": "b", "test": {"src": "c"}}}, r"download\.corpus: test: expected"),
     ("train", {"max_steps": -1}, r"train\.max_steps: must be >= 0"),

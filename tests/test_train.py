@@ -337,3 +337,15 @@ def test_cosine_schedule_decays_lr_to_a_tenth_over_the_step_budget(tmp_path):
     lrs = [r["lr"] for r in result["history"]]
     assert lrs[0] == pytest.approx(0.01 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 3))))
     assert lrs[0] > lrs[1] > lrs[2] == pytest.approx(0.001)
+
+
+def test_adaptive_cutoffs_past_the_vocabulary_name_the_param(tmp_path):
+    """PTB's cutoffs kept when switching to a character corpus: one error naming lstm.cutoffs and
+    the vocabulary's size, not AdaptiveLogSoftmaxWithLoss's ValueError; nothing written."""
+    V = len(Vocab.build(list(TEXT), "char"))
+    with pytest.raises(ParamError, match=rf"^params\.yaml: lstm\.cutoffs: \[100\] does not fit a vocabulary of {V} "
+                                         rf"tokens: each cluster bound must be at most {V - 1}; use cutoffs: \[\]"):
+        run(tmp_path, model={"softmax": "adaptive", "cutoffs": [100]})
+    assert not any(tmp_path.rglob("*"))
+    _, result = run(tmp_path / "ok", epochs=1, model={"softmax": "adaptive", "cutoffs": [V - 1]})
+    assert math.isfinite(result["best_val_perplexity"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import signal
 import sys
 from typing import Callable
@@ -48,6 +49,11 @@ def stage_main(fn: Callable[[], object]) -> Callable[[], None]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        except BrokenPipeError:
+            # the reader went away (`rnnlm sample ... | head`): a normal end for a command-line tool.
+            # stdout now points at /dev/null, so the interpreter's last flush does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         finally:
             # The work is over: a late SIGTERM (torchrun stopping the ranks of a failed run) must
             # not raise KeyboardInterrupt inside the interpreter's teardown and print a traceback.

@@ -210,3 +210,21 @@ def test_the_tools_sampling_defaults_are_the_committed_params():
 
     committed = read_params(ROOT / "params.yaml")["sample"]
     assert {k: committed[k] for k in cli.SAMPLE_DEFAULTS} == cli.SAMPLE_DEFAULTS
+
+
+@pytest.mark.parametrize("command", [["sample", "--length", "5000"], ["info"]])
+def test_a_closed_pipe_is_a_normal_end(trained, command):
+    """`rnnlm sample ... | head -c 5`: no BrokenPipeError traceback, exit 0."""
+    import os
+    import subprocess
+
+    _, _, model, _ = trained
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = "import sys; from rnnlm import cli; cli.main(sys.argv[1:])"
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", script, *command, "--model", str(model)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.read(5)
+        proc.stdout.close()  # the reader goes away before the writer is done
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0 and err == "", err

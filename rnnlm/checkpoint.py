@@ -35,17 +35,27 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
         torch.save(payload, f)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+REDO = "; delete it and rerun its training stage (dvc repro train@<model>)"  # for the pipeline's own files
+# What every model file holds beside its tensors, and what the tools read from it.
+METADATA = {"name": str, "model_config": dict, "state_dict": dict, "vocab_fingerprint": str, "step": int,
+            "val_perplexity": float}
+
+
+def load_checkpoint(path: str | os.PathLike, own: bool = False) -> dict:
+    """A checkpoint's payload, loaded without running code and checked. ``own``: the file is one of
+    the pipeline's outputs, so an error advises rerunning the stage that writes it."""
     path = Path(path)
+    redo = REDO if own else ""
     if not path.exists():
         raise RnnlmError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise RnnlmError(f"{path}: a directory, not a model file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, disallowed global, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RnnlmError(
-            f"{path}: not a loadable rnnlm checkpoint (truncated, corrupt or unsafe: {first[:200]}); "
-            "delete it and rerun the training stage"
+            f"{path}: not a loadable rnnlm checkpoint (truncated, corrupt or unsafe: {first[:200]}){redo}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise RnnlmError(f"{path}: not an rnnlm checkpoint (missing format marker)")
@@ -54,13 +64,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
                          "retrain it with the current code (dvc repro train@<model>)")
     if ckpt.get("version") != VERSION:
         raise RnnlmError(f"{path}: checkpoint version {ckpt.get('version')!r}, expected {VERSION}")
+    for key, kind in METADATA.items():
+        value = ckpt.get(key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number if kind is float else isinstance(value, kind) and not isinstance(value, bool)):
+            got = "missing" if key not in ckpt else f"{type(value).__name__} {str(value)[:40]!r}"
+            raise RnnlmError(f"{path}: a malformed model file: {key} is {got}, expected {kind.__name__}{redo}")
     return ckpt
 
 
 def load_model(path: str | os.PathLike, vocab_fingerprint: str | None = None, device="cpu",
-               ckpt: dict | None = None) -> tuple[RNNLM, dict]:
-    """Rebuild the model stored in a checkpoint; refuse one trained on another vocabulary."""
-    ckpt = load_checkpoint(path) if ckpt is None else ckpt
+               ckpt: dict | None = None, own: bool = False) -> tuple[RNNLM, dict]:
+    """Rebuild the model stored in a checkpoint; refuse one trained on another vocabulary.
+    ``own``: as for :func:`load_checkpoint`."""
+    ckpt = load_checkpoint(path, own) if ckpt is None else ckpt
     if vocab_fingerprint is not None and ckpt.get("vocab_fingerprint") != vocab_fingerprint:
         raise RnnlmError(
             f"{path}: trained on a different vocabulary than data/vocab.json; rerun its training stage"

@@ -13,6 +13,7 @@ evaluate stage's perplexity.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -24,7 +25,7 @@ import torch
 from .checkpoint import load_packaged
 from .clean import clean_like_corpus, decode_utf8
 from .device import resolve_device
-from .errors import RnnlmError, stage_main
+from .errors import ParamError, RnnlmError, stage_main
 from .generate import sample_one
 from .metrics import bits_per_token, model_token_nll, perplexity
 from .models import num_parameters
@@ -36,17 +37,29 @@ SAMPLE_DEFAULTS = {"length": 100, "strategy": "top_k", "temperature": 0.8, "top_
 SCORE_STEPS = 256  # tokens per forward call when scoring; never changes the result
 
 
+@contextlib.contextmanager
+def _flags():
+    """A ParamError from checking the command line's values names the flag, not params.yaml."""
+    try:
+        yield
+    except ParamError as exc:
+        flag = "--" + exc.key.split(".")[-1].lstrip("-").replace("_", "-")
+        raise RnnlmError(f"{flag}: {exc.problem}") from None
+
+
 def _load(args):
-    device = resolve_device(args.device, "--device")
+    with _flags():
+        device = resolve_device(args.device, "device")
     model, vocab, ckpt = load_packaged(args.model, device)
     return model, vocab, ckpt, device
 
 
 # --------------------------------------------------------------------------- sample
 def cmd_sample(args) -> None:
-    cfg = validate_section("sample", {"prefixes": [args.prefix], "length": args.length, "strategy": args.strategy,
-                                      "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
-                                      "device": args.device})
+    with _flags():
+        cfg = validate_section("sample", {"prefixes": [args.prefix], "length": args.length, "strategy": args.strategy,
+                                          "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
+                                          "device": args.device})
     model, vocab, ckpt, device = _load(args)
     print(sample_one(model, vocab, ckpt.get("name", ""), args.prefix, cfg, device))
 

@@ -20,7 +20,7 @@ class ParamError(RnnlmError):
     """An invalid value in params.yaml; the message names the param."""
 
     def __init__(self, key: str, problem: str):
-        self.key = key
+        self.key, self.problem = key, problem
         super().__init__(f"params.yaml: {key}: {problem}")
 
 

@@ -254,7 +254,7 @@ def run_evaluate(cfg: EvaluateConfig, root: str | Path = ".", models: Sequence[s
         _log_scores(log, name, scores)
 
     for m in models:
-        model, _ = load_model(ckpts[m], vocab.fingerprint, device)
+        model, _ = load_model(ckpts[m], vocab.fingerprint, device, own=True)
         scores = score_model(model, splits, cfg.batch_size, device)
         row, curves[m] = _model_row(m, model, scores, root / "metrics" / "train" / m)
         del model

@@ -207,7 +207,7 @@ def run_sample(cfg: SampleConfig, corpus: str, root: str | Path = ".", models: S
         encode_prefix(vocab, p, warn)
     samples: dict[str, list[tuple[str, str]]] = {}
     for m in models:
-        model, _ = load_model(ckpts[m], vocab.fingerprint, device)
+        model, _ = load_model(ckpts[m], vocab.fingerprint, device, own=True)
         samples[m] = [(p, sample_one(model, vocab, m, p, cfg, device, warn=None)) for p in prefixes]
     out = root / "samples"
     for m, rows in samples.items():

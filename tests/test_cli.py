@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rnnlm import cli
+from rnnlm.errors import RnnlmError
 from rnnlm.checkpoint import load_checkpoint, load_model
 from rnnlm.generate import sample_one
 from rnnlm.metrics import model_nll, perplexity
@@ -228,3 +229,62 @@ def test_a_closed_pipe_is_a_normal_end(trained, command):
         proc.stdout.close()  # the reader goes away before the writer is done
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 0 and err == "", err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["sample", "--length", "-1"], "error: --length: must be >= 0, got -1"),
+    (["sample", "--top-k", "0"], "error: --top-k: must be positive, got 0"),
+    (["sample", "--seed", "-3"], "error: --seed: must be in [0, 4.29497e+09], got -3"),
+    (["info", "--device", "cuda"], "error: --device: cuda requested but no cuda device is available; use auto or cpu"),
+])
+def test_a_bad_flag_is_blamed_on_the_flag_not_params_yaml(trained, capsys, argv, expected):
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    _, _, model, _ = trained
+    code, out, err = rnnlm(capsys, *argv, "--model", str(model))
+    assert code == 1 and out == "" and err.strip().splitlines() == [expected]
+
+
+@pytest.mark.parametrize("field, value, shown", [("val_perplexity", None, "NoneType 'None'"), ("step", "12", "str '12'"),
+                                                  ("val_perplexity", "missing", "missing"),
+                                                  ("model_config", [1], "list '[1]'")])
+def test_a_malformed_model_file_is_one_error_naming_the_field(trained, tmp_path, capsys, field, value, shown):
+    """rnnlm info read val_perplexity blindly (TypeError on None): the metadata is checked on load."""
+    _, _, alone, _ = trained
+    ckpt = load_checkpoint(alone)
+    if value == "missing":
+        del ckpt[field]
+    else:
+        ckpt[field] = value
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    expected = "val_perplexity" if field == "val_perplexity" else field
+    for command in (["info"], ["sample"]):
+        code, out, err = rnnlm(capsys, *command, "--model", str(bad))
+        assert code == 1 and out == ""
+        kind = "float" if field == "val_perplexity" else "int" if field == "step" else "dict"
+        assert err.strip().splitlines() == [f"error: {bad}: a malformed model file: {expected} is {shown}, expected {kind}"]
+
+
+@pytest.mark.parametrize("given", ["/dev/null", "directory", "other project"])
+def test_deletion_is_advised_only_for_the_projects_own_files(trained, tmp_path, capsys, given):
+    """`rnnlm --model` takes any file: an unloadable one is reported without telling the user to
+    delete it; the pipeline's own model files (evaluate, sample) get the advice to rerun training."""
+    from rnnlm.checkpoint import load_model
+
+    if given == "directory":
+        path = tmp_path
+    elif given == "other project":
+        path = tmp_path / "elsewhere" / "models" / "lstm.pt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"not a zip")
+    else:
+        path = "/dev/null"
+    code, out, err = rnnlm(capsys, "info", "--model", str(path))
+    assert code == 1 and len(err.splitlines()) == 1 and "delete" not in err and "rerun" not in err, err
+    if given == "directory":
+        assert err.strip() == f"error: {path}: a directory, not a model file"
+    else:
+        with pytest.raises(RnnlmError, match=r"not a loadable rnnlm checkpoint .*; delete it and rerun its training "
+                                             r"stage \(dvc repro train@<model>\)$"):
+            load_model(path, own=True)

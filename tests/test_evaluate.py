@@ -52,7 +52,7 @@ def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEX
         model = RNNLM(m, "torch", len(vocab), hidden=8, layers=1, dropout=0.0, embedding=4)
         save_checkpoint(root / "models" / f"{m}.pt", {
             "model_config": dict(model.config), "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab),
-            "state_dict": cpu_state_dict(model), "epoch": epochs - 1, "val_perplexity": 10.0 + i})
+            "state_dict": cpu_state_dict(model), "name": m, "step": epochs, "val_perplexity": 10.0 + i})
         live = root / "metrics" / "train" / m
         val = [20.0 / (e + 1) + i for e in range(epochs)]
         train = [25.0 / (e + 1) + i for e in range(epochs)]

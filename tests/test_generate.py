@@ -216,7 +216,7 @@ def _project(root: Path, vocab: Vocab, models=("rnn", "lstm", "gru")):
         model = make_model(vocab, m, seed=i)
         save_checkpoint(root / "models" / f"{m}.pt", {
             "model_config": dict(model.config), "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab),
-            "state_dict": cpu_state_dict(model), "epoch": 1, "val_perplexity": 9.0})
+            "state_dict": cpu_state_dict(model), "name": m, "step": 2, "val_perplexity": 9.0})
 
 
 CFG = config("sample", {"prefixes": [], "length": 30, "strategy": "top_k", "temperature": 0.8, "top_k": 5,

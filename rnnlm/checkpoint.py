@@ -9,13 +9,14 @@ run code; a truncated, foreign or old-style file gives one clear error.
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import torch
 
 from .errors import RnnlmError
-from .fileio import atomic_path
+from .fileio import write_bytes
 from .models import RNNLM
 from .vocab import Vocab
 
@@ -28,11 +29,16 @@ def cpu_state_dict(module: torch.nn.Module) -> dict:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    payload = {"format": FORMAT, "version": VERSION, **payload}
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        # Save through a file object: torch then names the archive's records "archive/...", not
-        # after the random temporary file name, so equal checkpoints are byte-identical files.
-        torch.save(payload, f)
+    """Write ``payload`` to ``path`` atomically (the old file stays whole on any failure). It is
+    serialised in memory first: torch names the archive's records "archive/...", so equal
+    checkpoints are byte-identical files, and a failed write is a plain OSError (a full disk says
+    so, instead of torch's zip writer failing on "unexpected pos")."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
+    try:
+        write_bytes(path, buffer.getbuffer())
+    except OSError as exc:
+        raise RnnlmError(f"{path}: cannot write the checkpoint: {exc.strerror or exc}") from None
 
 
 REDO = "; delete it and rerun its training stage (dvc repro train@<model>)"  # for the pipeline's own files

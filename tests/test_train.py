@@ -1,6 +1,7 @@
 import json
 import math
 import pickle
+import re
 
 import pytest
 import torch
@@ -349,3 +350,25 @@ def test_adaptive_cutoffs_past_the_vocabulary_name_the_param(tmp_path):
     assert not any(tmp_path.rglob("*"))
     _, result = run(tmp_path / "ok", epochs=1, model={"softmax": "adaptive", "cutoffs": [V - 1]})
     assert math.isfinite(result["best_val_perplexity"])
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_error_naming_the_file(tmp_path, monkeypatch):
+    """torch's zip writer failed with a 32-line "unexpected pos" traceback and no file named; the
+    checkpoint is serialised in memory, so the write fails as an OSError: one line, old file whole."""
+    import errno
+    from pathlib import Path
+
+    path = tmp_path / "models" / "lstm.pt"
+    save_checkpoint(path, {"state_dict": {"w": torch.ones(3)}})
+    before = path.read_bytes()
+    real_write = Path.write_bytes
+
+    def full_disk(self, data):
+        real_write(self, bytes(data)[:10])  # a part is written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(RnnlmError, match=rf"^{re.escape(str(path))}: cannot write the checkpoint: No space left on device$"):
+        save_checkpoint(path, {"state_dict": {"w": torch.zeros(3)}})
+    monkeypatch.undo()
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["lstm.pt"]

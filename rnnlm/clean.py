@@ -39,12 +39,34 @@ _GUTENBERG_START, _GUTENBERG_END = (
     for word in ("START", "END"))
 
 
+BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"), (b"\xff\xfe", "UTF-16LE"),
+        (b"\xfe\xff", "UTF-16BE"))
+
+
+def wide_encoding(data: bytes) -> str | None:
+    """The UTF-16/32 encoding ``data`` is in, by its byte-order mark, or for UTF-16 without one,
+    by its NUL bytes (most of the odd or the even bytes of a Latin-script text); None otherwise."""
+    for bom, name in BOMS:
+        if data.startswith(bom):
+            return name
+    head = data[:4096]
+    if len(head) >= 4 and b"\x00" in head:
+        for name, zeros in (("UTF-16LE", head[1::2]), ("UTF-16BE", head[0::2])):
+            if zeros.count(0) > 0.9 * len(zeros):
+                return f"{name} (no byte-order mark)"
+    return None
+
+
 def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>") -> str:
     """Decode ``data`` as strict UTF-8 (a leading byte-order mark is dropped).
 
     Invalid bytes raise :class:`RnnlmError` naming ``name``, the byte offset and the line; the
     text is never decoded with replacement characters or another codec.
     """
+    encoding = wide_encoding(data)
+    if encoding:
+        raise RnnlmError(f"{name}: {encoding} text, not UTF-8; convert it first, e.g. iconv -f {encoding.split()[0]} "
+                         "-t UTF-8 FILE > FILE.utf8")
     nul = data.find(b"\x00")
     if nul >= 0:
         raise RnnlmError(f"{name}: a binary file, not text (NUL byte at offset {nul}); give a plain-text "
@@ -199,6 +221,16 @@ def run_clean(cfg: CleanConfig, raw_path: str | os.PathLike = "data/raw/corpus.t
     return metrics
 
 
+def _came_from(raw_path: Path) -> str:
+    """" (from <the user's source>)" for a file the download stage wrote, from its source.json."""
+    try:
+        record = json.loads((raw_path.parent / "source.json").read_text(encoding="utf-8"))
+        record = record["splits"][raw_path.stem] if "splits" in record else record
+        return f" (from {record['source']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def clean_file(
     cfg: CleanConfig,
     raw_path: str | os.PathLike = "data/raw/corpus.txt",
@@ -218,7 +250,7 @@ def clean_file(
         raise RnnlmError(f"{raw_path}: not found; run the download stage first (dvc repro download)") from None
     except OSError as exc:
         raise RnnlmError(f"{raw_path}: cannot read: {exc.strerror or exc}") from None
-    text = decode_utf8(data, raw_path)
+    text = decode_utf8(data, f"{raw_path}{_came_from(raw_path)}")
     mode, max_chars, strip = cfg.mode, cfg.max_chars, cfg.strip_gutenberg
     try:
         out = clean_text(text, mode, max_chars, strip)

@@ -288,3 +288,31 @@ def test_presplit_raw_directory_is_cleaned_file_by_file(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["source.json", "test.txt", "train.txt", "val.txt"]
     assert (out / "val.txt").read_text() == " val words \n second line \n"
     assert set(m["splits"]) == {"train", "val", "test"} and m["chars_out"] == sum(s["chars_out"] for s in m["splits"].values())
+
+
+@pytest.mark.parametrize("encoding, bom, said", [
+    ("utf-16", True, "UTF-16LE text, not UTF-8; convert it first, e.g. iconv -f UTF-16LE -t UTF-8 FILE > FILE.utf8"),
+    ("utf-16-be", False, "UTF-16BE (no byte-order mark) text, not UTF-8; convert it first, e.g. iconv -f UTF-16BE"),
+    ("utf-32", True, "UTF-32LE text, not UTF-8; convert it first, e.g. iconv -f UTF-32LE"),
+])
+def test_a_utf16_or_utf32_file_is_named_as_such_with_how_to_convert(tmp_path, encoding, bom, said):
+    """A UTF-16 text file was called "a binary file ... an archive must be a .zip"."""
+    data = "The Time Traveller was expounding a recondite matter.\n".encode(encoding)
+    raw = tmp_path / "corpus.txt"
+    raw.write_bytes(data)
+    assert data.startswith((b"\xff\xfe", b"\xfe\xff")) == bom
+    with pytest.raises(RnnlmError, match=r"corpus\.txt: " + re.escape(said)):
+        run_clean(CLEAN_CFG, raw, tmp_path / "o.txt", tmp_path / "m.json")
+    assert not (tmp_path / "o.txt").exists()
+
+
+def test_a_bad_split_file_is_named_by_where_it_came_from(tmp_path):
+    """For a pre-split corpus the error named data/raw/val.txt; it names the user's file too."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "val.txt").write_bytes("held out\n".encode("utf-16"))
+    (raw / "source.json").write_text(json.dumps({"corpus": {}, "kind": "splits", "splits": {
+        "val": {"kind": "path", "source": "data/corpora/mine/valid.txt"}}}))
+    with pytest.raises(RnnlmError, match=r"^" + re.escape(f"{raw / 'val.txt'} (from data/corpora/mine/valid.txt): "
+                                                          "UTF-16LE text, not UTF-8")):
+        clean_file(CLEAN_CFG, raw / "val.txt", tmp_path / "o.txt")

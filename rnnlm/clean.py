@@ -120,6 +120,9 @@ def strip_gutenberg(text: str) -> str:
 _strip_gutenberg = strip_gutenberg  # clean_text's parameter shadows the name
 
 
+LETTERS_WARN = 0.01  # letters mode warns when it drops more than this share of a text as letters of other scripts
+
+
 def clean_text(text: str, mode: str = "letters", max_chars: int = 0, strip_gutenberg: bool = False) -> str:
     """Clean ``text`` by ``mode`` (see the module docstring), then keep ``max_chars`` characters.
 
@@ -271,5 +274,29 @@ def clean_file(
         "distinct_chars_out": s_out["distinct_chars"],
         "bytes_out": len(encoded),
     }
+    if mode == "letters":
+        metrics["letters_dropped"] = letters_dropped(text)
     fileio.write_bytes(out_path, encoded)
     return metrics
+
+
+def letters_dropped(text: str) -> dict:
+    """What ``letters`` mode drops that is a letter in some script (Chinese characters, accented
+    or Cyrillic letters: words, not punctuation): their count, distinct count and a few examples."""
+    counts: dict[str, int] = {}
+    for ch in text:
+        if ch.isalpha() and not ("a" <= ch.lower() <= "z" and ch.isascii()):
+            counts[ch] = counts.get(ch, 0) + 1
+    common = sorted(counts, key=lambda c: (-counts[c], c))[:5]
+    return {"chars": sum(counts.values()), "distinct": len(counts), "examples": "".join(common)}
+
+
+def letters_warning(m: dict) -> str | None:
+    """A warning when ``letters`` mode dropped more than LETTERS_WARN of a text's characters as
+    letters of other scripts (the text-share refusal in :func:`clean_text` does not see a mixed text)."""
+    dropped = m.get("letters_dropped") or {}
+    if dropped.get("chars", 0) <= LETTERS_WARN * m["chars_in"]:
+        return None
+    return (f"clean.mode=letters dropped {dropped['chars']:,} letters outside a-z ({dropped['chars'] / m['chars_in']:.1%} "
+            f"of the text; {dropped['distinct']:,} distinct, e.g. {dropped['examples']}): use clean.mode lines or "
+            "raw to keep them")

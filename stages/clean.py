@@ -1,7 +1,9 @@
 """Stage `clean`: data/raw/corpus.txt -> data/clean/corpus.txt + metrics/clean.json (params `clean`)."""
 
 from rnnlm import params
-from rnnlm.clean import run_clean_dir
+import sys
+
+from rnnlm.clean import letters_warning, run_clean_dir
 from rnnlm.errors import stage_main
 
 
@@ -12,6 +14,9 @@ def main() -> None:
     for name, s in m.get("splits", {"corpus": m}).items():
         print(f"clean: {name}: mode {s['mode']}: {s['chars_in']} -> {s['chars_out']} characters, "
               f"{s['distinct_chars_in']} -> {s['distinct_chars_out']} distinct")
+        warning = letters_warning(s)
+        if warning:
+            print(f"warning: {name}: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

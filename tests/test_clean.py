@@ -316,3 +316,24 @@ def test_a_bad_split_file_is_named_by_where_it_came_from(tmp_path):
     with pytest.raises(RnnlmError, match=r"^" + re.escape(f"{raw / 'val.txt'} (from data/corpora/mine/valid.txt): "
                                                           "UTF-16LE text, not UTF-8")):
         clean_file(CLEAN_CFG, raw / "val.txt", tmp_path / "o.txt")
+
+
+def test_letters_mode_warns_when_it_drops_the_letters_of_another_script(tmp_path):
+    """A mixed text (Chinese and Latin lines) passed the text-share check with most of its
+    distinct characters gone and exit 0: the stage now warns, naming how much and what."""
+    from rnnlm.clean import letters_warning
+
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    mixed = ("the time traveller smiled\n" * 3 + "分开以后我的天空一片灰\n") * 40
+    (raw / "corpus.txt").write_text(mixed, encoding="utf-8")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"clean": {"mode": "letters", "max_chars": 0,
+                                                                    "strip_gutenberg": True}}))
+    r = run_stage_script("clean", tmp_path)
+    assert r.returncode == 0, r.stderr
+    chinese = 11 * 40
+    assert r.stderr.strip().splitlines() == [
+        f"warning: corpus: clean.mode=letters dropped {chinese} letters outside a-z ({chinese / len(mixed):.1%} of the "
+        "text; 11 distinct, e.g. 一以分后天): use clean.mode lines or raw to keep them"]
+    english = {"chars_in": 1000, "letters_dropped": {"chars": 3, "distinct": 1, "examples": "é"}}
+    assert letters_warning(english) is None  # a few accented letters in an English text: no warning

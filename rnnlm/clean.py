@@ -166,9 +166,13 @@ def clean_like_corpus(text: str, clean: dict) -> str:
     """``text`` cleaned the way a model's corpus was (``clean``: its mode and Gutenberg rule, as
     recorded in the model file; ``max_chars`` does not apply). A text that cleaning would change
     only by trimming whitespace at its ends is kept as written, so a held-out split (which may
-    begin with a space) is scored on exactly the tokens the evaluate stage scored."""
-    cleaned = clean_text(text, clean.get("mode", "raw"), 0, bool(clean.get("strip_gutenberg", False)))
-    return text if cleaned == text.strip() else cleaned
+    begin with a space) is scored on exactly the tokens the evaluate stage scored. A line end is
+    never kept as written where the corpus's mode joins lines (its tokens have none): "text\\n"
+    is scored as "text" whatever else it holds."""
+    mode = clean.get("mode", "raw")
+    cleaned = clean_text(text, mode, 0, bool(clean.get("strip_gutenberg", False)))
+    joins_lines = mode != "raw" and ("\n" in text or "\r" in text)
+    return text if cleaned == text.strip() and not joins_lines else cleaned
 
 
 def count_lines(text: str) -> int:

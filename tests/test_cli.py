@@ -288,3 +288,17 @@ def test_deletion_is_advised_only_for_the_projects_own_files(trained, tmp_path, 
         with pytest.raises(RnnlmError, match=r"not a loadable rnnlm checkpoint .*; delete it and rerun its training "
                                              r"stage \(dvc repro train@<model>\)$"):
             load_model(path, own=True)
+
+
+def test_a_trailing_newline_is_scored_the_same_whatever_the_text_holds(trained, tmp_path, capsys):
+    """"the time traveller was here\n" kept its newline (an <unk> in a letters model) because the
+    text was otherwise clean; with a capital T it was cleaned away: both now score alike."""
+    _, _, alone, _ = trained
+    files = {}
+    for name, text in (("plain", "the time traveller was here\n"), ("capital", "The time traveller was here\n"),
+                       ("comma", "the time traveller, was here\n"), ("bare", "the time traveller was here")):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text(text, encoding="utf-8")
+    code, out, _ = rnnlm(capsys, "score", "--model", str(alone), *map(str, files.values()))
+    scores = {line.split(": ", 1)[1] for line in out.splitlines() if not line.startswith("total")}
+    assert code == 0 and len(scores) == 1 and scores.pop().endswith("26 chars scored (0 <unk>)"), out

@@ -130,6 +130,7 @@ class TrainConfig:
     max_steps: int = spec(non_negative)
     max_minutes: float = spec(non_negative)
     eval_every: int = spec(non_negative)
+    eval_tokens: int = spec(non_negative)
     optimizer: str = spec(choices=("sgd", "adam", "adamw"))
     lr: float = spec(positive)
     weight_decay: float = spec(non_negative)

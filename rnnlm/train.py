@@ -306,10 +306,12 @@ class Trainer:
             )
 
     def val_perplexity(self) -> float:
-        """Rank 0 validates; every rank gets its result."""
+        """Rank 0 validates on the val split's first ``eval_tokens`` tokens (all with 0: a bounded
+        cost per validation point on a big corpus); every rank gets its result."""
         ppl = None
         if self.world.writer:
-            nll, n = model_nll(self.model, self.val_tokens, EVAL_BATCH, self.cfg.num_steps, self.device)
+            tokens = self.val_tokens[:self.cfg.eval_tokens + 1] if self.cfg.eval_tokens else self.val_tokens
+            nll, n = model_nll(self.model, tokens, EVAL_BATCH, self.cfg.num_steps, self.device)
             ppl = perplexity(nll, n)
         return self.world.broadcast(ppl)
 

@@ -372,3 +372,20 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_error_naming_the_file(tmp_
         save_checkpoint(path, {"state_dict": {"w": torch.zeros(3)}})
     monkeypatch.undo()
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["lstm.pt"]
+
+
+def test_validation_during_training_can_be_bounded_to_the_first_tokens(tmp_path):
+    """train.eval_tokens: each validation point scores the val split's first N tokens (a bounded
+    cost on a big corpus, as nanoGPT's eval_iters); 0 scores all of it."""
+    from rnnlm.metrics import model_nll, perplexity
+
+    vocab, ids, _, _, _ = setup(tmp_path)
+    val = ids[2000:2300]
+    trainer, bounded = run(tmp_path / "bounded", epochs=1, eval_tokens=50)
+    model = trainer.model
+    cpu = torch.device("cpu")
+    first = perplexity(*model_nll(model, val[:51], 1, trainer.cfg.num_steps, cpu))
+    whole = perplexity(*model_nll(model, val, 1, trainer.cfg.num_steps, cpu))
+    assert bounded["history"][-1]["val_perplexity"] == pytest.approx(first, rel=1e-12) != pytest.approx(whole)
+    _, full = run(tmp_path / "full", epochs=1, eval_tokens=0)
+    assert full["history"][-1]["val_perplexity"] == pytest.approx(whole, rel=1e-12)

@@ -46,15 +46,24 @@ BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"), (b
 def wide_encoding(data: bytes) -> str | None:
     """The UTF-16/32 encoding ``data`` is in, by its byte-order mark, or for UTF-16 without one,
     by its NUL bytes (most of the odd or the even bytes of a Latin-script text); None otherwise."""
+    head = data[:4096]
     for bom, name in BOMS:
         if data.startswith(bom):
-            return name
-    head = data[:4096]
+            unit = 4 if name.startswith("UTF-32") else 2  # a real one has whole code units and decodes
+            return name if len(data) % unit == 0 and _decodes(head[: len(head) // 4 * 4], name) else None
     if len(head) >= 4 and b"\x00" in head:
         for name, zeros in (("UTF-16LE", head[1::2]), ("UTF-16BE", head[0::2])):
             if zeros.count(0) > 0.9 * len(zeros):
                 return f"{name} (no byte-order mark)"
     return None
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return len(data) > 0
 
 
 def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>") -> str:

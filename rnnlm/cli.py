@@ -65,19 +65,28 @@ def cmd_sample(args) -> None:
 
 
 # --------------------------------------------------------------------------- score
+SCORE_MAX_BYTES = 32 * 2**20  # a text to score is read whole (about 100 bytes of memory a character)
+
+
 def read_text(name: str) -> str:
-    """A file's text (UTF-8), or stdin's for ``-``."""
-    if name == "-":
-        return decode_utf8(sys.stdin.buffer.read(), "<stdin>")
-    path = Path(name)
+    """A file's text (UTF-8), or stdin's for ``-``; at most SCORE_MAX_BYTES (``/dev/zero`` never ends)."""
+    label = "<stdin>" if name == "-" else Path(name)
     try:
-        return decode_utf8(path.read_bytes(), path)
+        if name == "-":
+            data = sys.stdin.buffer.read(SCORE_MAX_BYTES + 1)
+        else:
+            with open(label, "rb") as f:
+                data = f.read(SCORE_MAX_BYTES + 1)
     except FileNotFoundError:
-        raise RnnlmError(f"{path}: no such file") from None
+        raise RnnlmError(f"{label}: no such file") from None
     except IsADirectoryError:
-        raise RnnlmError(f"{path}: a directory, not a text file") from None
+        raise RnnlmError(f"{label}: a directory, not a text file") from None
     except OSError as exc:
-        raise RnnlmError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise RnnlmError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > SCORE_MAX_BYTES:
+        raise RnnlmError(f"{label}: more than {SCORE_MAX_BYTES // 2**20} MiB; rnnlm score reads a text whole, so "
+                         "score a large one in parts (e.g. split -C 16M FILE part-) and read the total line")
+    return decode_utf8(data, label)
 
 
 def text_ids(text: str, vocab, clean: dict, name: str, raw: bool = False) -> np.ndarray:

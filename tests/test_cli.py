@@ -302,3 +302,22 @@ def test_a_trailing_newline_is_scored_the_same_whatever_the_text_holds(trained, 
     code, out, _ = rnnlm(capsys, "score", "--model", str(alone), *map(str, files.values()))
     scores = {line.split(": ", 1)[1] for line in out.splitlines() if not line.startswith("total")}
     assert code == 0 and len(scores) == 1 and scores.pop().endswith("26 chars scored (0 <unk>)"), out
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "big file", "stdin"])
+def test_score_reads_a_bounded_amount(trained, tmp_path, capsys, monkeypatch, source):
+    """`rnnlm score /dev/zero` ran out of memory: the read stops past the limit with one error."""
+    _, _, alone, _ = trained
+    monkeypatch.setattr(cli, "SCORE_MAX_BYTES", 1000)
+    path = "/dev/zero"
+    if source == "big file":
+        path = tmp_path / "big.txt"
+        path.write_text("the time traveller " * 100)
+    elif source == "stdin":
+        path = "-"
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"the time traveller " * 100)))
+    code, out, err = rnnlm(capsys, "score", "--model", str(alone), str(path))
+    label = "<stdin>" if path == "-" else path
+    assert code == 1 and out == ""
+    assert err.strip() == (f"error: {label}: more than 0 MiB; rnnlm score reads a text whole, so score a large one in "
+                           "parts (e.g. split -C 16M FILE part-) and read the total line")

@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from rnnlm import distributed
+from rnnlm.device import cpu_capability
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,14 +47,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run(model: str, steps: int, nproc: int, threads: int) -> dict:
+def run(model: str, steps: int, nproc: int, threads: int, env: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         shutil.copytree(ROOT / "data", work / "data", ignore=shutil.ignore_patterns("raw", "clean"))
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         params["train"].update(max_steps=steps, nproc=nproc, threads=threads, device="cpu", eval_every=0)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads), **(env or {})}
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "stages.train", model], cwd=work, env=env,
                               capture_output=True, text=True)
@@ -78,7 +79,7 @@ def main(argv=None) -> None:
             run(args.model, args.steps, args.nproc, max(1, cores // args.nproc))]
     base = rows[0]
     print(f"\n{args.model}, {args.steps} steps of the committed params.yaml's global minibatch, "
-          f"{cpu_name()}, {cores} cores, torch CPU build\n")
+          f"{cpu_name()}, CPU capability {cpu_capability()}, {cores} cores, torch CPU build\n")
     print("| processes x threads | train tok/s | vs 1 x all cores | wall s (start-up included) |")
     print("|---|---:|---:|---:|")
     for row in rows:

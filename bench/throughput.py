@@ -58,7 +58,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from rnnlm.batching import sequential_batches  # noqa: E402
-from rnnlm.device import bf16_native  # noqa: E402
+from rnnlm.device import bf16_native, cpu_capability  # noqa: E402
 from rnnlm.fileio import write_json  # noqa: E402
 from rnnlm.metrics import model_nll  # noqa: E402
 from rnnlm.models import CELLS, IMPLS, RNNLM, detach_state  # noqa: E402
@@ -487,6 +487,7 @@ def build_report(args, seconds, losses, memory, evals, device, load_before, load
             "lr": args.lr if args.lr is not None else (1.0 if args.optimizer == "sgd" else 0.003),
             "clip_grad_norm": CLIP, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "cpu_capability": cpu_capability(),
             "cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after,
             "busy": busy(load_before, load_after),
             "wall_seconds": round(wall, 1), "data": str(args.data), "quick": args.quick,
@@ -525,7 +526,8 @@ def markdown(report) -> str:
     s = report["settings"]
     text.append(f"\n{s['steps']} timed steps x {s['repeats']} interleaved repeats (+{s['warmup']} warm-up) per runner, "
                 f"batch {s['batch_size']} x {s['num_steps']} steps, hidden {s['hidden']}, V={s['vocab_size']}, "
-                f"{s['optimizer']} lr {s['lr']}, device {s['device']}, {s['threads']} threads, torch {s['torch']}, "
+                f"{s['optimizer']} lr {s['lr']}, device {s['device']} (CPU capability {s['cpu_capability']}), "
+                f"{s['threads']} threads, torch {s['torch']}, "
                 f"load average before {s['loadavg_before']} after {s['loadavg_after']}, {s['wall_seconds']} s"
                 "; tok/s: best of the repeats")
     if s["precision_note"]:

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rnnlm.device import bf16_native  # noqa: E402
+from rnnlm.device import bf16_native, cpu_capability  # noqa: E402
 from rnnlm.models import RNNLM, detach_state  # noqa: E402
 from rnnlm.train import train_step  # noqa: E402
 from rnnlm.vocab import Vocab, tokenize  # noqa: E402
@@ -99,12 +99,13 @@ def run(args) -> dict:
                      "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]})
     return {"vocab_size": vocab_size, "hidden": args.hidden, "batch_size": args.batch_size,
             "num_steps": args.num_steps, "steps": args.steps, "repeats": args.repeats,
-            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(), "rows": rows}
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "cpu_capability": cpu_capability(), "rows": rows}
 
 
 def markdown(report: dict) -> str:
     lines = [f"Word-level LSTM 2x{report['hidden']}, V = {report['vocab_size']:,}, batch {report['batch_size']} x "
-             f"{report['num_steps']}, {report['threads']} threads", "",
+             f"{report['num_steps']}, {report['threads']} threads, CPU capability {report['cpu_capability']}", "",
              "| config | tokens/s | ratio to full, emb 32 (median, range) |", "|---|---:|---|"]
     for r in report["rows"]:
         lines.append(f"| {r['config']} | {r['tokens_per_second']:,.0f} | {r['ratio_to_full']:.2f} "

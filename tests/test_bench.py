@@ -105,3 +105,34 @@ def test_word_level_bench_reports_every_config_against_the_full_softmax(tmp_path
     configs = [r["config"] for r in report["rows"]]
     assert configs[:3] == ["full, emb 32", "full, tied", "adaptive"] and report["rows"][0]["ratio_to_full"] == 1.0
     assert all(r["tokens_per_second"] > 0 for r in report["rows"])
+
+
+def test_contention_bench_runs_each_setting_idle_then_beside_a_spinning_process(tmp_path, monkeypatch):
+    """bench/contention.py's plumbing, with the training run replaced by a probe (no timings): a
+    busy run has its spinners alive while it trains and none left after it; the slowdown is
+    idle / busy; the settings reach the stage as threads and environment."""
+    import multiprocessing
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_contention", ROOT / "bench" / "contention.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    seen = []
+
+    def probe(model, steps, nproc, threads, env):
+        alive = sum(p.is_alive() for p in multiprocessing.active_children())
+        seen.append((threads, env.get("GOMP_SPINCOUNT"), alive))
+        return {"tokens_per_second": 1000.0 / (1 + alive)}
+
+    monkeypatch.setattr(module, "run", probe)
+    (tmp_path / "data" / "tokens").mkdir(parents=True)  # what the real runs would read
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    out = tmp_path / "contention.json"
+    report = module.main(["--steps", "1", "--busy", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    cores = module.distributed.cores()
+    assert seen == [(cores, None, 0), (cores, None, 1), (cores, "300000", 0), (cores, "300000", 1), (1, None, 0),
+                    (1, None, 1)]
+    assert [r["setting"] for r in report["rows"]] == ["default", "libgomp spin", "1 thread"]
+    assert all(r["slowdown"] == 2.0 for r in report["rows"])
+    assert report["cpu_capability"] and not multiprocessing.active_children()

@@ -4,9 +4,10 @@ Runs the real train stage (``python -m stages.train lstm``, as ``bench/processes
 committed params.yaml, a step budget, a temporary copy of data/) idle and then beside ``--busy``
 processes that each spin one core, in three settings:
 
-* ``default``: what a user gets: torch's threads (all cores) with the short OpenMP spin that
-  ``import rnnlm`` sets (GOMP_SPINCOUNT=1000);
-* ``libgomp spin``: the same threads with libgomp's own spin count (300,000: what ran before);
+* ``default``: what a user gets (``train.threads: 0``): all cores less those busy at the start,
+  with the short OpenMP spin that ``import rnnlm`` sets (GOMP_SPINCOUNT=1000);
+* ``before``: what ran before: all cores, whatever else runs, with libgomp's own spin count
+  (300,000);
 * ``1 thread``: ``train.threads: 1``.
 
 It reports each setting's training tokens/s idle and busy and the slowdown idle / busy. With one
@@ -31,9 +32,9 @@ from rnnlm import distributed
 from rnnlm.device import cpu_capability
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {  # name: (threads, extra environment); threads 0 = all cores
+SETTINGS = {  # name: (train.threads, extra environment); None = all cores
     "default": (0, {}),
-    "libgomp spin": (0, {"GOMP_SPINCOUNT": "300000"}),
+    "before": (None, {"GOMP_SPINCOUNT": "300000"}),
     "1 thread": (1, {}),
 }
 
@@ -43,13 +44,13 @@ def spin() -> None:
         pass
 
 
-def measure(model: str, steps: int, threads: int, env: dict, busy: int) -> float:
+def measure(model: str, steps: int, threads: int, env: dict, busy: int) -> dict:
     spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(busy)]
     for p in spinners:
         p.start()
     try:
         time.sleep(0.5 if busy else 0)
-        return run(model, steps, 1, threads, env)["tokens_per_second"]
+        return run(model, steps, 1, threads, env)
     finally:
         for p in spinners:
             p.terminate()
@@ -68,21 +69,23 @@ def main(argv=None) -> dict:
     cores = distributed.cores()
     rows = []
     for name, (threads, env) in SETTINGS.items():
-        threads = threads or cores
+        threads = cores if threads is None else threads
         idle = measure(args.model, args.steps, threads, env, 0)
         busy = measure(args.model, args.steps, threads, env, args.busy)
-        rows.append({"setting": name, "threads": threads, "idle_tokens_per_second": idle,
-                     "busy_tokens_per_second": busy, "slowdown": round(idle / busy, 2)})
+        rows.append({"setting": name, "threads_idle": idle["threads"], "threads_busy": busy["threads"],
+                     "idle_tokens_per_second": idle["tokens_per_second"],
+                     "busy_tokens_per_second": busy["tokens_per_second"],
+                     "slowdown": round(idle["tokens_per_second"] / busy["tokens_per_second"], 2)})
     report = {"model": args.model, "steps": args.steps, "busy_processes": args.busy, "cpu": cpu_name(),
               "cpu_capability": cpu_capability(), "cores": cores, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{args.model}, {args.steps} steps of the committed params.yaml, beside {args.busy} busy process(es); "
           f"{cpu_name()}, CPU capability {cpu_capability()}, {cores} cores\n")
-    print("| setting | threads | idle tok/s | busy tok/s | slowdown (idle / busy) |")
+    print("| setting | threads idle / busy | idle tok/s | busy tok/s | slowdown (idle / busy) |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['setting']} | {r['threads']} | {r['idle_tokens_per_second']:,.0f} | "
+        print(f"| {r['setting']} | {r['threads_idle']} / {r['threads_busy']} | {r['idle_tokens_per_second']:,.0f} | "
               f"{r['busy_tokens_per_second']:,.0f} | {r['slowdown']:.2f} |")
     return report
 

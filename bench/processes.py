@@ -54,7 +54,8 @@ def run(model: str, steps: int, nproc: int, threads: int, env: dict | None = Non
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         params["train"].update(max_steps=steps, nproc=nproc, threads=threads, device="cpu", eval_every=0)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads), **(env or {})}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(threads)} if threads else {}),
+               **(env or {})}  # threads 0: the stage's own choice
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "stages.train", model], cwd=work, env=env,
                               capture_output=True, text=True)
@@ -62,7 +63,7 @@ def run(model: str, steps: int, nproc: int, threads: int, env: dict | None = Non
         if proc.returncode != 0:
             sys.exit(f"error: {nproc} process(es) x {threads} thread(s) failed:\n{proc.stderr.strip()}")
         timing = json.loads((work / "metrics" / "train" / model / "timing.json").read_text())
-    return {"processes": nproc, "threads": threads, "tokens_per_second": timing["tokens_per_second"],
+    return {"processes": nproc, "threads": timing["threads"], "tokens_per_second": timing["tokens_per_second"],
             "wall_seconds": round(wall, 1), "tokens": timing["tokens"]}
 
 

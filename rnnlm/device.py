@@ -1,6 +1,9 @@
 """Where torch work runs: the `device` params (auto | cpu | cuda | mps)."""
 from __future__ import annotations
 
+import os
+import time
+
 import torch
 
 from .errors import ParamError
@@ -67,3 +70,35 @@ def resolve_precision(precision: str, device: torch.device, cell: str, impl: str
     if precision == "fp16" and device.type != "cuda":
         raise ParamError(key, f"fp16 is for CUDA GPUs, and the device here is {device.type}; use auto or fp32")
     return precision
+
+
+def busy_cores(seconds: float = 0.25) -> float | None:
+    """How many cores other work kept busy over the next ``seconds`` (Linux's /proc/stat; this
+    process sleeps meanwhile), or None where that cannot be read."""
+    def sample() -> tuple[float, float]:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [float(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return sum(ticks), ticks[3] + ticks[4]
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or cores)
+
+
+def free_threads(default: int) -> tuple[int, float | None]:
+    """``train.threads: 0``: torch's default thread count, lowered to the cores that other work
+    leaves free at the start (at least 1). Threads that wait for a peer descheduled by a busy
+    neighbour lose more than they gain. Returns (threads, busy cores measured or None)."""
+    if default <= 1:
+        return default, None
+    busy = busy_cores()
+    if busy is None:
+        return default, None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(default, cores - round(busy))), busy

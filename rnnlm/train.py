@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import codehash
 from .batching import as_tensor, batches, check_batchable, num_batches
 from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
-from .device import cpu_capability, resolve_device, resolve_precision
+from .device import cpu_capability, free_threads, resolve_device, resolve_precision
 from .distributed import World
 from .errors import ParamError, RnnlmError
 from .fileio import write_json
@@ -170,15 +170,21 @@ class Trainer:
         # weights, their gradients, the optimizer and every reported perplexity stay float32. fp16
         # scales the loss (GradScaler) so that small gradients do not underflow.
         self.cfg = cfg = replace(cfg, precision=resolve_precision(cfg.precision, self.device, name, model_cfg.impl))
+        busy = None
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
+        elif world.size == 1:  # 0: torch's default, less the cores other work holds at the start
+            threads, busy = free_threads(torch.get_num_threads())
+            torch.set_num_threads(threads)
         # The token array lives on the device once: minibatches are views and index gathers there.
         self.train_data = as_tensor(train_tokens).to(self.device)
         self.rows = world.rows(cfg.batch_size)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         where = f"{self.device.type} ({cpu_capability()})" if self.device.type == "cpu" else str(self.device)
-        self.log(f"{name}: training on {where} in {cfg.precision}, {torch.get_num_threads()} thread(s)")
+        shared = (f" ({round(busy)} core(s) busy with other work; train.threads fixes the count)"
+                  if busy is not None and round(busy) > 0 else "")
+        self.log(f"{name}: training on {where} in {cfg.precision}, {torch.get_num_threads()} thread(s){shared}")
         torch.manual_seed(cfg.seed)
         self.model = build_model(model_cfg, name, len(vocab)).to(self.device)
         self.optimizer = make_optimizer(self.model.parameters(), cfg)

@@ -122,7 +122,7 @@ def test_contention_bench_runs_each_setting_idle_then_beside_a_spinning_process(
     def probe(model, steps, nproc, threads, env):
         alive = sum(p.is_alive() for p in multiprocessing.active_children())
         seen.append((threads, env.get("GOMP_SPINCOUNT"), alive))
-        return {"tokens_per_second": 1000.0 / (1 + alive)}
+        return {"tokens_per_second": 1000.0 / (1 + alive), "threads": threads or 7}
 
     monkeypatch.setattr(module, "run", probe)
     (tmp_path / "data" / "tokens").mkdir(parents=True)  # what the real runs would read
@@ -131,8 +131,8 @@ def test_contention_bench_runs_each_setting_idle_then_beside_a_spinning_process(
     report = module.main(["--steps", "1", "--busy", "1", "--out", str(out)])
     assert json.loads(out.read_text()) == report
     cores = module.distributed.cores()
-    assert seen == [(cores, None, 0), (cores, None, 1), (cores, "300000", 0), (cores, "300000", 1), (1, None, 0),
-                    (1, None, 1)]
-    assert [r["setting"] for r in report["rows"]] == ["default", "libgomp spin", "1 thread"]
+    assert seen == [(0, None, 0), (0, None, 1), (cores, "300000", 0), (cores, "300000", 1), (1, None, 0), (1, None, 1)]
+    assert [r["setting"] for r in report["rows"]] == ["default", "before", "1 thread"]
+    assert [(r["threads_idle"], r["threads_busy"]) for r in report["rows"]] == [(7, 7), (cores, cores), (1, 1)]
     assert all(r["slowdown"] == 2.0 for r in report["rows"])
     assert report["cpu_capability"] and not multiprocessing.active_children()

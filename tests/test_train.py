@@ -389,3 +389,42 @@ def test_validation_during_training_can_be_bounded_to_the_first_tokens(tmp_path)
     assert bounded["history"][-1]["val_perplexity"] == pytest.approx(first, rel=1e-12) != pytest.approx(whole)
     _, full = run(tmp_path / "full", epochs=1, eval_tokens=0)
     assert full["history"][-1]["val_perplexity"] == pytest.approx(whole, rel=1e-12)
+
+
+@pytest.mark.parametrize("busy, threads, said", [(1.2, 1, " (1 core(s) busy with other work; train.threads fixes the count)"),
+                                                 (0.3, 2, ""), (None, 2, ""), (1.9, 1, " (2 core(s) busy")])
+def test_default_threads_leave_the_cores_other_work_holds(tmp_path, monkeypatch, busy, threads, said):
+    """train.threads 0: torch's default (2 here), less the cores busy at the start (at least 1),
+    said in the log line and recorded in timing.json; an explicit count is kept as it is."""
+    import rnnlm.device
+
+    monkeypatch.setattr(rnnlm.device, "busy_cores", lambda seconds=0.25: busy)
+    monkeypatch.setattr(rnnlm.device.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    torch.set_num_threads(2)
+    lines = []
+    trainer, result = run(tmp_path / "auto", epochs=1, threads=0, log=lines.append, precision="fp32")
+    assert result["threads"] == threads and torch.get_num_threads() == threads
+    assert f"in fp32, {threads} thread(s)" in lines[0] and (said in lines[0] if said else "busy" not in lines[0])
+    torch.set_num_threads(2)
+    _, fixed = run(tmp_path / "fixed", epochs=1, threads=2, precision="fp32")
+    assert fixed["threads"] == 2
+
+
+def test_busy_cores_sees_a_spinning_process():
+    import multiprocessing
+
+    from rnnlm.device import busy_cores
+
+    spinner = multiprocessing.Process(target=_spin, daemon=True)
+    spinner.start()
+    try:
+        busy = busy_cores(0.5)
+    finally:
+        spinner.terminate()
+        spinner.join()
+    assert busy is not None and busy >= 0.8
+
+
+def _spin():
+    while True:
+        pass

@@ -49,18 +49,27 @@ def bf16_native(device: torch.device) -> bool:
         return False
 
 
+def cpu_amx() -> bool:
+    """Whether the CPU has AMX tiles (Intel Sapphire Rapids and later), where bf16 pays on a CPU."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_precision(precision: str, device: torch.device, cell: str, impl: str,
                       key: str = "train.precision") -> str:
     """The precision a model trains in: ``fp32``, ``bf16`` or ``fp16``.
 
     ``auto`` is bf16 where the device computes bfloat16 natively and the model gains from it (any
-    model on a CUDA GPU; on a CPU the torch LSTM, whose oneDNN kernel runs in bf16: the torch RNN
-    and GRU and the scratch cells' time loops measured no faster), fp32 elsewhere. An explicit
+    model on a CUDA GPU; on a CPU with AMX the torch LSTM, whose oneDNN kernel runs in bf16: the
+    torch RNN and GRU and the scratch cells' time loops measured no faster, and without AMX an
+    AVX512-BF16 CPU trained the recipes' LSTMs 0.70-0.79x as fast as in fp32), fp32 elsewhere. An explicit
     ``bf16`` on a device without native bfloat16 (oneDNN has no bf16 LSTM kernel there: it fails)
     and ``fp16`` off CUDA are ParamErrors naming ``key``, raised before any work."""
     native = bf16_native(device)
     if precision == "auto":
-        gains = device.type == "cuda" or (cell == "lstm" and impl == "torch")
+        gains = device.type == "cuda" or (cell == "lstm" and impl == "torch" and cpu_amx())
         return "bf16" if native and gains else "fp32"
     if precision == "bf16" and not native:
         where = f"this CPU ({cpu_capability()})" if device.type == "cpu" else f"this {device.type} device"

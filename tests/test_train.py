@@ -253,10 +253,10 @@ def test_equal_checkpoints_are_byte_identical_files(tmp_path):
 
 def test_auto_precision_trains_in_what_this_cpu_computes_natively(tmp_path, monkeypatch):
     """One real run on whatever CPU runs the tests: train.precision=auto is bf16 autocast for the
-    torch LSTM where the CPU has native bfloat16 (the numbers then differ from fp32 a little) and
-    exactly fp32 elsewhere; the weights stay float32 and timing.json records the precision and
+    torch LSTM where the CPU has native bfloat16 and AMX (the numbers then differ from fp32 a
+    little) and exactly fp32 elsewhere; the weights stay float32 and timing.json records the precision and
     the CPU class."""
-    from rnnlm.device import bf16_native, cpu_capability
+    from rnnlm.device import bf16_native, cpu_amx, cpu_capability
 
     calls = []
     real_autocast = torch.autocast
@@ -274,7 +274,7 @@ def test_auto_precision_trains_in_what_this_cpu_computes_natively(tmp_path, monk
     timing = json.loads((trainer.paths.live_dir / "timing.json").read_text())
     assert timing["cpu_capability"] == cpu_capability()
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
-    if bf16_native(torch.device("cpu")):
+    if bf16_native(torch.device("cpu")) and cpu_amx():
         assert calls and all(c == ("cpu", torch.bfloat16, True) for c in calls)
         assert auto["best_val_perplexity"] != fp32["best_val_perplexity"]
         assert abs(auto["best_val_perplexity"] / fp32["best_val_perplexity"] - 1) < 0.05
@@ -286,15 +286,19 @@ def test_auto_precision_trains_in_what_this_cpu_computes_natively(tmp_path, monk
     assert f"lstm: training on cpu ({cpu_capability()}) in {timing['precision']}" in lines[0]
 
 
-@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("native, amx", [(True, True), (True, False), (False, False)])
 @pytest.mark.parametrize("cell, impl, on_native", [("lstm", "torch", "bf16"), ("lstm", "scratch", "fp32"),
                                                    ("rnn", "torch", "fp32"), ("gru", "torch", "fp32")])
-def test_auto_precision_is_bf16_only_where_native_and_the_model_gains(monkeypatch, native, cell, impl, on_native):
+def test_auto_precision_is_bf16_only_where_native_and_the_model_gains(monkeypatch, native, amx, cell, impl,
+                                                                      on_native):
+    """On a CPU, bf16 only for the torch LSTM and only with AMX: an AVX512-BF16 CPU without it
+    trained the recipes' LSTMs slower in bf16 than in fp32."""
     import rnnlm.device
 
     monkeypatch.setattr(rnnlm.device, "bf16_native", lambda device: native)
+    monkeypatch.setattr(rnnlm.device, "cpu_amx", lambda: amx)
     cpu = torch.device("cpu")
-    assert rnnlm.device.resolve_precision("auto", cpu, cell, impl) == (on_native if native else "fp32")
+    assert rnnlm.device.resolve_precision("auto", cpu, cell, impl) == (on_native if native and amx else "fp32")
     assert rnnlm.device.resolve_precision("fp32", cpu, cell, impl) == "fp32"
     if native:
         assert rnnlm.device.resolve_precision("bf16", cpu, cell, impl) == "bf16"

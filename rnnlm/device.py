@@ -96,8 +96,12 @@ def busy_cores(seconds: float = 0.25) -> float | None:
         return None
     if total1 <= total0:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or cores)
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)  # /proc/stat sums every CPU
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def free_threads(default: int) -> tuple[int, float | None]:
@@ -109,5 +113,4 @@ def free_threads(default: int) -> tuple[int, float | None]:
     busy = busy_cores()
     if busy is None:
         return default, None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(default, cores - round(busy))), busy
+    return max(1, min(default, cores() - round(busy))), busy

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .device import resolve_device
+from .device import cores, resolve_device
 from .errors import ParamError, RnnlmError
 from .params import TrainConfig
 
@@ -70,10 +70,6 @@ def launched() -> World | None:
     if "TORCHELASTIC_RUN_ID" not in os.environ:
         return None
     return World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def backend(cfg: TrainConfig, device: torch.device) -> str:

@@ -95,11 +95,15 @@ def committed_params(path: str = PARAMS_FILE) -> dict:
     return yaml.safe_load(text) or {}
 
 
+def _target(base: dict, recipe: dict) -> dict[str, object]:
+    """Flattened params of "``base`` + ``recipe``"."""
+    return {**flatten(base), **flatten(recipe)}
+
+
 def overrides(recipe: dict, base: dict, workspace: dict) -> list[str]:
     """``-S`` overrides turning ``workspace`` into ``base`` + ``recipe``: '~key' deletes a key an
     earlier recipe added, '+key=v' adds a key the workspace lacks, 'key=v' changes a value."""
-    target = flatten(base)
-    target.update(flatten(recipe))
+    target = _target(base, recipe)
     current = flatten(workspace)
     out = [f"~{key}" for key in current if key not in target]
     for key, value in target.items():
@@ -117,8 +121,7 @@ def uncommitted_edits(base: dict, workspace: dict, recipes: list[dict]) -> list[
     current = flatten(workspace)
     edited = []
     for recipe in [{}, *recipes]:
-        state = flatten(base)
-        state.update(flatten(recipe))
+        state = _target(base, recipe)
         diff = sorted(k for k in state.keys() | current.keys() if state.get(k, _MISSING) != current.get(k, _MISSING))
         if not diff:
             return []

@@ -1,8 +1,8 @@
 """Stage `clean`: data/raw/corpus.txt -> data/clean/corpus.txt + metrics/clean.json (params `clean`)."""
 
-from rnnlm import params
 import sys
 
+from rnnlm import params
 from rnnlm.clean import letters_warning, run_clean_dir
 from rnnlm.errors import stage_main
 

@@ -403,7 +403,7 @@ def test_default_threads_leave_the_cores_other_work_holds(tmp_path, monkeypatch,
     import rnnlm.device
 
     monkeypatch.setattr(rnnlm.device, "busy_cores", lambda seconds=0.25: busy)
-    monkeypatch.setattr(rnnlm.device.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(rnnlm.device, "cores", lambda: 2)
     torch.set_num_threads(2)
     lines = []
     trainer, result = run(tmp_path / "auto", epochs=1, threads=0, log=lines.append, precision="fp32")

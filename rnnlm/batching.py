@@ -8,7 +8,7 @@
   the hidden state is carried across minibatches (and detached from the graph).
 
 Randomness comes only from the ``rng`` passed in (a numpy Generator), so a seed fixes
-the batches. ``tokens`` is a numpy array or an int64 tensor; the minibatches are made on the
+the batches. ``tokens`` is a numpy array or an int32 tensor (the model reads ids as int64 itself); the minibatches are made on the
 tensor's device (the Trainer puts the split there once), with no per-step copy from the host.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def check_batchable(n_tokens: int, batch_size: int, num_steps: int, sampling: st
 
 
 def as_tensor(tokens) -> torch.Tensor:
-    return tokens if torch.is_tensor(tokens) else torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
+    return tokens if torch.is_tensor(tokens) else torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int32))
 
 
 def random_batches(tokens, batch_size: int, num_steps: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -90,8 +90,8 @@ def eval_streams(tokens: np.ndarray, batch_size: int) -> tuple[torch.Tensor, tor
     n = len(tokens) - 1
     batch_size = max(1, min(batch_size, n))
     length = -(-n // batch_size)
-    x = np.zeros(batch_size * length, dtype=np.int64)
-    y = np.zeros(batch_size * length, dtype=np.int64)
+    x = np.zeros(batch_size * length, dtype=np.int32)
+    y = np.zeros(batch_size * length, dtype=np.int32)
     m = np.zeros(batch_size * length, dtype=bool)
     x[:n], y[:n], m[:n] = tokens[:-1], tokens[1:], True
     shape = (batch_size, length)

@@ -28,6 +28,15 @@ def cpu_state_dict(module: torch.nn.Module) -> dict:
     return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
 
 
+def model_files(root: Path, models) -> dict[str, Path]:
+    """``models/<name>.pt`` of each model, every one checked to exist before any slow work."""
+    paths = {m: Path(root) / "models" / f"{m}.pt" for m in models}
+    for m, path in paths.items():
+        if not path.exists():
+            raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train@{m}` first")
+    return paths
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """Write ``payload`` to ``path`` atomically (the old file stays whole on any failure). It is
     serialised in memory first: torch names the archive's records "archive/...", so equal

@@ -16,6 +16,7 @@ Modes (``clean.mode``):
 
 ``clean.max_chars`` (0 = all) then keeps the first N characters of the cleaned text.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,19 @@ _NON_LETTERS = re.compile(r"[^A-Za-z]+")
 # Marker lines such as "*** START OF THE PROJECT GUTENBERG EBOOK THE TIME MACHINE ***"
 # (also "THIS", "EBOOK"/"E-BOOK", any case, with or without spaces after the asterisks).
 _GUTENBERG_START, _GUTENBERG_END = (
-    re.compile(rf"^[ \t]*\*{{3}}[ \t]*{word} OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b[^\r\n]*", re.IGNORECASE | re.MULTILINE)
-    for word in ("START", "END"))
+    re.compile(
+        rf"^[ \t]*\*{{3}}[ \t]*{word} OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b[^\r\n]*", re.IGNORECASE | re.MULTILINE
+    )
+    for word in ("START", "END")
+)
 
 
-BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"), (b"\xff\xfe", "UTF-16LE"),
-        (b"\xfe\xff", "UTF-16BE"))
+BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32BE"),
+    (b"\xff\xfe", "UTF-16LE"),
+    (b"\xfe\xff", "UTF-16BE"),
+)
 
 
 def wide_encoding(data: bytes) -> str | None:
@@ -52,8 +60,8 @@ def wide_encoding(data: bytes) -> str | None:
             unit = 4 if name.startswith("UTF-32") else 2  # a real one has whole code units and decodes
             return name if len(data) % unit == 0 and _decodes(head[: len(head) // 4 * 4], name) else None
     if len(head) >= 4 and b"\x00" in head:
-        for name, zeros in (("UTF-16LE", head[1::2]), ("UTF-16BE", head[0::2])):
-            if zeros.count(0) > 0.9 * len(zeros):
+        for name, zeros, chars in (("UTF-16LE", head[1::2], head[0::2]), ("UTF-16BE", head[0::2], head[1::2])):
+            if zeros.count(0) > 0.9 * len(zeros) and chars.count(0) < 0.5 * len(chars):  # not all NULs
                 return f"{name} (no byte-order mark)"
     return None
 
@@ -66,30 +74,36 @@ def _decodes(data: bytes, encoding: str) -> bool:
     return len(data) > 0
 
 
-def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>") -> str:
+def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>", at: tuple[int, int] = (0, 0)) -> str:
     """Decode ``data`` as strict UTF-8 (a leading byte-order mark is dropped).
 
     Invalid bytes raise :class:`RnnlmError` naming ``name``, the byte offset and the line; the
-    text is never decoded with replacement characters or another codec.
+    text is never decoded with replacement characters or another codec. ``at``: the bytes and
+    line breaks before ``data`` when it is a piece of a longer text (offsets count from its start).
     """
-    encoding = wide_encoding(data)
+    start, lines = at
+    encoding = wide_encoding(data) if start == 0 else None
     if encoding:
-        raise RnnlmError(f"{name}: {encoding} text, not UTF-8; convert it first, e.g. iconv -f {encoding.split()[0]} "
-                         "-t UTF-8 FILE > FILE.utf8")
+        raise RnnlmError(
+            f"{name}: {encoding} text, not UTF-8; convert it first, e.g. iconv -f {encoding.split()[0]} "
+            "-t UTF-8 FILE > FILE.utf8"
+        )
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise RnnlmError(f"{name}: a binary file, not text (NUL byte at offset {nul}); give a plain-text "
-                         "corpus (an archive must be a .zip with a text member)")
+        raise RnnlmError(
+            f"{name}: a binary file, not text (NUL byte at offset {start + nul}); give a plain-text "
+            "corpus (an archive must be a .zip with a text member)"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        line = lines + data.count(b"\n", 0, exc.start) + 1
         bad = data[exc.start : exc.end]
         raise RnnlmError(
-            f"{name}: not valid UTF-8 at byte offset {exc.start} (line {line}): {exc.reason}, "
+            f"{name}: not valid UTF-8 at byte offset {start + exc.start} (line {line}): {exc.reason}, "
             f"bytes {bad!r}; convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
         ) from None
-    return text[1:] if text.startswith("\ufeff") else text
+    return text[1:] if start == 0 and text.startswith("\ufeff") else text
 
 
 def gutenberg_span(text: str) -> tuple[int, int] | None:
@@ -142,33 +156,52 @@ def clean_text(text: str, mode: str = "letters", max_chars: int = 0, strip_guten
         raise RnnlmError(f"clean.mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if max_chars < 0:
         raise RnnlmError(f"clean.max_chars: must be >= 0, got {max_chars}")
-    if not text.strip():
-        raise RnnlmError("the input is empty" if not text else
-                         f"the input is whitespace only ({len(text):,} characters)")
+    check_not_blank(text)
     if strip_gutenberg:
         text = _strip_gutenberg(text)
-    if mode == "letters":
-        cleaned = (_NON_LETTERS.sub(" ", line).strip().lower() for line in _NEWLINE.split(text))
-        out = " ".join(line for line in cleaned if line)
-        if text.strip() and len(out) < MIN_KEPT * len(text):
-            raise RnnlmError(
-                f"clean.mode=letters keeps only {len(out):,} of {len(text):,} characters "
-                f"({len(out) / len(text):.1%}): the text is mostly not A-Z letters; "
-                "use clean.mode lines or raw for it")
-    elif mode == "lines":
-        out = _NEWLINE.sub(" ", text)
-    else:  # raw
-        out = _NEWLINE.sub("\n", text)
+    out = clean_piece(text, mode)
+    check_kept(mode, len(text) if text.strip() else 0, len(out))
     if max_chars:
         out = out[:max_chars]
+    check_left(out, mode, max_chars, strip_gutenberg)
+    return out
+
+
+def clean_piece(text: str, mode: str) -> str:
+    """The mode's rule alone. It is local, so a text cut after a line break or a space cleans to
+    the concatenation of its pieces' cleanings (for ``letters``, joined by one space)."""
+    if mode == "letters":
+        cleaned = (_NON_LETTERS.sub(" ", line).strip().lower() for line in _NEWLINE.split(text))
+        return " ".join(line for line in cleaned if line)
+    return _NEWLINE.sub(" " if mode == "lines" else "\n", text)
+
+
+def check_not_blank(text: str) -> None:
+    if not text.strip():
+        raise RnnlmError(
+            "the input is empty" if not text else f"the input is whitespace only ({len(text):,} characters)"
+        )
+
+
+def check_kept(mode: str, chars_in: int, chars_out: int) -> None:
+    if mode == "letters" and chars_in and chars_out < MIN_KEPT * chars_in:
+        raise RnnlmError(
+            f"clean.mode=letters keeps only {chars_out:,} of {chars_in:,} characters "
+            f"({chars_out / chars_in:.1%}): the text is mostly not A-Z letters; use clean.mode lines or raw for it"
+        )
+
+
+def check_left(out: str, mode: str, max_chars: int = 0, strip_gutenberg: bool = False) -> None:
     if not out.strip():
         limit = f", clean.max_chars={max_chars}" if max_chars else ""
         raise RnnlmError(
             f"cleaning left no text (clean.mode={mode}{limit}, clean.strip_gutenberg={strip_gutenberg}); "
-            + ("mode 'letters' keeps only A-Z/a-z, try mode 'lines' or 'raw' for other scripts"
-               if mode == "letters" else "the input is empty or whitespace only")
+            + (
+                "mode 'letters' keeps only A-Z/a-z, try mode 'lines' or 'raw' for other scripts"
+                if mode == "letters"
+                else "the input is empty or whitespace only"
+            )
         )
-    return out
 
 
 def clean_like_corpus(text: str, clean: dict) -> str:
@@ -196,8 +229,12 @@ def text_stats(text: str) -> dict:
     return {"chars": len(text), "lines": count_lines(text), "distinct_chars": len(set(text))}
 
 
-def run_clean_dir(cfg: CleanConfig, raw_dir: str | os.PathLike = "data/raw", out_dir: str | os.PathLike = "data/clean",
-                  metrics_path: str | os.PathLike = "metrics/clean.json") -> dict:
+def run_clean_dir(
+    cfg: CleanConfig,
+    raw_dir: str | os.PathLike = "data/raw",
+    out_dir: str | os.PathLike = "data/clean",
+    metrics_path: str | os.PathLike = "metrics/clean.json",
+) -> dict:
     """The clean stage: ``raw_dir/corpus.txt`` -> ``out_dir/corpus.txt``, or for a pre-split corpus
     each of ``raw_dir/{train,val,test}.txt`` -> ``out_dir/{train,val,test}.txt`` (``clean.max_chars``
     applies to each file). Writes ``metrics_path`` with the metrics of :func:`run_clean`, per
@@ -208,8 +245,11 @@ def run_clean_dir(cfg: CleanConfig, raw_dir: str | os.PathLike = "data/raw", out
     per = {n: clean_file(cfg, raw_dir / f"{n}.txt", out_dir / f"{n}.txt") for n in names}
     for n in stale:
         (out_dir / f"{n}.txt").unlink(missing_ok=True)
-    metrics = per["corpus"] if names == ["corpus"] else {
-        **{k: sum(m[k] for m in per.values()) for k in ("chars_in", "chars_out", "bytes_out")}, "splits": per}
+    metrics = (
+        per["corpus"]
+        if names == ["corpus"]
+        else {**{k: sum(m[k] for m in per.values()) for k in ("chars_in", "chars_out", "bytes_out")}, "splits": per}
+    )
     fileio.write_json(out_dir / "source.json", text_source(raw_dir / "source.json", cfg))
     fileio.write_json(metrics_path, metrics)
     return metrics
@@ -223,22 +263,16 @@ def text_source(raw_source: Path, cfg: CleanConfig) -> dict:
         raw = json.loads(Path(raw_source).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raw = {}
-    sha = ({k: v.get("sha256") for k, v in raw["splits"].items()} if "splits" in raw else raw.get("sha256"))
-    return {"corpus": raw.get("corpus"), "sha256": sha,
-            "clean": {"mode": cfg.mode, "strip_gutenberg": cfg.strip_gutenberg}}
-
-
-def run_clean(cfg: CleanConfig, raw_path: str | os.PathLike = "data/raw/corpus.txt",
-              out_path: str | os.PathLike = "data/clean/corpus.txt",
-              metrics_path: str | os.PathLike = "metrics/clean.json") -> dict:
-    """Clean one file and write its metrics (see :func:`clean_file`)."""
-    metrics = clean_file(cfg, raw_path, out_path)
-    fileio.write_json(metrics_path, metrics)
-    return metrics
+    sha = {k: v.get("sha256") for k, v in raw["splits"].items()} if "splits" in raw else raw.get("sha256")
+    return {
+        "corpus": raw.get("corpus"),
+        "sha256": sha,
+        "clean": {"mode": cfg.mode, "strip_gutenberg": cfg.strip_gutenberg},
+    }
 
 
 def _came_from(raw_path: Path) -> str:
-    """" (from <the user's source>)" for a file the download stage wrote, from its source.json."""
+    """ " (from <the user's source>)" for a file the download stage wrote, from its source.json."""
     try:
         record = json.loads((raw_path.parent / "source.json").read_text(encoding="utf-8"))
         record = record["splits"][raw_path.stem] if "splits" in record else record
@@ -310,6 +344,8 @@ def letters_warning(m: dict) -> str | None:
     dropped = m.get("letters_dropped") or {}
     if dropped.get("chars", 0) <= LETTERS_WARN * m["chars_in"]:
         return None
-    return (f"clean.mode=letters dropped {dropped['chars']:,} letters outside a-z ({dropped['chars'] / m['chars_in']:.1%} "
-            f"of the text; {dropped['distinct']:,} distinct, e.g. {dropped['examples']}): use clean.mode lines or "
-            "raw to keep them")
+    return (
+        f"clean.mode=letters dropped {dropped['chars']:,} letters outside a-z ({dropped['chars'] / m['chars_in']:.1%} "
+        f"of the text; {dropped['distinct']:,} distinct, e.g. {dropped['examples']}): use clean.mode lines or "
+        "raw to keep them"
+    )

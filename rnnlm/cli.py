@@ -5,11 +5,12 @@
     rnnlm info   --model models/lstm.pt
 
 A model file carries its vocabulary, tokenizer and cleaning (see rnnlm.checkpoint), so a file
-copied alone works. Sampling and scoring are the stages' own functions
-(:func:`rnnlm.generate.sample_one`, :func:`rnnlm.metrics.model_token_nll`): with the same seed
-`rnnlm sample` prints the sample stage's text, and `rnnlm score` of a held-out split gives the
+copied alone works. Sampling is the sample stage's own function (:func:`rnnlm.generate.sample_one`):
+with the same seed `rnnlm sample` prints the sample stage's text. `rnnlm score` reads a text as a
+stream (:mod:`rnnlm.score`) and scores it as the evaluate stage does: a held-out split gets the
 evaluate stage's perplexity.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,22 +20,20 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .checkpoint import load_packaged
-from .clean import clean_like_corpus, decode_utf8
 from .device import resolve_device
 from .errors import ParamError, RnnlmError, stage_main
 from .generate import sample_one
-from .metrics import bits_per_token, model_token_nll, perplexity
+from .metrics import bits_per_token, perplexity
 from .models import num_parameters
 from .params import DEVICES, STRATEGIES, validate_section
+from .score import score_file
 
 # The tool's own sampling defaults (outside a project there is no params.yaml to read them from);
 # tests/test_cli.py keeps them equal to the committed params.yaml's `sample` section.
 SAMPLE_DEFAULTS = {"length": 100, "strategy": "top_k", "temperature": 0.8, "top_k": 5, "seed": 0}
-SCORE_STEPS = 256  # tokens per forward call when scoring; never changes the result
 
 
 @contextlib.contextmanager
@@ -57,77 +56,41 @@ def _load(args):
 # --------------------------------------------------------------------------- sample
 def cmd_sample(args) -> None:
     with _flags():
-        cfg = validate_section("sample", {"prefixes": [args.prefix], "length": args.length, "strategy": args.strategy,
-                                          "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
-                                          "device": args.device})
+        cfg = validate_section(
+            "sample",
+            {
+                "prefixes": [args.prefix],
+                "length": args.length,
+                "strategy": args.strategy,
+                "temperature": args.temperature,
+                "top_k": args.top_k,
+                "seed": args.seed,
+                "device": args.device,
+            },
+        )
     model, vocab, ckpt, device = _load(args)
     print(sample_one(model, vocab, ckpt.get("name", ""), args.prefix, cfg, device))
 
 
 # --------------------------------------------------------------------------- score
-SCORE_MAX_BYTES = 32 * 2**20  # a text to score is read whole (about 100 bytes of memory a character)
-
-
-def read_text(name: str) -> str:
-    """A file's text (UTF-8), or stdin's for ``-``; at most SCORE_MAX_BYTES (``/dev/zero`` never ends)."""
-    label = "<stdin>" if name == "-" else Path(name)
-    try:
-        if name == "-":
-            data = sys.stdin.buffer.read(SCORE_MAX_BYTES + 1)
-        else:
-            with open(label, "rb") as f:
-                data = f.read(SCORE_MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise RnnlmError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise RnnlmError(f"{label}: a directory, not a text file") from None
-    except OSError as exc:
-        raise RnnlmError(f"{label}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > SCORE_MAX_BYTES:
-        raise RnnlmError(f"{label}: more than {SCORE_MAX_BYTES // 2**20} MiB; rnnlm score reads a text whole, so "
-                         "score a large one in parts (e.g. split -C 16M FILE part-) and read the total line")
-    return decode_utf8(data, label)
-
-
-def text_ids(text: str, vocab, clean: dict, name: str, raw: bool = False) -> np.ndarray:
-    """Token ids of ``text`` after the model's cleaning (unless ``raw``) and tokenization."""
-    try:
-        cleaned = text if raw else clean_like_corpus(text, clean)
-    except RnnlmError as exc:
-        raise RnnlmError(f"{name}: {exc}") from None
-    if not cleaned.strip():
-        raise RnnlmError(f"{name}: the input is empty" if not cleaned else f"{name}: the input is whitespace only")
-    ids = vocab.encode(vocab.tokenize(cleaned))
-    if len(ids) < 2:
-        raise RnnlmError(f"{name}: {len(ids)} token(s); scoring needs at least 2 (the first is context only)")
-    if not (ids != vocab.unk).any():
-        raise RnnlmError(f"{name}: no token is in the model's vocabulary ({vocab.level} level, "
-                         f"{len(vocab)} types): is this text in the corpus's language and script?")
-    return ids
-
-
-def score_ids(model, ids: np.ndarray, device, label: str | None) -> tuple[float, int, int]:
-    """(total NLL in nats, tokens scored, of which <unk>) of ids[1:] given everything before them:
-    the evaluate stage's exact scoring (one stream from a zero state)."""
-    nll = model_token_nll(model, ids, 1, SCORE_STEPS, device, progress=label)
-    return float(nll.sum()), len(nll), int((ids[1:] == 0).sum())
-
-
 def cmd_score(args) -> None:
     model, vocab, ckpt, device = _load(args)
     clean = (vocab.source or {}).get("clean", {})
     unit = "char" if vocab.level == "char" else "word"
-    total_nll = total_n = 0
-    rows = []
-    for name in args.files:
-        label = "<stdin>" if name == "-" else name
-        ids = text_ids(read_text(name), vocab, clean, label, args.no_clean)
-        nll, n, unk = score_ids(model, ids, device, label if sys.stderr.isatty() else None)
-        total_nll, total_n = total_nll + nll, total_n + n
-        rows.append((label, nll, n, unk))
-    for label, nll, n, unk in rows + ([("total", total_nll, total_n, sum(r[3] for r in rows))] if len(rows) > 1 else []):
-        print(f"{label}: perplexity {perplexity(nll, n):.6f}, {bits_per_token(nll, n):.6f} bits per {unit}, "
-              f"{n} {unit}s scored ({unk} <unk>)")
+    rows = [
+        (
+            "<stdin>" if name == "-" else name,
+            *score_file(model, vocab, name, clean, args.no_clean, device, sys.stderr.isatty()),
+        )
+        for name in args.files
+    ]
+    if len(rows) > 1:
+        rows.append(("total", *(sum(r[i] for r in rows) for i in (1, 2, 3))))
+    for label, nll, n, unk in rows:
+        print(
+            f"{label}: perplexity {perplexity(nll, n):.6f}, {bits_per_token(nll, n):.6f} bits per {unit}, "
+            f"{n} {unit}s scored ({unk} <unk>)"
+        )
 
 
 # --------------------------------------------------------------------------- info
@@ -153,18 +116,23 @@ def model_card(path: Path, model, vocab, ckpt) -> list[str]:
     clean = src.get("clean", {})
     softmax = cfg.get("softmax", "full") + (", tied" if cfg.get("tie_weights") else "")
     lines = [
-        f"model:       {ckpt.get('name', '?')} ({cfg['cell']}, impl {cfg['impl']}), {num_parameters(model):,} parameters",
+        f"model:       {ckpt.get('name', '?')} ({cfg['cell']}, impl {cfg['impl']}), "
+        f"{num_parameters(model):,} parameters",
         f"sizes:       hidden {cfg['hidden']}, layers {cfg['layers']}, embedding {cfg['embedding']}, "
         f"dropout {cfg['dropout']}, softmax {softmax}",
-        f"vocabulary:  {len(vocab):,} {vocab.level} types" + (f", tokenizer {vocab.tokenizer}" if vocab.level == "word" else "")
+        f"vocabulary:  {len(vocab):,} {vocab.level} types"
+        + (f", tokenizer {vocab.tokenizer}" if vocab.level == "word" else "")
         + (", <eos> at line ends" if vocab.eos else ""),
         f"corpus:      {src.get('corpus', '?')} (sha256 {sha}), clean mode {clean.get('mode', '?')}",
-        f"trained:     {ckpt.get('step')} steps; val perplexity {ckpt.get('val_perplexity'):.6f} (best validation point)",
+        f"trained:     {ckpt.get('step')} steps; val perplexity {ckpt.get('val_perplexity'):.6f} "
+        "(best validation point)",
     ]
     scores = eval_scores(path, ckpt.get("name", ""), ckpt.get("val_perplexity", math.nan))
     if scores is not None:
-        lines.append(f"evaluated:   test perplexity {scores['test']['perplexity']:.6f}, "
-                     f"{scores['test']['bits_per_token']:.6f} bits per token ({scores['path']})")
+        lines.append(
+            f"evaluated:   test perplexity {scores['test']['perplexity']:.6f}, "
+            f"{scores['test']['bits_per_token']:.6f} bits per token ({scores['path']})"
+        )
     return lines
 
 
@@ -190,16 +158,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="", help="text to continue (default: none; the first token is sampled)")
     p.add_argument("--length", type=int, default=d["length"], help=f"tokens to generate (default {d['length']})")
     p.add_argument("--strategy", default=d["strategy"], choices=STRATEGIES, help=f"default {d['strategy']}")
-    p.add_argument("--temperature", type=float, default=d["temperature"],
-                   help=f"default {d['temperature']}; 0 = greedy")
+    p.add_argument(
+        "--temperature", type=float, default=d["temperature"], help=f"default {d['temperature']}; 0 = greedy"
+    )
     p.add_argument("--top-k", type=int, default=d["top_k"], help=f"default {d['top_k']}")
-    p.add_argument("--seed", type=int, default=d["seed"],
-                   help=f"default {d['seed']}; the same seed gives the sample stage's text for this model and prefix")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d["seed"],
+        help=f"default {d['seed']}; the same seed gives the sample stage's text for this model and prefix",
+    )
 
     p = command("score", "perplexity and bits per token of texts under the model", cmd_score)
     p.add_argument("files", nargs="+", metavar="FILE", help="UTF-8 text files; - reads stdin")
-    p.add_argument("--no-clean", action="store_true",
-                   help="tokenize the text as written (default: clean it the way the model's corpus was)")
+    p.add_argument(
+        "--no-clean",
+        action="store_true",
+        help="tokenize the text as written (default: clean it the way the model's corpus was)",
+    )
 
     command("info", "the model card: cell, sizes, parameters, corpus, vocabulary, perplexity", cmd_info)
     return top

@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .checkpoint import load_model
+from .checkpoint import load_model, model_files
 from .device import resolve_device
 from .errors import ParamError, RnnlmError
 from .fileio import read_stage_json, stage_output, write_json, write_text
@@ -122,18 +122,18 @@ def read_training_info(train_dir: Path, model: str) -> dict:
 
 
 def read_curve(path: Path, model: str) -> pd.DataFrame:
-    """A DVCLive per-epoch TSV (columns step, perplexity; the train stage logs step = epoch
-    number, 1-based) as columns epoch and perplexity."""
+    """A DVCLive TSV of the train stage (columns step, perplexity: one row per validation point,
+    step = optimizer steps so far) as columns step and perplexity."""
     try:
         df = pd.read_csv(stage_output(path, f"train@{model}"), sep="\t")
-        return pd.DataFrame({"epoch": df["step"].astype(int), "perplexity": df["perplexity"].astype(float)})
+        return pd.DataFrame({"step": df["step"].astype(int), "perplexity": df["perplexity"].astype(float)})
     except (KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise RnnlmError(f"{path}: not a step/perplexity TSV ({exc}); rerun `dvc repro train@{model}`") from None
 
 
 # --- tables and figures ----------------------------------------------------------------------
 def plot_learning_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path, level: str) -> None:
-    """One figure: val (solid) and train (dashed) perplexity per epoch, one colour per model."""
+    """One figure: val (solid) and train (dashed) perplexity at each validation point, one colour per model."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogFormatter
     from .plots import save_figure
@@ -141,9 +141,9 @@ def plot_learning_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path,
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, (name, c) in enumerate(curves.items()):
         color = MODEL_COLORS.get(name, f"C{i}")
-        ax.plot(c["val"]["epoch"], c["val"]["perplexity"], color=color, linestyle="-", marker="o",
+        ax.plot(c["val"]["step"], c["val"]["perplexity"], color=color, linestyle="-", marker="o",
                 markersize=3, label=f"{name} val")
-        ax.plot(c["train"]["epoch"], c["train"]["perplexity"], color=color, linestyle="--", alpha=0.8,
+        ax.plot(c["train"]["step"], c["train"]["perplexity"], color=color, linestyle="--", alpha=0.8,
                 label=f"{name} train")
     ax.set_yscale("log")  # ticks labelled 4, 5, 6 or 200, 300 (not 4x10^0): matplotlib picks which by the span
     ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
@@ -239,10 +239,7 @@ def run_evaluate(cfg: EvaluateConfig, root: str | Path = ".", models: Sequence[s
     vocab = Vocab.load(root / "data" / "vocab.json")
     splits = load_splits(root / "data" / "tokens")
     _check_splits(splits)
-    ckpts = {m: root / "models" / f"{m}.pt" for m in models}
-    for m, path in ckpts.items():  # fail before any slow work
-        if not path.exists():
-            raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train@{m}` first")
+    ckpts = model_files(root, models)
 
     rows, results, curves = [], {"models": {}, "baselines": {}, "interpolated": {}}, {}
     kn = kn_name(cfg.ngram_order)

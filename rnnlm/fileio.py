@@ -4,15 +4,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import RnnlmError
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -23,10 +20,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
-    tmp_path = Path(tmp)
+    # created 0666 less the umask, as open() makes any file (mkstemp's 0600 would need the umask
+    # read, and reading it means setting it: a race with other threads)
+    tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -46,6 +43,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def replace_dir(staged: Path, path: Path) -> None:
+    """Put directory ``staged`` in the place of ``path``, whose old content goes only now."""
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def stage_output(path: Path, stage: str) -> Path:

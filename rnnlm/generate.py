@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .checkpoint import load_model
+from .checkpoint import load_model, model_files
 from .device import resolve_device
 from .errors import RnnlmError
 from .fileio import write_text
@@ -199,10 +199,7 @@ def run_sample(cfg: SampleConfig, corpus: str, root: str | Path = ".", models: S
     device = resolve_device(cfg.device, "sample.device")
     vocab = Vocab.load(root / "data" / "vocab.json")
     prefixes = list(dict.fromkeys(cfg.prefixes)) or default_prefixes(corpus)
-    ckpts = {m: root / "models" / f"{m}.pt" for m in models}
-    for m, path in ckpts.items():
-        if not path.exists():
-            raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train@{m}` first")
+    ckpts = model_files(root, models)
     for p in prefixes:  # warn once per prefix, not once per model
         encode_prefix(vocab, p, warn)
     samples: dict[str, list[tuple[str, str]]] = {}

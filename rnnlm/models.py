@@ -225,7 +225,7 @@ class RNNLM(nn.Module):
         dropout, and the final state."""
         if state is None:
             state = self.begin_state(X.shape[0], X.device)
-        ids = X.T  # time-major inside
+        ids = X.T.long()  # time-major inside; token arrays are int32 (compact), indices int64
         if self.embedding is not None:
             inputs = self.drop(self.embedding(ids))
         elif self.impl == "scratch":
@@ -252,7 +252,7 @@ class RNNLM(nn.Module):
 
         The adaptive softmax scores only the targets' clusters, so this is cheaper than ``forward``."""
         outputs, state = self.features(X, state)
-        targets = Y.T.reshape(-1)
+        targets = Y.T.reshape(-1).long()
         if self.adaptive is not None:  # float32 even under autocast: its index_copy_ mixes dtypes otherwise
             with torch.autocast(outputs.device.type, enabled=False):
                 out = self.adaptive(_at_least_float32(outputs.reshape(-1, outputs.shape[-1])), targets)

@@ -351,7 +351,8 @@ def check_sections(params: dict) -> None:
 def validate_all(params: dict) -> dict:
     """Every section of ``params`` validated, unknown sections included (the check-params stage)."""
     check_sections(params)
-    return {name: validate_section(name, params.get(name)) for name in SCHEMA}  # models: with their overrides
+    # a model section's train overrides are checked here too, and dropped from its ModelConfig
+    return {name: validate_section(name, params.get(name)) for name in SCHEMA}
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None = None):

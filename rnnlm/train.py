@@ -11,10 +11,12 @@ of each minibatch through DistributedDataParallel; rank 0 alone validates and wr
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,7 +31,7 @@ from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
 from .device import cpu_capability, free_threads, resolve_device, resolve_precision
 from .distributed import World
 from .errors import ParamError, RnnlmError
-from .fileio import write_json
+from .fileio import replace_dir, write_json
 from .metrics import model_nll, perplexity
 from .models import RNNLM, detach_state, num_parameters
 from .params import ModelConfig, TrainConfig
@@ -45,11 +47,13 @@ class TrainPaths:
     last: Path  # models/<name>.last.pt
     live_dir: Path  # metrics/train/<name>
     resume: Path  # checkpoints/<name>.resume.pt
+    live_staging: Path  # checkpoints/<name>.live: DVCLive writes here; it replaces live_dir when a run ends
 
     @classmethod
     def for_model(cls, name: str, root: Path = Path(".")) -> "TrainPaths":
         return cls(root / "models" / f"{name}.pt", root / "models" / f"{name}.last.pt",
-                   root / "metrics" / "train" / name, root / "checkpoints" / f"{name}.resume.pt")
+                   root / "metrics" / "train" / name, root / "checkpoints" / f"{name}.resume.pt",
+                   root / "checkpoints" / f"{name}.live")
 
 
 def build_model(model_cfg: ModelConfig, cell: str, vocab_size: int) -> RNNLM:
@@ -116,7 +120,7 @@ def fingerprint(*parts) -> str:
     h = hashlib.sha256()
     for p in parts:
         if isinstance(p, np.ndarray):
-            h.update(np.ascontiguousarray(p).tobytes())
+            h.update(memoryview(np.ascontiguousarray(p)).cast("B"))  # no copy of a big split
         else:
             h.update(json.dumps(p, sort_keys=True).encode())
     return h.hexdigest()
@@ -397,7 +401,20 @@ class Trainer:
         started, elapsed0 = time.perf_counter(), resumed.get("elapsed", 0.0)
         clock = lambda: elapsed0 + time.perf_counter() - started  # noqa: E731
 
-        live = Live(dir=str(paths.live_dir), dvcyaml=False, save_dvc_exp=False) if self.world.writer else None
+        live = None
+        if self.world.writer:  # a failed run leaves the last run's metrics where they were
+            shutil.rmtree(paths.live_staging, ignore_errors=True)
+            live = Live(dir=str(paths.live_staging), dvcyaml=False, save_dvc_exp=False)
+        try:
+            return self._loop(live, pos, carried, history, best, stale, clock)
+        finally:  # published by _finish, or the run failed: no staging directory stays
+            if live is not None:
+                shutil.rmtree(paths.live_staging, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    paths.live_staging.parent.rmdir()  # checkpoints/, when nothing else is there
+
+    def _loop(self, live, pos: Position, carried, history: list[dict], best: dict, stale: int, clock) -> dict:
+        cfg = self.cfg
         for row in history:  # replay the validation points of an interrupted run so the logs are whole
             self._log_point(live, row)
         bar = tqdm(total=self.total_steps(), initial=pos.step, unit="step", desc=self.name, leave=False,
@@ -456,7 +473,8 @@ class Trainer:
                             params=num_parameters(self.model), steps=last["step"], epochs=last["epoch"], stopped_by=stop)
         live.make_summary()
         live.end()
-        write_json(paths.live_dir / "timing.json", timing)
+        write_json(paths.live_staging / "timing.json", timing)
+        replace_dir(paths.live_staging, paths.live_dir)
         paths.resume.unlink(missing_ok=True)
         return result
 

@@ -107,7 +107,7 @@ class Vocab:
 
     def encode(self, tokens: Iterable[str]) -> np.ndarray:
         get = self.index.get
-        return np.fromiter((get(t, 0) for t in tokens), dtype=np.int64)
+        return np.fromiter((get(t, 0) for t in tokens), dtype=np.int32)
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.tokens[int(i)] for i in ids]

@@ -330,3 +330,27 @@ def test_per_token_scores_sum_to_the_totals_and_the_mixture_weight_is_the_likeli
     grid = np.linspace(0.001, 0.999, 999)
     best = grid[np.argmax([mixture_log_probs(np.log(p[draws]), np.log(q[draws]), g).sum() for g in grid])]
     assert lam == pytest.approx(best, abs=1e-3) and abs(lam - 0.3) < 0.03
+
+
+def test_atomic_writes_leave_the_umask_alone_and_honour_it(tmp_path, monkeypatch):
+    """fileio set the process umask at import (to read it back), a race with any other thread:
+    outputs are now created the way open() creates files, 0666 less whatever the umask is."""
+    import importlib
+    import os
+
+    from rnnlm import fileio
+
+    def no_umask(_mask):
+        raise AssertionError("os.umask called")
+
+    old = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", no_umask)
+        importlib.reload(fileio)
+        fileio.write_json(tmp_path / "out" / "a.json", {"a": 1})
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    path = tmp_path / "out" / "a.json"
+    assert path.read_text() == '{\n  "a": 1\n}\n' and path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in path.parent.iterdir()] == ["a.json"]

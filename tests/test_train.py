@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import pickle
 import re
 
@@ -376,6 +377,31 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_error_naming_the_file(tmp_
         save_checkpoint(path, {"state_dict": {"w": torch.zeros(3)}})
     monkeypatch.undo()
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["lstm.pt"]
+
+
+def test_a_run_that_fails_keeps_the_last_runs_metrics(tmp_path, monkeypatch):
+    """DVCLive wiped metrics/train/<model>/ when a run started, so a run that then failed (a full disk
+    at the checkpoint) left no metrics: DVCLive now writes beside, and the directory is replaced at the end."""
+    import errno
+
+    trainer, _ = run(tmp_path, epochs=1)
+    live = trainer.paths.live_dir
+    before = {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()}
+    assert {"metrics.json", "timing.json"} <= {p.name for p in before}
+
+    def full_disk(path, payload):
+        raise RnnlmError(f"{path}: cannot write the checkpoint: {os.strerror(errno.ENOSPC)}")
+
+    monkeypatch.setattr("rnnlm.train.save_checkpoint", full_disk)
+    with pytest.raises(RnnlmError, match="No space left on device"):
+        run(tmp_path, epochs=2)
+    assert {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()} == before
+    monkeypatch.undo()
+    _, result = run(tmp_path, epochs=2)  # the next run that ends replaces them whole
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["epochs"] == 2 and summary["step"] == result["history"][-1]["step"]
+    assert len((live / "plots/metrics/val/perplexity.tsv").read_text().splitlines()) == 3
+    assert not trainer.paths.live_staging.exists() and not list(live.parent.glob(".*"))
 
 
 def test_validation_during_training_can_be_bounded_to_the_first_tokens(tmp_path):

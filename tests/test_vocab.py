@@ -34,7 +34,8 @@ def test_encode_decode_round_trip():
     text = "the time traveller"
     v = Vocab.build(list(text), "char")
     ids = v.encode(list(text))
-    assert ids.dtype == np.int64 and v.to_text(ids) == text
+    # int32: 4 bytes a token in memory (issue 23, item 21); the model reads them as int64 indices
+    assert ids.dtype == np.int32 and v.to_text(ids) == text
 
 
 def test_empty_vocabulary_names_min_freq():

@@ -243,9 +243,9 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
     plots = json.loads(proj.dvc("plots", "diff", "main", name, "--json", "-o", str(tmp_path / "plots")).stdout)
     # each curve is rendered once: declared at the top level, not again per training stage, and
     # the evaluate stage's PNG of the same curves (the HTML report's copy) is not a DVC plot
-    assert sorted(plots["data"]) == sorted(["Validation perplexity per epoch", "Training perplexity per epoch",
+    assert sorted(plots["data"]) == sorted(["Validation perplexity by optimizer step", "Training perplexity by optimizer step",
                                             "Learning rate", "metrics/eval/test_perplexity.png"])
-    curves = plots["data"]["Validation perplexity per epoch"]
+    curves = plots["data"]["Validation perplexity by optimizer step"]
     assert len(curves) == 1 and curves[0]["revisions"] == ["main", name]
     values = curves[0]["content"]["data"]["values"]
     lstm = {rev: [float(v["perplexity"]) for v in values if v["rev"] == rev and v["filename"].startswith("lstm/")]
@@ -650,6 +650,8 @@ def test_a_misspelled_section_fails_the_experiment(main):
 ], ids=["unknown-key", "bad-choice", "split-sum"])
 def test_invalid_params_fail_the_stage_with_one_clear_error(main, updates, stage, expected, output):
     proj = main.proj
+    live = proj.path / "metrics/train/lstm"
+    metrics_before = {p: p.read_bytes() for p in live.rglob("*") if p.is_file()}
     try:
         proj.set_params(updates)
         run = proj.repro(stage, check=False)
@@ -661,5 +663,7 @@ def test_invalid_params_fail_the_stage_with_one_clear_error(main, updates, stage
             assert text in errors[0], errors[0]
         assert "Traceback" not in run.stderr + run.stdout
         assert not (proj.path / output).exists()
+        # a failed training run keeps the last run's metrics (persist outputs, replaced whole at the end)
+        assert len(metrics_before) >= 3 and {p: p.read_bytes() for p in live.rglob("*") if p.is_file()} == metrics_before
     finally:
         restore(proj)

@@ -33,6 +33,7 @@ fallback; CUDA: ``torch.cuda.max_memory_allocated``).
 Usage: ``.venv/bin/python bench/throughput.py [--steps 20] [--repeats 5] [--threads 0]
 [--device auto] [--precisions fp32 bf16] [--quick] [--out metrics/bench.json]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,12 @@ BATCH, NUM_STEPS, HIDDEN = 32, 35, 256  # the textbook's shapes
 CLIP = 1.0
 EVAL_BATCH = 16  # evaluate.batch_size > 1: parallel streams (the default, 1, is exact and slower)
 PRECISIONS = ("fp32", "bf16")
-TARGETS = {"lstm_torch_vs_reference": 1.3, "scratch_vs_reference": 1.5, "scratch_lstm_vs_torch_lstm": 0.5,
-           "lstm_tokens_per_second": 100_000}
+TARGETS = {
+    "lstm_torch_vs_reference": 1.3,
+    "scratch_vs_reference": 1.5,
+    "scratch_lstm_vs_torch_lstm": 0.5,
+    "lstm_tokens_per_second": 100_000,
+}
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -89,12 +94,14 @@ def load_splits(path: Path) -> tuple[int, np.ndarray, np.ndarray]:
     return len(vocab), vocab.encode(tokens[s_train]), vocab.encode(tokens[s_val])
 
 
-def batch_list(train: np.ndarray, n: int, batch_size: int = BATCH, num_steps: int = NUM_STEPS,
-               seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batch_list(
+    train: np.ndarray, n: int, batch_size: int = BATCH, num_steps: int = NUM_STEPS, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first ``n`` minibatches of sequential partitioning (epochs chained if needed)."""
     out, epoch = [], 0
     while len(out) < n:
-        out.extend(sequential_batches(train, batch_size, num_steps, np.random.default_rng([seed, epoch])))
+        batches = sequential_batches(train, batch_size, num_steps, np.random.default_rng([seed, epoch]))
+        out.extend((X.long(), Y.long()) for X, Y in batches)  # int64 ids, as the book's one_hot needs
         epoch += 1
     return out[:n]
 
@@ -174,8 +181,10 @@ class D2LConcise(nn.Module):
         return self.linear(outputs).swapaxes(0, 1), state
 
 
-REFERENCE_NAMES = {"scratch": "d2l {Cell}Scratch (one-hot, per-gate matmuls)",
-                   "torch": "d2l concise nn.{CELL} (one-hot)"}
+REFERENCE_NAMES = {
+    "scratch": "d2l {Cell}Scratch (one-hot, per-gate matmuls)",
+    "torch": "d2l concise nn.{CELL} (one-hot)",
+}
 
 
 def reference_name(cell: str, impl: str) -> str:
@@ -191,8 +200,21 @@ class Runner:
     train_epoch step (``loss.item()`` every step), always fp32.
     """
 
-    def __init__(self, cell, impl, side, precision, vocab_size, batches, device, optimizer="sgd", lr=None,
-                 embedding=0, hidden=HIDDEN, seed=0):
+    def __init__(
+        self,
+        cell,
+        impl,
+        side,
+        precision,
+        vocab_size,
+        batches,
+        device,
+        optimizer="sgd",
+        lr=None,
+        embedding=0,
+        hidden=HIDDEN,
+        seed=0,
+    ):
         self.cell, self.impl, self.side, self.V = cell, impl, side, vocab_size
         self.amp_dtype = torch.bfloat16 if precision == "bf16" else None
         self.batches, self.device, self.i = batches, device, 0
@@ -282,36 +304,69 @@ def memory_probe(args, cell, impl, side, precision="fp32") -> dict:
     device = resolve_device(args.device)
     V, train, _ = load_splits(args.data)
     batches = batch_list(train, args.warmup + args.memory_steps, args.batch_size, args.num_steps)
-    runner = Runner(cell, impl, side, precision, V, batches, device, args.optimizer, args.lr, args.embedding,
-                    args.hidden)
+    runner = Runner(
+        cell, impl, side, precision, V, batches, device, args.optimizer, args.lr, args.embedding, args.hidden
+    )
     steps = args.warmup + args.memory_steps
     if device.type == "cuda":
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         runner.run(steps)
-        return {"peak_mb": round((torch.cuda.max_memory_allocated() - base) / 2**20, 2),
-                "method": "torch.cuda.max_memory_allocated above the allocation before training"}
+        return {
+            "peak_mb": round((torch.cuda.max_memory_allocated() - base) / 2**20, 2),
+            "method": "torch.cuda.max_memory_allocated above the allocation before training",
+        }
     if _reset_peak_rss() and _proc_status_kb("VmHWM") is not None:
         base = _proc_status_kb("VmRSS")
         runner.run(steps)
         peak = _proc_status_kb("VmHWM")
-        return {"peak_mb": round((peak - base) / 1024, 2), "peak_rss_mb": round(peak / 1024, 1),
-                "method": "VmHWM (reset via /proc/self/clear_refs) above the RSS before training"}
+        return {
+            "peak_mb": round((peak - base) / 1024, 2),
+            "peak_rss_mb": round(peak / 1024, 1),
+            "method": "VmHWM (reset via /proc/self/clear_refs) above the RSS before training",
+        }
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     runner.run(steps)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     per_mb = 2**20 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return {"peak_mb": round((peak - base) / per_mb, 2), "peak_rss_mb": round(peak / per_mb, 1),
-            "method": "ru_maxrss above its value before training"}
+    return {
+        "peak_mb": round((peak - base) / per_mb, 2),
+        "peak_rss_mb": round(peak / per_mb, 1),
+        "method": "ru_maxrss above its value before training",
+    }
 
 
 def measure_memory(args, cell, impl, side, precision) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", cell, impl, side, precision,
-           "--device", args.device, "--threads", str(args.threads), "--data", str(args.data),
-           "--optimizer", args.optimizer, "--embedding", str(args.embedding),
-           "--warmup", str(args.warmup), "--memory-steps", str(args.memory_steps),
-           "--batch-size", str(args.batch_size), "--num-steps", str(args.num_steps), "--hidden", str(args.hidden)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--memory-probe",
+        cell,
+        impl,
+        side,
+        precision,
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--data",
+        str(args.data),
+        "--optimizer",
+        args.optimizer,
+        "--embedding",
+        str(args.embedding),
+        "--warmup",
+        str(args.warmup),
+        "--memory-steps",
+        str(args.memory_steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--num-steps",
+        str(args.num_steps),
+        "--hidden",
+        str(args.hidden),
+    ]
     if args.lr is not None:
         cmd += ["--lr", str(args.lr)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -342,8 +397,9 @@ def eval_rows(args, vocab_size, val, device) -> list[dict]:
     rows = []
     for impl in args.impls:
         torch.manual_seed(0)
-        model = RNNLM("lstm", impl, vocab_size, hidden=args.hidden, layers=1, dropout=0.0,
-                      embedding=args.embedding).to(device)
+        model = RNNLM("lstm", impl, vocab_size, hidden=args.hidden, layers=1, dropout=0.0, embedding=args.embedding).to(
+            device
+        )
         model_nll(model, tokens[:50], EVAL_BATCH, args.num_steps, device)  # warm-up
         times, nll = {"batched": [], "one_token": []}, {}
         for _ in range(max(1, min(args.repeats, 3))):
@@ -357,12 +413,18 @@ def eval_rows(args, vocab_size, val, device) -> list[dict]:
             times["one_token"].append(time.perf_counter() - t)
         n = nll["batched"][1]
         tps = {k: n / statistics.median(v) for k, v in times.items()}
-        rows.append({"cell": "lstm", "impl": impl, "tokens": n,
-                     "batched_tokens_per_s": round(tps["batched"], 1),
-                     "one_token_tokens_per_s": round(tps["one_token"], 1),
-                     "ratio": round(tps["batched"] / tps["one_token"], 2),
-                     "batched_ppl": round(math.exp(nll["batched"][0] / n), 4),
-                     "one_token_ppl": round(math.exp(nll["one_token"][0] / nll["one_token"][1]), 4)})
+        rows.append(
+            {
+                "cell": "lstm",
+                "impl": impl,
+                "tokens": n,
+                "batched_tokens_per_s": round(tps["batched"], 1),
+                "one_token_tokens_per_s": round(tps["one_token"], 1),
+                "ratio": round(tps["batched"] / tps["one_token"], 2),
+                "batched_ppl": round(math.exp(nll["batched"][0] / n), 4),
+                "one_token_ppl": round(math.exp(nll["one_token"][0] / nll["one_token"][1]), 4),
+            }
+        )
     return rows
 
 
@@ -407,13 +469,14 @@ def time_runners(args, vocab_size, train, device) -> tuple[dict, dict]:
     """Interleaved timing. Returns {key: [seconds per repeat]} and {key: mean training loss}."""
     batches = batch_list(train, args.warmup + args.steps * args.repeats, args.batch_size, args.num_steps)
     keys = runner_keys(args)
-    runners = {k: Runner(*k, vocab_size, batches, device, args.optimizer, args.lr, args.embedding, args.hidden)
-               for k in keys}
+    runners = {
+        k: Runner(*k, vocab_size, batches, device, args.optimizer, args.lr, args.embedding, args.hidden) for k in keys
+    }
     for k in keys:
         runners[k].run(args.warmup)
     seconds = {k: [] for k in keys}
     for r in range(args.repeats):
-        order = keys[r % len(keys):] + keys[: r % len(keys)]  # rotate, and reverse every other repeat
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]  # rotate, and reverse every other repeat
         for k in order[::-1] if r % 2 else order:
             seconds[k].append(runners[k].run(args.steps))
         if args.verbose:
@@ -430,67 +493,108 @@ def build_report(args, seconds, losses, memory, evals, device, load_before, load
         key, ref_key = (cell, impl, side, precision), (cell, impl, "reference", "fp32")
         p, ref = seconds[key], seconds[ref_key]
         ratios = [b / a for a, b in zip(p, ref)]  # per repeat: project tok/s / reference tok/s
-        rows.append({
-            "cell": cell, "impl": impl, "precision": precision,
-            "project_tokens_per_s": round(tok / min(p), 1),
-            "reference": reference_name(cell, impl),
-            "reference_tokens_per_s": round(tok / min(ref), 1),
-            "ratio": round(min(ref) / min(p), 3),
-            "project_tokens_per_s_median": round(tok / statistics.median(p), 1),
-            "reference_tokens_per_s_median": round(tok / statistics.median(ref), 1),
-            "ratio_median": round(statistics.median(ratios), 3),
-            "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
-            "project_peak_mb": memory.get(key, {}).get("peak_mb"),
-            "reference_peak_mb": memory.get(ref_key, {}).get("peak_mb"),
-            "project_loss": round(losses[key], 4),
-            "reference_loss": round(losses[ref_key], 4),
-        })
+        rows.append(
+            {
+                "cell": cell,
+                "impl": impl,
+                "precision": precision,
+                "project_tokens_per_s": round(tok / min(p), 1),
+                "reference": reference_name(cell, impl),
+                "reference_tokens_per_s": round(tok / min(ref), 1),
+                "ratio": round(min(ref) / min(p), 3),
+                "project_tokens_per_s_median": round(tok / statistics.median(p), 1),
+                "reference_tokens_per_s_median": round(tok / statistics.median(ref), 1),
+                "ratio_median": round(statistics.median(ratios), 3),
+                "ratio_min": round(min(ratios), 3),
+                "ratio_max": round(max(ratios), 3),
+                "project_peak_mb": memory.get(key, {}).get("peak_mb"),
+                "reference_peak_mb": memory.get(ref_key, {}).get("peak_mb"),
+                "project_loss": round(losses[key], 4),
+                "reference_loss": round(losses[ref_key], 4),
+            }
+        )
     by = {(r["cell"], r["impl"], r["precision"]): r for r in rows}
     targets = []
 
     def target(name, value, threshold, note):
         met = None if value is None else bool(value >= threshold)
-        targets.append({"target": name, "value": None if value is None else round(value, 3),
-                        "threshold": threshold, "met": met, "note": note})
+        targets.append(
+            {
+                "target": name,
+                "value": None if value is None else round(value, 3),
+                "threshold": threshold,
+                "met": met,
+                "note": note,
+            }
+        )
 
     for precision in PRECISIONS:
         if ("lstm", "torch", precision) in by:
             name = "lstm_torch_vs_reference" + ("" if precision == "fp32" else f" ({precision})")
-            target(name, by[("lstm", "torch", precision)]["ratio"], TARGETS["lstm_torch_vs_reference"],
-                   f"project LSTM (torch impl, {precision}) tokens/s / d2l concise nn.LSTM (fp32) tokens/s")
+            target(
+                name,
+                by[("lstm", "torch", precision)]["ratio"],
+                TARGETS["lstm_torch_vs_reference"],
+                f"project LSTM (torch impl, {precision}) tokens/s / d2l concise nn.LSTM (fp32) tokens/s",
+            )
     for cell in args.cells:
         if (cell, "scratch", "fp32") in by:
-            target(f"{cell}_scratch_vs_reference", by[(cell, "scratch", "fp32")]["ratio"],
-                   TARGETS["scratch_vs_reference"], f"project scratch {cell} tokens/s / d2l {cell} scratch tokens/s")
+            target(
+                f"{cell}_scratch_vs_reference",
+                by[(cell, "scratch", "fp32")]["ratio"],
+                TARGETS["scratch_vs_reference"],
+                f"project scratch {cell} tokens/s / d2l {cell} scratch tokens/s",
+            )
     scratch_vs_torch = None
     if ("lstm", "scratch", "fp32") in by and ("lstm", "torch", "fp32") in by:
         s, t = seconds[("lstm", "scratch", "project", "fp32")], seconds[("lstm", "torch", "project", "fp32")]
         scratch_vs_torch = min(t) / min(s)
-        target("scratch_lstm_vs_torch_lstm", scratch_vs_torch, TARGETS["scratch_lstm_vs_torch_lstm"],
-               "project scratch LSTM tokens/s / project torch LSTM tokens/s (both fp32)")
+        target(
+            "scratch_lstm_vs_torch_lstm",
+            scratch_vs_torch,
+            TARGETS["scratch_lstm_vs_torch_lstm"],
+            "project scratch LSTM tokens/s / project torch LSTM tokens/s (both fp32)",
+        )
     for (cell, impl, precision), row in by.items():
         if cell == "lstm":
-            target(f"lstm_{impl}_tokens_per_s{'' if precision == 'fp32' else f' ({precision})'} (longer term)",
-                   row["project_tokens_per_s"], TARGETS["lstm_tokens_per_second"],
-                   "absolute tokens/s, LSTM hidden 256")
+            target(
+                f"lstm_{impl}_tokens_per_s{'' if precision == 'fp32' else f' ({precision})'} (longer term)",
+                row["project_tokens_per_s"],
+                TARGETS["lstm_tokens_per_second"],
+                "absolute tokens/s, LSTM hidden 256",
+            )
     return {
         "rows": rows,
         "eval": evals,
         "scratch_lstm_vs_torch_lstm": None if scratch_vs_torch is None else round(scratch_vs_torch, 3),
         "targets": targets,
         "settings": {
-            "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
             "memory_steps": None if args.no_memory else args.memory_steps,
-            "batch_size": args.batch_size, "num_steps": args.num_steps, "hidden": args.hidden,
-            "precisions": list(args.precisions), "precision_note": args.precision_note,
-            "vocab_size": args.vocab_size, "embedding": args.embedding, "optimizer": args.optimizer,
+            "batch_size": args.batch_size,
+            "num_steps": args.num_steps,
+            "hidden": args.hidden,
+            "precisions": list(args.precisions),
+            "precision_note": args.precision_note,
+            "vocab_size": args.vocab_size,
+            "embedding": args.embedding,
+            "optimizer": args.optimizer,
             "lr": args.lr if args.lr is not None else (1.0 if args.optimizer == "sgd" else 0.003),
-            "clip_grad_norm": CLIP, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "clip_grad_norm": CLIP,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": str(device),
             "cpu_capability": cpu_capability(),
-            "cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after,
+            "cpu_count": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
             "busy": busy(load_before, load_after),
-            "wall_seconds": round(wall, 1), "data": str(args.data), "quick": args.quick,
+            "wall_seconds": round(wall, 1),
+            "data": str(args.data),
+            "quick": args.quick,
         },
     }
 
@@ -499,12 +603,21 @@ def markdown(report) -> str:
     import pandas as pd
 
     df = pd.DataFrame(report["rows"])
-    df["per repeat"] = [f"{r:.2f} ({lo:.2f}-{hi:.2f})" for r, lo, hi in
-                        zip(df["ratio_median"], df["ratio_min"], df["ratio_max"])]
-    cols = {"cell": "cell", "impl": "impl", "precision": "project precision", "project_tokens_per_s": "project tok/s",
-            "reference": "reference", "reference_tokens_per_s": "reference tok/s",
-            "ratio": "project/reference", "per repeat": "per repeat: median (min-max)",
-            "project_peak_mb": "project peak MB", "reference_peak_mb": "reference peak MB"}
+    df["per repeat"] = [
+        f"{r:.2f} ({lo:.2f}-{hi:.2f})" for r, lo, hi in zip(df["ratio_median"], df["ratio_min"], df["ratio_max"])
+    ]
+    cols = {
+        "cell": "cell",
+        "impl": "impl",
+        "precision": "project precision",
+        "project_tokens_per_s": "project tok/s",
+        "reference": "reference",
+        "reference_tokens_per_s": "reference tok/s",
+        "ratio": "project/reference",
+        "per repeat": "per repeat: median (min-max)",
+        "project_peak_mb": "project peak MB",
+        "reference_peak_mb": "reference peak MB",
+    }
     for c in ("project_tokens_per_s", "reference_tokens_per_s"):
         df[c] = df[c].map("{:,.0f}".format)
     df["ratio"] = df["ratio"].map("{:.2f}".format)
@@ -514,9 +627,14 @@ def markdown(report) -> str:
     if report["scratch_lstm_vs_torch_lstm"] is not None:
         text.append(f"\nscratch LSTM / torch LSTM (project): {report['scratch_lstm_vs_torch_lstm']:.2f}")
     if report["eval"]:
-        ev = pd.DataFrame(report["eval"]).rename(columns={
-            "batched_tokens_per_s": "model_nll tok/s", "one_token_tokens_per_s": "one-token-at-a-time tok/s",
-            "batched_ppl": "model_nll ppl", "one_token_ppl": "one-token ppl"})
+        ev = pd.DataFrame(report["eval"]).rename(
+            columns={
+                "batched_tokens_per_s": "model_nll tok/s",
+                "one_token_tokens_per_s": "one-token-at-a-time tok/s",
+                "batched_ppl": "model_nll ppl",
+                "one_token_ppl": "one-token ppl",
+            }
+        )
         text.append("\nEvaluation over the val split (rnnlm.metrics.model_nll vs one token at a time, LSTM):\n")
         text.append(ev.to_markdown(index=False, floatfmt=",.2f"))
     tg = pd.DataFrame(report["targets"])
@@ -524,41 +642,56 @@ def markdown(report) -> str:
     text.append("\nTargets:\n")
     text.append(tg[["target", "value", "threshold", "met"]].to_markdown(index=False))
     s = report["settings"]
-    text.append(f"\n{s['steps']} timed steps x {s['repeats']} interleaved repeats (+{s['warmup']} warm-up) per runner, "
-                f"batch {s['batch_size']} x {s['num_steps']} steps, hidden {s['hidden']}, V={s['vocab_size']}, "
-                f"{s['optimizer']} lr {s['lr']}, device {s['device']} (CPU capability {s['cpu_capability']}), "
-                f"{s['threads']} threads, torch {s['torch']}, "
-                f"load average before {s['loadavg_before']} after {s['loadavg_after']}, {s['wall_seconds']} s"
-                "; tok/s: best of the repeats")
+    text.append(
+        f"\n{s['steps']} timed steps x {s['repeats']} interleaved repeats (+{s['warmup']} warm-up) per runner, "
+        f"batch {s['batch_size']} x {s['num_steps']} steps, hidden {s['hidden']}, V={s['vocab_size']}, "
+        f"{s['optimizer']} lr {s['lr']}, device {s['device']} (CPU capability {s['cpu_capability']}), "
+        f"{s['threads']} threads, torch {s['torch']}, "
+        f"load average before {s['loadavg_before']} after {s['loadavg_after']}, {s['wall_seconds']} s"
+        "; tok/s: best of the repeats"
+    )
     if s["precision_note"]:
         text.append(s["precision_note"] + ".")
     if s["busy"]:
-        text.append("WARNING: other processes were using the CPUs (load average above the cores this run left "
-                    "free): the numbers are noisy; rerun on an idle machine"
-                    + ("." if s["threads"] == 1 else ", or with --threads 1."))
+        text.append(
+            "WARNING: other processes were using the CPUs (load average above the cores this run left "
+            "free): the numbers are noisy; rerun on an idle machine"
+            + ("." if s["threads"] == 1 else ", or with --threads 1.")
+        )
     return "\n".join(text)
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--steps", type=int, default=20, help="timed steps per runner and repeat")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats (median reported)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps per runner first")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ap.add_argument("--quick", action="store_true",
-                    help="tiny shapes and a few steps, for smoke tests (the numbers mean nothing)")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny shapes and a few steps, for smoke tests (the numbers mean nothing)"
+    )
     ap.add_argument("--out", default="metrics/bench.json", help="JSON report (relative to the repo root)")
     ap.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     ap.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
-    ap.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
-                    help="project-side precisions (the torch impl gets a row per precision beyond fp32; "
-                         "bf16 is skipped where the device has no native bfloat16)")
+    ap.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=PRECISIONS,
+        default=list(PRECISIONS),
+        help="project-side precisions (the torch impl gets a row per precision beyond fp32; "
+        "bf16 is skipped where the device has no native bfloat16)",
+    )
     ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     ap.add_argument("--lr", type=float, default=None, help="default: 1 for sgd (the book), 0.003 for adam")
-    ap.add_argument("--embedding", type=int, default=0,
-                    help="project models' embedding size; 0 = one-hot inputs, the reference's maths")
+    ap.add_argument(
+        "--embedding",
+        type=int,
+        default=0,
+        help="project models' embedding size; 0 = one-hot inputs, the reference's maths",
+    )
     ap.add_argument("--batch-size", type=int, default=BATCH)
     ap.add_argument("--num-steps", type=int, default=NUM_STEPS)
     ap.add_argument("--hidden", type=int, default=HIDDEN)
@@ -600,8 +733,9 @@ def main(argv=None) -> dict | None:
     seconds, losses = time_runners(args, V, train, device)
     evals = eval_rows(args, V, val, device) if args.eval_tokens > 1 else []
     memory = {} if args.no_memory else {k: measure_memory(args, *k) for k in seconds}
-    report = build_report(args, seconds, losses, memory, evals, device, load_before, loadavg(),
-                          time.perf_counter() - start)
+    report = build_report(
+        args, seconds, losses, memory, evals, device, load_before, loadavg(), time.perf_counter() - start
+    )
     out = Path(args.out)
     write_json(out if out.is_absolute() else ROOT / out, report)
     print(markdown(report))

@@ -8,12 +8,14 @@
   the hidden state is carried across minibatches (and detached from the graph).
 
 Randomness comes only from the ``rng`` passed in (a numpy Generator), so a seed fixes
-the batches. ``tokens`` is a numpy array or an int32 tensor (the model reads ids as int64 itself); the minibatches are made on the
+the batches. ``tokens`` is a numpy array or an int32 tensor (the model reads ids as int64
+itself); the minibatches are made on the
 tensor's device (the Trainer puts the split there once), with no per-step copy from the host.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -44,8 +46,10 @@ def as_tensor(tokens) -> torch.Tensor:
     return tokens if torch.is_tensor(tokens) else torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int32))
 
 
-def random_batches(tokens, batch_size: int, num_steps: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    data = as_tensor(tokens)[int(rng.integers(0, num_steps)):]
+def random_batches(
+    tokens, batch_size: int, num_steps: int, rng: np.random.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    data = as_tensor(tokens)[int(rng.integers(0, num_steps)) :]
     num_subseqs = (len(data) - 1) // num_steps
     starts = np.arange(0, num_subseqs * num_steps, num_steps)
     rng.shuffle(starts)
@@ -57,7 +61,9 @@ def random_batches(tokens, batch_size: int, num_steps: int, rng: np.random.Gener
         yield data[idx], data[idx + 1]
 
 
-def sequential_batches(tokens, batch_size: int, num_steps: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def sequential_batches(
+    tokens, batch_size: int, num_steps: int, rng: np.random.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     offset = int(rng.integers(0, num_steps + 1))
     num_tokens = ((len(tokens) - offset - 1) // batch_size) * batch_size
     data = as_tensor(tokens)

@@ -23,6 +23,7 @@ GRU note: ``torch.nn.GRU`` (like cuDNN) applies the reset gate after the hidden 
 ``H~ = tanh(X W_xh + b_xh + R * (H W_hh + b_hh))``; the book writes ``(R * H) W_hh``. The
 scratch GRU uses torch's form so the two implementations are interchangeable.
 """
+
 from __future__ import annotations
 
 import math
@@ -162,7 +163,9 @@ class ScratchRecurrent(nn.Module):
     def forward(self, inputs, state):
         x, new = inputs, []
         for i, layer in enumerate(self.layers):
-            x, s = layer(self.dropout(x) if i > 0 else x, (state[0][i], state[1][i]) if self.cell == "lstm" else state[i])
+            x, s = layer(
+                self.dropout(x) if i > 0 else x, (state[0][i], state[1][i]) if self.cell == "lstm" else state[i]
+            )
             new.append(s)
         if self.cell == "lstm":  # [(H, C) of each layer] -> (H, C), each (layers, batch, hidden)
             return x, tuple(torch.stack(z) for z in zip(*new))
@@ -179,9 +182,19 @@ class RNNLM(nn.Module):
     layers and to the outputs.
     """
 
-    def __init__(self, cell: str, impl: str, vocab_size: int, hidden: int = 256, layers: int = 1,
-                 dropout: float = 0.0, embedding: int = 32, tie_weights: bool = False, softmax: str = "full",
-                 cutoffs: tuple[int, ...] | list[int] = ()):
+    def __init__(
+        self,
+        cell: str,
+        impl: str,
+        vocab_size: int,
+        hidden: int = 256,
+        layers: int = 1,
+        dropout: float = 0.0,
+        embedding: int = 32,
+        tie_weights: bool = False,
+        softmax: str = "full",
+        cutoffs: tuple[int, ...] | list[int] = (),
+    ):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}")
@@ -192,9 +205,18 @@ class RNNLM(nn.Module):
         cutoffs = list(cutoffs) if softmax == "adaptive" else []
         if softmax == "adaptive" and not cutoffs:
             cutoffs = default_cutoffs(vocab_size)
-        self.config = dict(cell=cell, impl=impl, vocab_size=vocab_size, hidden=hidden, layers=layers,
-                           dropout=dropout, embedding=embedding, tie_weights=tie_weights, softmax=softmax,
-                           cutoffs=cutoffs)
+        self.config = dict(
+            cell=cell,
+            impl=impl,
+            vocab_size=vocab_size,
+            hidden=hidden,
+            layers=layers,
+            dropout=dropout,
+            embedding=embedding,
+            tie_weights=tie_weights,
+            softmax=softmax,
+            cutoffs=cutoffs,
+        )
         self.cell, self.impl, self.vocab_size = cell, impl, vocab_size
         self.hidden, self.num_layers = hidden, layers
         self.embedding = nn.Embedding(vocab_size, embedding) if embedding > 0 else None

@@ -19,11 +19,13 @@ Kneser-Ney details (interpolated KN, Chen & Goodman 1999, one discount per order
   weight. A context shorter than ``order - 1`` (the start of a scored sequence) is scored with
   the order ``len(context) + 1`` estimate.
 """
+
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter, defaultdict
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +45,7 @@ def _positive_int(name: str, v: Any) -> int:
 
 
 def _as_ids(tokens: Any, vocab_size: int, what: str = "tokens") -> np.ndarray:
-    """``tokens`` as a 1-D int64 array, every id checked to lie in ``[0, vocab_size)``."""
+    """``tokens`` as a 1-D integer array (its own dtype: no copy), every id checked to lie in ``[0, vocab_size)``."""
     try:
         arr = np.asarray(tokens)
     except Exception as exc:  # ragged lists and the like
@@ -58,15 +60,7 @@ def _as_ids(tokens: Any, vocab_size: int, what: str = "tokens") -> np.ndarray:
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
         raise RnnlmError(f"{what}: token id {bad} is outside [0, {vocab_size}) (vocab_size={vocab_size})")
-    return arr.astype(np.int64, copy=False)
-
-
-def _check_token(token: Any, vocab_size: int) -> int:
-    if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
-        raise RnnlmError(f"token must be an integer id, got {token!r}")
-    if not 0 <= token < vocab_size:
-        raise RnnlmError(f"token id {token} is outside [0, {vocab_size}) (vocab_size={vocab_size})")
-    return int(token)
+    return arr
 
 
 # --- unigram -----------------------------------------------------------------------------------
@@ -78,13 +72,15 @@ class UnigramLM:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
             raise RnnlmError(f"alpha must be a number, got {alpha!r}")
         if not (math.isfinite(alpha) and alpha > 0):
-            raise RnnlmError(f"alpha must be a finite number > 0 (so unseen ids keep non-zero probability), got {alpha}")
+            raise RnnlmError(
+                f"alpha must be a finite number > 0 (so unseen ids keep non-zero probability), got {alpha}"
+            )
         self.alpha = float(alpha)
         self.counts: np.ndarray | None = None
         self._probs: np.ndarray | None = None
         self._log_probs: np.ndarray | None = None
 
-    def fit(self, tokens: Any) -> "UnigramLM":
+    def fit(self, tokens: Any) -> UnigramLM:
         ids = _as_ids(tokens, self.vocab_size)
         self.counts = np.bincount(ids, minlength=self.vocab_size).astype(np.int64)
         probs = (self.counts + self.alpha) / (ids.size + self.alpha * self.vocab_size)
@@ -97,23 +93,12 @@ class UnigramLM:
             raise RnnlmError("UnigramLM: call fit() before asking for probabilities")
         return self._probs
 
-    def distribution(self, context: Sequence[int] = ()) -> np.ndarray:
-        """The unigram distribution (``context`` is accepted for interface parity and ignored)."""
-        return self._fitted().copy()
-
-    def prob(self, context: Sequence[int], token: int) -> float:
-        return float(self._fitted()[_check_token(token, self.vocab_size)])
-
     def token_log_probs(self, tokens: Any, history: Any = ()) -> np.ndarray:
         """Natural-log probability of each of ``tokens`` (``history`` is validated, otherwise unused)."""
         self._fitted()
         ids = _as_ids(tokens, self.vocab_size)
         _as_ids(history, self.vocab_size, "history")
         return self._log_probs[ids]
-
-    def log_prob(self, tokens: Any, history: Any = ()) -> float:
-        """Total natural-log probability of ``tokens``."""
-        return float(self.token_log_probs(tokens, history).sum())
 
 
 # --- interpolated Kneser-Ney -------------------------------------------------------------------
@@ -134,12 +119,13 @@ class KneserNeyLM:
         self._fitted = False
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, tokens: Any) -> "KneserNeyLM":
+    def fit(self, tokens: Any) -> KneserNeyLM:
         ids = _as_ids(tokens, self.vocab_size)
         seq = ids.tolist()
         n = self.order
         # Raw counts of the highest order; distinct k-grams for every order (from raw occurrences).
-        raw_top = Counter(zip(*(seq[i:] for i in range(n)))) if len(seq) >= n else Counter()
+        # islice, not seq[i:]: n shifted views of the corpus, not n copies of it
+        raw_top = Counter(zip(*(itertools.islice(seq, i, None) for i in range(n)))) if len(seq) >= n else Counter()
         counts: list[dict[tuple[int, ...], int]] = [dict() for _ in range(n)]
         counts[n - 1] = dict(raw_top)
         distinct_above = raw_top.keys()
@@ -180,11 +166,6 @@ class KneserNeyLM:
         if not self._fitted:
             raise RnnlmError("KneserNeyLM: call fit() before asking for probabilities")
 
-    def _context(self, context: Any) -> tuple[int, ...]:
-        ctx = _as_ids(context, self.vocab_size, "context")
-        m = self.order - 1
-        return tuple(ctx[max(0, len(ctx) - m):].tolist()) if m > 0 else ()
-
     # -- scoring ------------------------------------------------------------------------------
     def _prob(self, ctx: tuple[int, ...], w: int) -> float:
         """P(w | ctx) with ``ctx`` already cut to at most order-1 ids (no validation)."""
@@ -192,40 +173,13 @@ class KneserNeyLM:
         levels, discounts = self._levels, self.discounts
         L = len(ctx)
         for k in range(L + 1):  # context length k, model order k + 1
-            entry = levels[k].get(ctx[L - k:] if k else ())
+            entry = levels[k].get(ctx[L - k :] if k else ())
             if entry is None:
                 break  # unseen context: every longer context is unseen too -> lower order, full weight
             ch, inv, gamma = entry
             c = ch.get(w, 0)
             p = (c - discounts[k]) * inv + gamma * p if c else gamma * p
         return p
-
-    def prob(self, context: Any, token: int) -> float:
-        """P(token | context); only the last order-1 ids of ``context`` are used."""
-        self._check_fitted()
-        return self._prob(self._context(context), _check_token(token, self.vocab_size))
-
-    def distribution(self, context: Any) -> np.ndarray:
-        """P(. | context) over the whole vocabulary, shape (vocab_size,), float64."""
-        self._check_fitted()
-        ctx = self._context(context)
-        V = self.vocab_size
-        p = np.full(V, 1.0 / V, dtype=np.float64)
-        L = len(ctx)
-        for k in range(L + 1):
-            entry = self._levels[k].get(ctx[L - k:] if k else ())
-            if entry is None:
-                break
-            ch, inv, gamma = entry
-            p *= gamma
-            ws = np.fromiter(ch.keys(), dtype=np.int64, count=len(ch))
-            cs = np.fromiter(ch.values(), dtype=np.float64, count=len(ch))
-            p[ws] += (cs - self.discounts[k]) * inv
-        return p
-
-    def log_prob(self, tokens: Any, history: Any = ()) -> float:
-        """Total natural-log probability of ``tokens`` (see :meth:`token_log_probs`)."""
-        return float(self.token_log_probs(tokens, history).sum())
 
     def token_log_probs(self, tokens: Any, history: Any = ()) -> np.ndarray:
         """Natural-log probability of each of ``tokens``, conditioned on up to order-1 preceding
@@ -234,15 +188,7 @@ class KneserNeyLM:
         ids = _as_ids(tokens, self.vocab_size).tolist()
         m = self.order - 1
         hist = _as_ids(history, self.vocab_size, "history").tolist()
-        hist = hist[max(0, len(hist) - m):] if m > 0 else []
+        hist = hist[max(0, len(hist) - m) :] if m > 0 else []
         seq = hist + ids
-        probs = [self._prob(tuple(seq[max(0, i - m):i]), seq[i]) for i in range(len(hist), len(seq))]
+        probs = [self._prob(tuple(seq[max(0, i - m) : i]), seq[i]) for i in range(len(hist), len(seq))]
         return np.log(np.array(probs, dtype=np.float64))
-
-
-def perplexity_of(model: Any, tokens: Any, history: Any = ()) -> float:
-    """``exp(-log_prob(tokens, history) / len(tokens))`` for any model with ``log_prob``."""
-    n = len(tokens)
-    if n == 0:
-        raise RnnlmError("perplexity_of: need at least one token to score")
-    return float(math.exp(-model.log_prob(tokens, history) / n))

@@ -1,6 +1,7 @@
 """The vocab stage's work: tokenize the cleaned text, split it (or take the corpus's own train /
 val / test files), build the vocabulary from the train split, encode the splits, and describe
 the corpus."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import ParamError, RnnlmError
-from .params import SPLIT_NAMES as SPLITS, VocabConfig
 from .fileio import atomic_path, write_json, write_text
+from .params import SPLIT_NAMES as SPLITS
+from .params import VocabConfig
 from .vocab import Vocab, detokenize, oov_rate, split_bounds, tokenize, unk_rate
-
 
 MIN_SPLIT_TOKENS = {"train": 2, "val": 2, "test": 2}  # an input and its next token
 
@@ -49,16 +50,21 @@ def split_tokens(text: str | dict[str, str], cfg: VocabConfig, source: dict | No
     texts = text.values() if isinstance(text, dict) else [text]
     if cfg.eos and not any("\n" in t for t in texts):
         mode = (source.get("clean") or {}).get("mode")
-        raise ParamError("vocab.eos", f"true, but the cleaned text has no line ends to mark (clean.mode "
-                                      f"{mode or 'letters or lines'} joins all lines into one; raw keeps them): use "
-                                      "clean.mode raw, or vocab.eos false")
+        raise ParamError(
+            "vocab.eos",
+            f"true, but the cleaned text has no line ends to mark (clean.mode "
+            f"{mode or 'letters or lines'} joins all lines into one; raw keeps them): use "
+            "clean.mode raw, or vocab.eos false",
+        )
     if isinstance(text, dict):
         parts = {name: tokenize(text[name], **tok) for name in SPLITS}
         for name, tokens in parts.items():
             if len(tokens) < MIN_SPLIT_TOKENS[name]:
-                raise RnnlmError(f"the {name} split has {len(tokens)} token(s) after cleaning (data/clean/{name}.txt) "
-                                 f"and needs at least {MIN_SPLIT_TOKENS[name]}: check download.corpus.{name}"
-                                 f"{_user_file(source, name)} and clean.mode")
+                raise RnnlmError(
+                    f"the {name} split has {len(tokens)} token(s) after cleaning (data/clean/{name}.txt) "
+                    f"and needs at least {MIN_SPLIT_TOKENS[name]}: check download.corpus.{name}"
+                    f"{_user_file(source, name)} and clean.mode"
+                )
         return parts
     tokens = tokenize(text, **tok)
     if not tokens:
@@ -66,9 +72,12 @@ def split_tokens(text: str | dict[str, str], cfg: VocabConfig, source: dict | No
     parts = {name: tokens[s] for name, s in zip(SPLITS, split_bounds(len(tokens), cfg.split))}
     for name, part in parts.items():
         if len(part) < MIN_SPLIT_TOKENS[name]:
-            raise ParamError("vocab.split", f"the {name} split gets {len(part)} of the corpus's {len(tokens)} tokens, "
-                                            f"and needs at least {MIN_SPLIT_TOKENS[name]}: give it a larger fraction, "
-                                            "or use a longer corpus")
+            raise ParamError(
+                "vocab.split",
+                f"the {name} split gets {len(part)} of the corpus's {len(tokens)} tokens, "
+                f"and needs at least {MIN_SPLIT_TOKENS[name]}: give it a larger fraction, "
+                "or use a longer corpus",
+            )
     return parts
 
 
@@ -82,8 +91,9 @@ def read_source(clean_dir: Path) -> dict:
         raise RnnlmError(f"{Path(clean_dir) / 'source.json'}: not valid JSON: {exc}") from None
 
 
-def build(text: str | dict[str, str], cfg: VocabConfig,
-          source: dict | None = None) -> tuple[Vocab, dict[str, np.ndarray], dict, dict[str, list[str]]]:
+def build(
+    text: str | dict[str, str], cfg: VocabConfig, source: dict | None = None
+) -> tuple[Vocab, dict[str, np.ndarray], dict, dict[str, list[str]]]:
     parts = split_tokens(text, cfg, source)
     vocab = Vocab.build(parts["train"], cfg.level, cfg.min_freq, cfg.reserved, cfg.tokenizer, cfg.eos)
     vocab.source = dict(source or {})
@@ -130,8 +140,14 @@ def heldout_text(vocab: Vocab, tokens: list[str]) -> str:
     return "".join(tokens) if vocab.level == "char" else detokenize(tokens, vocab.level)
 
 
-def write_outputs(vocab, encoded, stats, data_dir: Path = Path("data"), metrics_dir: Path = Path("metrics"),
-                  parts: dict[str, list[str]] | None = None) -> None:
+def write_outputs(
+    vocab,
+    encoded,
+    stats,
+    data_dir: Path = Path("data"),
+    metrics_dir: Path = Path("metrics"),
+    parts: dict[str, list[str]] | None = None,
+) -> None:
     """data/vocab.json, data/tokens/*.npy, metrics/corpus.json, metrics/vocab/*; with ``parts``
     (the token strings per split) also data/heldout/{val,test}.txt, the held-out splits as text."""
     from .plots import zipf_plot
@@ -145,5 +161,8 @@ def write_outputs(vocab, encoded, stats, data_dir: Path = Path("data"), metrics_
     table = frequency_table(vocab)
     write_text(metrics_dir / "vocab" / "token_freq.csv", table.to_csv(index=False))
     regular = table[table["count"] > 0].sort_values("count", ascending=False)["count"].to_numpy()
-    zipf_plot(regular, metrics_dir / "vocab" / "zipf.png",
-              f"Zipf plot: {stats['level']} tokens of the train split ({len(vocab)} types)")
+    zipf_plot(
+        regular,
+        metrics_dir / "vocab" / "zipf.png",
+        f"Zipf plot: {stats['level']} tokens of the train split ({len(vocab)} types)",
+    )

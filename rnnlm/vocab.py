@@ -4,14 +4,15 @@ The vocabulary is built from the train split only: `<unk>` is index 0, then the 
 tokens in the order given, then every other token with count >= min_freq, most frequent
 first, ties broken by the token's text so the order never depends on dict iteration.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -80,8 +81,15 @@ class Vocab:
         self.index = {t: i for i, t in enumerate(self.tokens)}
 
     @classmethod
-    def build(cls, tokens: Sequence[str], level: str, min_freq: int = 1, reserved: Sequence[str] = (),
-              tokenizer: str = "regex", eos: bool = False) -> "Vocab":
+    def build(
+        cls,
+        tokens: Sequence[str],
+        level: str,
+        min_freq: int = 1,
+        reserved: Sequence[str] = (),
+        tokenizer: str = "regex",
+        eos: bool = False,
+    ) -> Vocab:
         counter = Counter(tokens)
         specials = [UNK] + [r for r in dict.fromkeys(reserved) if r != UNK]
         regular = sorted(
@@ -143,10 +151,17 @@ class Vocab:
         return hashlib.sha256(payload).hexdigest()
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Vocab":
+    def from_dict(cls, d: dict) -> Vocab:
         try:
-            vocab = cls(list(d["tokens"]), [int(c) for c in d["counts"]], d["level"], list(d.get("reserved", [])),
-                        str(d.get("tokenizer", "regex")), bool(d.get("eos", False)), dict(d.get("source") or {}))
+            vocab = cls(
+                list(d["tokens"]),
+                [int(c) for c in d["counts"]],
+                d["level"],
+                list(d.get("reserved", [])),
+                str(d.get("tokenizer", "regex")),
+                bool(d.get("eos", False)),
+                dict(d.get("source") or {}),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise RnnlmError(f"vocabulary file is malformed: {exc}") from None
         if not vocab.tokens or vocab.tokens[0] != UNK or len(vocab.tokens) != len(vocab.counts):
@@ -154,7 +169,7 @@ class Vocab:
         return vocab
 
     @classmethod
-    def load(cls, path) -> "Vocab":
+    def load(cls, path) -> Vocab:
         try:
             with open(path, encoding="utf-8") as f:
                 return cls.from_dict(json.load(f))

@@ -1,13 +1,15 @@
 """Tests for rnnlm.ngram: add-alpha unigram and interpolated Kneser-Ney baselines."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
+from ngram_helpers import distribution, log_prob, perplexity_of, prob
 
 from rnnlm.errors import RnnlmError
-from rnnlm.ngram import DISCOUNT_MAX, DISCOUNT_MIN, KneserNeyLM, UnigramLM, perplexity_of
+from rnnlm.ngram import DISCOUNT_MAX, DISCOUNT_MIN, KneserNeyLM, UnigramLM
 
 V_TOY = 6
 # Toy corpus over ids 0..5; id 5 never occurs.
@@ -34,7 +36,7 @@ def naive_kn_prob(corpus, order, vocab, ctx, w):
 
     def occurrences(g):
         k = len(g)
-        return [i for i in range(len(seq) - k + 1) if tuple(seq[i:i + k]) == g]
+        return [i for i in range(len(seq) - k + 1) if tuple(seq[i : i + k]) == g]
 
     def count(g, k):
         if k == order:
@@ -42,7 +44,7 @@ def naive_kn_prob(corpus, order, vocab, ctx, w):
         return len({seq[i - 1] if i > 0 else "<start>" for i in occurrences(g)})
 
     def all_grams(k):
-        return {tuple(seq[i:i + k]) for i in range(len(seq) - k + 1)}
+        return {tuple(seq[i : i + k]) for i in range(len(seq) - k + 1)}
 
     def discount(k):
         cs = [count(g, k) for g in all_grams(k)]
@@ -61,7 +63,7 @@ def naive_kn_prob(corpus, order, vocab, ctx, w):
         d = discount(k)
         return max(followers.get(w, 0) - d, 0) / total + d * len(followers) / total * lower
 
-    h = tuple(ctx)[max(0, len(ctx) - (order - 1)):] if order > 1 else ()
+    h = tuple(ctx)[max(0, len(ctx) - (order - 1)) :] if order > 1 else ()
     return p(h, len(h) + 1)
 
 
@@ -76,7 +78,7 @@ def toy_models():
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 @pytest.mark.parametrize("name", list(CONTEXTS))
 def test_distribution_sums_to_one_and_positive(toy_models, order, name):
-    dist = toy_models[order].distribution(CONTEXTS[name])
+    dist = distribution(toy_models[order], CONTEXTS[name])
     assert dist.shape == (V_TOY,)
     assert dist.dtype == np.float64
     assert abs(dist.sum() - 1.0) < 1e-9
@@ -89,10 +91,10 @@ def test_distribution_sums_to_one_and_positive(toy_models, order, name):
 def test_matches_naive_reference(toy_models, order, name):
     model = toy_models[order]
     ctx = CONTEXTS[name]
-    dist = model.distribution(ctx)
+    dist = distribution(model, ctx)
     for w in range(V_TOY):
         ref = naive_kn_prob(TOY, order, V_TOY, ctx, w)
-        assert model.prob(ctx, w) == pytest.approx(ref, rel=1e-12, abs=1e-15)
+        assert prob(model, ctx, w) == pytest.approx(ref, rel=1e-12, abs=1e-15)
         assert dist[w] == pytest.approx(ref, rel=1e-12, abs=1e-15)
 
 
@@ -100,9 +102,9 @@ def test_matches_naive_reference(toy_models, order, name):
 def test_prob_equals_distribution_entry(toy_models, order):
     model = toy_models[order]
     for ctx in CONTEXTS.values():
-        dist = model.distribution(ctx)
+        dist = distribution(model, ctx)
         for w in range(V_TOY):
-            assert model.prob(ctx, w) == pytest.approx(dist[w], rel=1e-12)
+            assert prob(model, ctx, w) == pytest.approx(dist[w], rel=1e-12)
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
@@ -113,38 +115,33 @@ def test_log_prob_is_sum_of_token_log_probs(toy_models, order):
     m = order - 1
 
     expected = sum(
-        math.log(model.prob(test_seq[max(0, i - m):i].tolist(), int(test_seq[i])))
-        for i in range(len(test_seq))
+        math.log(prob(model, test_seq[max(0, i - m) : i].tolist(), int(test_seq[i]))) for i in range(len(test_seq))
     )
-    assert model.log_prob(test_seq) == pytest.approx(expected, rel=1e-12)
+    assert log_prob(model, test_seq) == pytest.approx(expected, rel=1e-12)
 
     full = np.concatenate([history, test_seq])
     off = len(history)
     expected_h = sum(
-        math.log(model.prob(full[max(0, i - m):i].tolist(), int(full[i])))
-        for i in range(off, len(full))
+        math.log(prob(model, full[max(0, i - m) : i].tolist(), int(full[i]))) for i in range(off, len(full))
     )
-    assert model.log_prob(test_seq, history=history) == pytest.approx(expected_h, rel=1e-12)
+    assert log_prob(model, test_seq, history=history) == pytest.approx(expected_h, rel=1e-12)
     if order > 1:  # history really is used as context
-        assert model.log_prob(test_seq, history=history) != pytest.approx(expected, rel=1e-9)
+        assert log_prob(model, test_seq, history=history) != pytest.approx(expected, rel=1e-9)
     # histories of every length, including shorter than order - 1
     for n_hist in range(len(history) + 1):
-        hist = history[len(history) - n_hist:]
+        hist = history[len(history) - n_hist :]
         full = np.concatenate([hist, test_seq])
         expected_n = sum(
-            math.log(model.prob(full[max(0, i - m):i].tolist(), int(full[i])))
-            for i in range(n_hist, len(full))
+            math.log(prob(model, full[max(0, i - m) : i].tolist(), int(full[i]))) for i in range(n_hist, len(full))
         )
-        assert model.log_prob(test_seq, history=hist) == pytest.approx(expected_n, rel=1e-12)
-    assert perplexity_of(model, test_seq, history) == pytest.approx(
-        math.exp(-expected_h / len(test_seq)), rel=1e-12
-    )
+        assert log_prob(model, test_seq, history=hist) == pytest.approx(expected_n, rel=1e-12)
+    assert perplexity_of(model, test_seq, history) == pytest.approx(math.exp(-expected_h / len(test_seq)), rel=1e-12)
 
 
 def test_only_last_order_minus_one_context_ids_matter(toy_models):
     model = toy_models[3]
-    np.testing.assert_allclose(model.distribution([4, 4, 0, 1]), model.distribution([0, 1]), rtol=0, atol=0)
-    np.testing.assert_allclose(model.distribution([3, 0, 1]), model.distribution([5, 0, 1]), rtol=0, atol=0)
+    np.testing.assert_allclose(distribution(model, [4, 4, 0, 1]), distribution(model, [0, 1]), rtol=0, atol=0)
+    np.testing.assert_allclose(distribution(model, [3, 0, 1]), distribution(model, [5, 0, 1]), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,17 +165,17 @@ def test_hand_computed_bigram():
     # P(1 | 0): c(0 .) = 2, one follower type
     p_1_0 = (2 - d2) / 2 + d2 * 1 / 2 * p1[1]
     assert p_1_0 == pytest.approx(0.8125)
-    assert model.prob([0], 1) == pytest.approx(p_1_0, rel=1e-12)
+    assert prob(model, [0], 1) == pytest.approx(p_1_0, rel=1e-12)
     # P(2 | 1): c(1 .) = 2, two follower types (0 and 2)
     p_2_1 = (1 - d2) / 2 + d2 * 2 / 2 * p1[2]
     assert p_2_1 == pytest.approx(0.375)
-    assert model.prob([1], 2) == pytest.approx(p_2_1, rel=1e-12)
+    assert prob(model, [1], 2) == pytest.approx(p_2_1, rel=1e-12)
     # P(2 | 0): unseen bigram, only the interpolated lower-order mass
-    assert model.prob([0], 2) == pytest.approx(d2 * 1 / 2 * p1[2], rel=1e-12)
+    assert prob(model, [0], 2) == pytest.approx(d2 * 1 / 2 * p1[2], rel=1e-12)
     # context (2,) never seen as a context -> unigram continuation distribution
-    np.testing.assert_allclose(model.distribution([2]), [p1[0], p1[1], p1[2]], rtol=1e-12)
+    np.testing.assert_allclose(distribution(model, [2]), [p1[0], p1[1], p1[2]], rtol=1e-12)
     # empty context -> the lower-order (continuation) distribution as well
-    np.testing.assert_allclose(model.distribution([]), [p1[0], p1[1], p1[2]], rtol=1e-12)
+    np.testing.assert_allclose(distribution(model, []), [p1[0], p1[1], p1[2]], rtol=1e-12)
 
 
 def test_order_one_is_discounted_unigram_with_uniform():
@@ -188,9 +185,9 @@ def test_order_one_is_discounted_unigram_with_uniform():
     assert model.discounts == pytest.approx([d])
     n, types = 6, 3
     expected = np.array([(3 - d) / n, (1 - d) / n, (2 - d) / n, 0.0]) + d * types / n / 4
-    np.testing.assert_allclose(model.distribution([1, 2, 3]), expected, rtol=1e-12)
-    np.testing.assert_allclose(model.distribution(()), expected, rtol=1e-12)
-    assert model.log_prob([3, 0]) == pytest.approx(math.log(expected[3]) + math.log(expected[0]))
+    np.testing.assert_allclose(distribution(model, [1, 2, 3]), expected, rtol=1e-12)
+    np.testing.assert_allclose(distribution(model, ()), expected, rtol=1e-12)
+    assert log_prob(model, [3, 0]) == pytest.approx(math.log(expected[3]) + math.log(expected[0]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,19 +196,19 @@ def test_order_one_is_discounted_unigram_with_uniform():
 def test_unseen_context_backs_off_to_lower_order(toy_models):
     model = toy_models[3]
     # (5, 5) and (5,) never occur: order-3 estimate = order-1 estimate (empty context)
-    np.testing.assert_allclose(model.distribution([5, 5]), model.distribution([]), rtol=1e-12)
+    np.testing.assert_allclose(distribution(model, [5, 5]), distribution(model, []), rtol=1e-12)
     # (5, 0) never occurs but (0,) does: equals the bigram estimate given 0
-    np.testing.assert_allclose(model.distribution([5, 0]), model.distribution([0]), rtol=1e-12)
+    np.testing.assert_allclose(distribution(model, [5, 0]), distribution(model, [0]), rtol=1e-12)
     # ... and that is a real bigram estimate, not the unigram one
-    assert not np.allclose(model.distribution([0]), model.distribution([]))
+    assert not np.allclose(distribution(model, [0]), distribution(model, []))
     # a seen context differs from its backed-off version
-    assert not np.allclose(model.distribution([0, 1]), model.distribution([1]))
+    assert not np.allclose(distribution(model, [0, 1]), distribution(model, [1]))
 
 
 def test_unseen_everything_is_uniform():
     model = KneserNeyLM(3, 7).fit([])
-    np.testing.assert_allclose(model.distribution([1, 2]), np.full(7, 1 / 7), rtol=1e-12)
-    assert model.log_prob([0, 6, 3]) == pytest.approx(3 * math.log(1 / 7))
+    np.testing.assert_allclose(distribution(model, [1, 2]), np.full(7, 1 / 7), rtol=1e-12)
+    assert log_prob(model, [0, 6, 3]) == pytest.approx(3 * math.log(1 / 7))
 
 
 def test_higher_order_beats_unigram_on_periodic_data():
@@ -240,7 +237,7 @@ def test_refit_replaces_previous_counts():
     model = KneserNeyLM(2, 3).fit([0, 0, 0, 0])
     model.fit([1, 2, 1, 2])
     assert (0, 0) not in model.counts[1]
-    assert model.prob([1], 2) > model.prob([1], 0)
+    assert prob(model, [1], 2) > prob(model, [1], 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,16 +247,16 @@ def test_refit_replaces_previous_counts():
 def test_unigram_add_alpha(alpha):
     tokens = [0, 1, 1, 2, 2, 2]
     model = UnigramLM(5, alpha=alpha).fit(np.array(tokens))
-    dist = model.distribution()
+    dist = distribution(model)
     assert dist.shape == (5,)
     assert abs(dist.sum() - 1.0) < 1e-12
     counts = np.array([1, 2, 3, 0, 0])
     expected = (counts + alpha) / (len(tokens) + alpha * 5)
     np.testing.assert_allclose(dist, expected, rtol=1e-12)
     assert (dist > 0).all()
-    np.testing.assert_allclose(model.distribution([4, 4]), expected, rtol=1e-12)  # context ignored
-    assert model.log_prob([3, 2]) == pytest.approx(math.log(expected[3]) + math.log(expected[2]))
-    assert model.log_prob([3, 2], history=[0, 1]) == pytest.approx(model.log_prob([3, 2]))
+    np.testing.assert_allclose(distribution(model, [4, 4]), expected, rtol=1e-12)  # context ignored
+    assert log_prob(model, [3, 2]) == pytest.approx(math.log(expected[3]) + math.log(expected[2]))
+    assert log_prob(model, [3, 2], history=[0, 1]) == pytest.approx(log_prob(model, [3, 2]))
     assert perplexity_of(model, [2, 2]) == pytest.approx(1 / expected[2])
 
 
@@ -298,24 +295,24 @@ def test_bad_tokens_in_fit(model_cls, bad):
 def test_bad_ids_when_scoring():
     model = KneserNeyLM(3, 4).fit([0, 1, 2, 3, 0, 1])
     with pytest.raises(RnnlmError, match=r"outside \[0, 4\)"):
-        model.prob([0, 1], 4)
+        prob(model, [0, 1], 4)
     with pytest.raises(RnnlmError):
-        model.prob([0, 9], 1)
+        prob(model, [0, 9], 1)
     with pytest.raises(RnnlmError):
-        model.distribution([-1])
+        distribution(model, [-1])
     with pytest.raises(RnnlmError):
-        model.log_prob([0, 5])
+        log_prob(model, [0, 5])
     with pytest.raises(RnnlmError):
-        model.log_prob([0, 1], history=[7])
+        log_prob(model, [0, 1], history=[7])
     with pytest.raises(RnnlmError):
         perplexity_of(model, [])
     uni = UnigramLM(4).fit([0, 1])
     with pytest.raises(RnnlmError):
-        uni.log_prob([4])
+        log_prob(uni, [4])
 
 
 def test_use_before_fit_raises():
     with pytest.raises(RnnlmError, match="fit"):
-        KneserNeyLM(2, 3).prob([0], 1)
+        prob(KneserNeyLM(2, 3), [0], 1)
     with pytest.raises(RnnlmError, match="fit"):
-        UnigramLM(3).distribution()
+        distribution(UnigramLM(3))

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, config
 
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.prepare import build, load_splits, read_clean, write_outputs
 from rnnlm.vocab import UNK, Vocab, detokenize, split_bounds, tokenize
-from conftest import SHARED_DATA, config
 
 
 def test_tokenize_levels():
@@ -124,8 +124,11 @@ def test_presplit_corpus_is_read_from_the_clean_directory(tmp_path):
     assert stats["tokens"] == {"train": 5, "val": 3, "test": 3} and "d" not in vocab.index  # train only
     assert stats["oov_rate"]["test"] == pytest.approx(1 / 3)
     (tmp_path / "val.txt").write_text("\n  \n")
-    with pytest.raises(RnnlmError, match=r"the val split has 0 token\(s\) after cleaning \(data/clean/val.txt\) .*"
-                                         r"download.corpus.val"):
+    with pytest.raises(
+        RnnlmError,
+        match=r"the val split has 0 token\(s\) after cleaning \(data/clean/val.txt\) .*"
+        r"download.corpus.val",
+    ):
         build(read_clean(tmp_path), config("vocab", {"level": "word", "tokenizer": "whitespace"}))
 
 
@@ -135,12 +138,18 @@ def test_split_sizes_are_checked_at_the_vocab_stage_naming_the_file(tmp_path):
     for name, text in (("train", "abcabcabc"), ("val", "x"), ("test", "abc")):
         (tmp_path / f"{name}.txt").write_text(text)
     source = {"corpus": {"train": "data/corpora/t.txt", "val": {"source": "data/corpora/v.txt"}, "test": "te.txt"}}
-    with pytest.raises(RnnlmError, match=r"^the val split has 1 token\(s\) after cleaning \(data/clean/val\.txt\) "
-                                         r"and needs at least 2: check download\.corpus\.val \(data/corpora/v\.txt\) "
-                                         r"and clean\.mode$"):
+    with pytest.raises(
+        RnnlmError,
+        match=r"^the val split has 1 token\(s\) after cleaning \(data/clean/val\.txt\) "
+        r"and needs at least 2: check download\.corpus\.val \(data/corpora/v\.txt\) "
+        r"and clean\.mode$",
+    ):
         build(read_clean(tmp_path), config("vocab", {"level": "char"}), source)
-    with pytest.raises(ParamError, match=r"vocab\.split: the test split gets 1 of the corpus's 30 tokens, and needs at "
-                                         r"least 2"):
+    with pytest.raises(
+        ParamError,
+        match=r"vocab\.split: the test split gets 1 of the corpus's 30 tokens, and needs at "
+        r"least 2",
+    ):
         build("abcdefghij" * 3, config("vocab", {"level": "char", "split": [0.9, 0.06, 0.04]}))
 
 
@@ -148,8 +157,11 @@ def test_split_sizes_are_checked_at_the_vocab_stage_naming_the_file(tmp_path):
 def test_eos_needs_line_ends_to_mark(mode):
     """letters and lines join all lines: vocab.eos would do nothing, silently; it is refused."""
     cfg = config("vocab", {"level": "word", "eos": True})
-    with pytest.raises(ParamError, match=rf"^params\.yaml: vocab\.eos: true, but the cleaned text has no line ends "
-                                         rf"to mark \(clean\.mode {mode} joins all lines into one; raw keeps them\)"):
+    with pytest.raises(
+        ParamError,
+        match=rf"^params\.yaml: vocab\.eos: true, but the cleaned text has no line ends "
+        rf"to mark \(clean\.mode {mode} joins all lines into one; raw keeps them\)",
+    ):
         build("the time traveller " * 20, cfg, {"clean": {"mode": mode}})
     vocab, *_ = build("the time\ntraveller\n" * 20, cfg, {"clean": {"mode": "raw"}})
     assert "<eos>" in vocab.index

@@ -7,6 +7,7 @@ a model file is self-contained (:func:`load_packaged` needs nothing beside it). 
 unpickles arbitrary objects (``torch.load(..., weights_only=True)``), so a tampered file cannot
 run code; a truncated, foreign or old-style file gives one clear error.
 """
+
 from __future__ import annotations
 
 import io
@@ -52,8 +53,14 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
 
 REDO = "; delete it and rerun its training stage (dvc repro train@<model>)"  # for the pipeline's own files
 # What every model file holds beside its tensors, and what the tools read from it.
-METADATA = {"name": str, "model_config": dict, "state_dict": dict, "vocab_fingerprint": str, "step": int,
-            "val_perplexity": float}
+METADATA = {
+    "name": str,
+    "model_config": dict,
+    "state_dict": dict,
+    "vocab_fingerprint": str,
+    "step": int,
+    "val_perplexity": float,
+}
 
 
 def load_checkpoint(path: str | os.PathLike, own: bool = False) -> dict:
@@ -75,8 +82,10 @@ def load_checkpoint(path: str | os.PathLike, own: bool = False) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise RnnlmError(f"{path}: not an rnnlm checkpoint (missing format marker)")
     if ckpt.get("version") == 1:
-        raise RnnlmError(f"{path}: an old-style model file (format version 1, without its vocabulary); "
-                         "retrain it with the current code (dvc repro train@<model>)")
+        raise RnnlmError(
+            f"{path}: an old-style model file (format version 1, without its vocabulary); "
+            "retrain it with the current code (dvc repro train@<model>)"
+        )
     if ckpt.get("version") != VERSION:
         raise RnnlmError(f"{path}: checkpoint version {ckpt.get('version')!r}, expected {VERSION}")
     for key, kind in METADATA.items():
@@ -88,15 +97,18 @@ def load_checkpoint(path: str | os.PathLike, own: bool = False) -> dict:
     return ckpt
 
 
-def load_model(path: str | os.PathLike, vocab_fingerprint: str | None = None, device="cpu",
-               ckpt: dict | None = None, own: bool = False) -> tuple[RNNLM, dict]:
+def load_model(
+    path: str | os.PathLike,
+    vocab_fingerprint: str | None = None,
+    device="cpu",
+    ckpt: dict | None = None,
+    own: bool = False,
+) -> tuple[RNNLM, dict]:
     """Rebuild the model stored in a checkpoint; refuse one trained on another vocabulary.
     ``own``: as for :func:`load_checkpoint`."""
     ckpt = load_checkpoint(path, own) if ckpt is None else ckpt
     if vocab_fingerprint is not None and ckpt.get("vocab_fingerprint") != vocab_fingerprint:
-        raise RnnlmError(
-            f"{path}: trained on a different vocabulary than data/vocab.json; rerun its training stage"
-        )
+        raise RnnlmError(f"{path}: trained on a different vocabulary than data/vocab.json; rerun its training stage")
     try:
         model = RNNLM(**ckpt["model_config"])
         model.load_state_dict(ckpt["state_dict"])

@@ -25,11 +25,12 @@ Outputs (paths relative to the project root):
 * ``metrics/eval/results.{csv,md}`` (:mod:`rnnlm.results`), with training time, tokens/s and the
   best step from ``metrics/train/<model>/{metrics,timing}.json``; the two figures (``plot_*``).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,7 @@ SCORED_SPLITS = ("val", "test")
 MODEL_COLORS = {"rnn": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
 BASELINE_COLOR = "0.6"
 
+
 def split_scores(nll_sum: float, count: int) -> dict:
     """{"perplexity", "bits_per_token"} of a total NLL (nats) over ``count`` targets."""
     if count <= 0:
@@ -61,35 +63,48 @@ def split_scores(nll_sum: float, count: int) -> dict:
 def _check_splits(splits: dict[str, np.ndarray]) -> None:
     for name in SCORED_SPLITS:
         if len(splits[name]) < 2:
-            raise ParamError("vocab.split", f"the {name} split has {len(splits[name])} token(s); "
-                                            "at least 2 are needed to score it")
+            raise ParamError(
+                "vocab.split", f"the {name} split has {len(splits[name])} token(s); at least 2 are needed to score it"
+            )
 
 
 def scores_of(log_probs: dict[str, np.ndarray]) -> dict[str, dict]:
     """{"val": scores, "test": scores} from per-target log-probabilities (kept as ``log_probs``)."""
-    return {name: {**split_scores(-float(lp.sum()), len(lp)), "nll": -float(lp.sum()), "tokens": len(lp),
-                   "log_probs": lp} for name, lp in log_probs.items()}
+    return {
+        name: {**split_scores(-float(lp.sum()), len(lp)), "nll": -float(lp.sum()), "tokens": len(lp), "log_probs": lp}
+        for name, lp in log_probs.items()
+    }
 
 
-def score_model(model, splits: dict[str, np.ndarray], batch_size: int, device="cpu",
-                num_steps: int = NUM_STEPS) -> dict[str, dict]:
+def score_model(
+    model, splits: dict[str, np.ndarray], batch_size: int, device="cpu", num_steps: int = NUM_STEPS
+) -> dict[str, dict]:
     """{"val": scores, "test": scores} of a recurrent model (dropout off; exact with batch_size 1)."""
-    return scores_of({name: -model_token_nll(model, splits[name], batch_size, num_steps, device)
-                      for name in SCORED_SPLITS})
+    return scores_of(
+        {name: -model_token_nll(model, splits[name], batch_size, num_steps, device) for name in SCORED_SPLITS}
+    )
 
 
 def score_lm(lm, splits: dict[str, np.ndarray]) -> dict[str, dict]:
     """Same as :func:`score_model` for a count model with ``token_log_probs(tokens, history)``:
     targets ``split[1:]`` with history ``split[:1]``."""
-    return scores_of({name: lm.token_log_probs(np.asarray(splits[name])[1:], history=np.asarray(splits[name])[:1])
-                      for name in SCORED_SPLITS})
+    return scores_of(
+        {
+            name: lm.token_log_probs(np.asarray(splits[name])[1:], history=np.asarray(splits[name])[:1])
+            for name in SCORED_SPLITS
+        }
+    )
 
 
 def interpolate(model_scores: dict[str, dict], kn_scores: dict[str, dict]) -> tuple[float, dict[str, dict]]:
     """The mixture weight fitted on val, and the mixture's scores on val and test."""
     lam = mixture_weight(model_scores["val"]["log_probs"], kn_scores["val"]["log_probs"])
-    return lam, scores_of({name: mixture_log_probs(model_scores[name]["log_probs"], kn_scores[name]["log_probs"], lam)
-                           for name in SCORED_SPLITS})
+    return lam, scores_of(
+        {
+            name: mixture_log_probs(model_scores[name]["log_probs"], kn_scores[name]["log_probs"], lam)
+            for name in SCORED_SPLITS
+        }
+    )
 
 
 def kn_name(order: int) -> str:
@@ -101,8 +116,10 @@ def fit_baselines(train: np.ndarray, vocab_size: int, order: int) -> dict[str, t
     kn = KneserNeyLM(order, vocab_size).fit(train)
     uni = UnigramLM(vocab_size).fit(train)
     return {
-        kn_name(order): (kn, {"impl": f"interpolated KN, order {order}",
-                              "params": sum(len(c) for c in kn.counts) + len(kn.discounts)}),
+        kn_name(order): (
+            kn,
+            {"impl": f"interpolated KN, order {order}", "params": sum(len(c) for c in kn.counts) + len(kn.discounts)},
+        ),
         "unigram": (uni, {"impl": f"add-{uni.alpha:g} smoothing", "params": vocab_size}),
     }
 
@@ -113,10 +130,12 @@ def read_training_info(train_dir: Path, model: str) -> dict:
     metrics = read_stage_json(train_dir / "metrics.json", f"train@{model}")
     timing = read_stage_json(train_dir / "timing.json", f"train@{model}")
     try:
-        return {"train_seconds": float(timing["train_seconds"]),
-                "tokens_per_second": float(timing["tokens_per_second"]),
-                "precision": str(timing.get("precision", "fp32")),
-                "best_step": int(metrics["best"]["step"])}
+        return {
+            "train_seconds": float(timing["train_seconds"]),
+            "tokens_per_second": float(timing["tokens_per_second"]),
+            "precision": str(timing.get("precision", "fp32")),
+            "best_step": int(metrics["best"]["step"]),
+        }
     except (KeyError, TypeError, ValueError) as exc:
         raise RnnlmError(f"{train_dir}: training metrics lack {exc}; rerun `dvc repro train@{model}`") from None
 
@@ -136,15 +155,24 @@ def plot_learning_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path,
     """One figure: val (solid) and train (dashed) perplexity at each validation point, one colour per model."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogFormatter
+
     from .plots import save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, (name, c) in enumerate(curves.items()):
         color = MODEL_COLORS.get(name, f"C{i}")
-        ax.plot(c["val"]["step"], c["val"]["perplexity"], color=color, linestyle="-", marker="o",
-                markersize=3, label=f"{name} val")
-        ax.plot(c["train"]["step"], c["train"]["perplexity"], color=color, linestyle="--", alpha=0.8,
-                label=f"{name} train")
+        ax.plot(
+            c["val"]["step"],
+            c["val"]["perplexity"],
+            color=color,
+            linestyle="-",
+            marker="o",
+            markersize=3,
+            label=f"{name} val",
+        )
+        ax.plot(
+            c["train"]["step"], c["train"]["perplexity"], color=color, linestyle="--", alpha=0.8, label=f"{name} train"
+        )
     ax.set_yscale("log")  # ticks labelled 4, 5, 6 or 200, 300 (not 4x10^0): matplotlib picks which by the span
     ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
     ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
@@ -161,6 +189,7 @@ def plot_test_perplexity(df: pd.DataFrame, path: Path) -> None:
     """Bar chart of test perplexity in table order; baselines grey and hatched."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+
     from .plots import save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -171,21 +200,43 @@ def plot_test_perplexity(df: pd.DataFrame, path: Path) -> None:
         color = BASELINE_COLOR if baseline else MODEL_COLORS.get(model, f"C{i}")
         if not math.isfinite(row.test_perplexity):
             continue  # overflowed: shown in the table, no bar
-        ax.bar(i, row.test_perplexity, color=color, edgecolor="black", linewidth=0.6,
-               hatch="//" if baseline else ".." if mixed else None, alpha=0.55 if mixed else 1.0)
-        ax.annotate(f"{row.test_perplexity:.2f}", (i, row.test_perplexity), textcoords="offset points",
-                    xytext=(0, 3), ha="center", fontsize="small")
+        ax.bar(
+            i,
+            row.test_perplexity,
+            color=color,
+            edgecolor="black",
+            linewidth=0.6,
+            hatch="//" if baseline else ".." if mixed else None,
+            alpha=0.55 if mixed else 1.0,
+        )
+        ax.annotate(
+            f"{row.test_perplexity:.2f}",
+            (i, row.test_perplexity),
+            textcoords="offset points",
+            xytext=(0, 3),
+            ha="center",
+            fontsize="small",
+        )
     ax.set_xticks(x, list(df["name"]), rotation=30 if len(df) > 5 else 0, ha="right" if len(df) > 5 else "center")
     ax.set_ylabel("test perplexity (lower is better)")
     ax.set_title("Test perplexity: recurrent models vs n-gram baselines")
     fig.subplots_adjust(bottom=0.22)
     finite = df["test_perplexity"][np.isfinite(df["test_perplexity"])]
     ax.set_ylim(0, (float(finite.max()) if len(finite) else 1.0) * 1.12)
-    ax.legend(handles=[Patch(facecolor="tab:blue", edgecolor="black", label="recurrent model"),
-                       Patch(facecolor="tab:blue", edgecolor="black", hatch="..", alpha=0.55,
-                             label="model + Kneser-Ney (weight fitted on val)"),
-                       Patch(facecolor=BASELINE_COLOR, edgecolor="black", hatch="//", label="n-gram baseline")],
-              fontsize="small")
+    ax.legend(
+        handles=[
+            Patch(facecolor="tab:blue", edgecolor="black", label="recurrent model"),
+            Patch(
+                facecolor="tab:blue",
+                edgecolor="black",
+                hatch="..",
+                alpha=0.55,
+                label="model + Kneser-Ney (weight fitted on val)",
+            ),
+            Patch(facecolor=BASELINE_COLOR, edgecolor="black", hatch="//", label="n-gram baseline"),
+        ],
+        fontsize="small",
+    )
     ax.grid(True, axis="y", alpha=0.3)
     save_figure(fig, path)
 
@@ -197,17 +248,30 @@ def _num(v: float) -> float | None:
 
 
 def _rounded(scores: dict[str, dict], params: int) -> dict:
-    return {"test": {"perplexity": _num(scores["test"]["perplexity"]),
-                     "bits_per_token": _num(scores["test"]["bits_per_token"])},
-            "val": {"perplexity": _num(scores["val"]["perplexity"])},
-            "params": int(params)}
+    return {
+        "test": {
+            "perplexity": _num(scores["test"]["perplexity"]),
+            "bits_per_token": _num(scores["test"]["bits_per_token"]),
+        },
+        "val": {"perplexity": _num(scores["val"]["perplexity"])},
+        "params": int(params),
+    }
 
 
 def _row(name: str, kind: str, impl: str, params: int, scores: dict, **extra) -> dict:
-    row = {"name": name, "kind": kind, "impl": impl, "params": params, "train_perplexity": math.nan,
-           "val_perplexity": scores["val"]["perplexity"], "test_perplexity": scores["test"]["perplexity"],
-           "bits_per_token": scores["test"]["bits_per_token"], "train_seconds": math.nan,
-           "tokens_per_second": math.nan, "best_step": pd.NA}
+    row = {
+        "name": name,
+        "kind": kind,
+        "impl": impl,
+        "params": params,
+        "train_perplexity": math.nan,
+        "val_perplexity": scores["val"]["perplexity"],
+        "test_perplexity": scores["test"]["perplexity"],
+        "bits_per_token": scores["test"]["bits_per_token"],
+        "train_seconds": math.nan,
+        "tokens_per_second": math.nan,
+        "best_step": pd.NA,
+    }
     return {**row, **extra}
 
 
@@ -216,7 +280,7 @@ def _model_row(m: str, model, scores: dict, train_dir: Path) -> tuple[dict, dict
     info = read_training_info(train_dir, m)
     curves = {s: read_curve(train_dir / "plots" / "metrics" / s / "perplexity.tsv", m) for s in ("train", "val")}
     # training perplexity at the kept (best) validation point: the running average since the one before
-    at_best = curves["train"].loc[curves["train"]["epoch"] == info["best_step"], "perplexity"]
+    at_best = curves["train"].loc[curves["train"]["step"] == info["best_step"], "perplexity"]
     precision = info.pop("precision")
     impl = model.impl + ("" if precision == "fp32" else f" ({precision})")
     train_ppl = float(at_best.iloc[-1]) if len(at_best) else math.nan
@@ -227,8 +291,9 @@ def _log_scores(log, name: str, scores: dict) -> None:
     log(f"evaluate: {name}: test perplexity {scores['test']['perplexity']:.3f}, val {scores['val']['perplexity']:.3f}")
 
 
-def run_evaluate(cfg: EvaluateConfig, root: str | Path = ".", models: Sequence[str] = MODELS,
-                 log: Callable[[str], None] = print) -> dict:
+def run_evaluate(
+    cfg: EvaluateConfig, root: str | Path = ".", models: Sequence[str] = MODELS, log: Callable[[str], None] = print
+) -> dict:
     """Score ``models``, the baselines and each model interpolated with Kneser-Ney; write every
     output under ``root``.
 
@@ -261,8 +326,9 @@ def run_evaluate(cfg: EvaluateConfig, root: str | Path = ".", models: Sequence[s
         lam, mixed = interpolate(scores, baseline_scores[kn])
         params = row["params"] + results["baselines"][kn]["params"]
         results["interpolated"][f"{m}+{kn}"] = {**_rounded(mixed, params), "weight": round(lam, DIGITS)}
-        rows.append(_row(f"{m}+{kn}", "interpolated", f"{lam:.2f} x {m} + {1 - lam:.2f} x KN-{cfg.ngram_order}",
-                         params, mixed))
+        rows.append(
+            _row(f"{m}+{kn}", "interpolated", f"{lam:.2f} x {m} + {1 - lam:.2f} x KN-{cfg.ngram_order}", params, mixed)
+        )
         _log_scores(log, f"{m}+{kn} (weight {lam:.3f})", mixed)
 
     eval_json = {"level": vocab.level, "targets": {s: int(len(splits[s]) - 1) for s in SCORED_SPLITS}, **results}

@@ -1,4 +1,5 @@
 """Atomic file writes (outputs appear whole or not at all), and reading another stage's outputs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,10 +7,12 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import RnnlmError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:

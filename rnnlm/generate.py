@@ -21,6 +21,7 @@ How a sample is made (:func:`generate`):
   text. The stage seeds one generator per (seed, model, prefix) (:func:`sample_seed`), so a
   sample does not depend on which other models or prefixes are sampled, or in which order.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,14 +29,13 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
 from .checkpoint import load_model, model_files
 from .device import resolve_device
-from .errors import RnnlmError
 from .fileio import write_text
 from .params import MODELS, SampleConfig
 from .vocab import UNK, Vocab
@@ -60,7 +60,7 @@ def default_prefixes(corpus: str) -> list[str]:
 
 def sample_seed(seed: int, model: str, prefix: str) -> int:
     """A 63-bit seed for one (seed, model, prefix), stable across runs, platforms and orderings."""
-    digest = hashlib.sha256(f"{seed}\x00{model}\x00{prefix}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\x00{model}\x00{prefix}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
 
 
@@ -76,13 +76,18 @@ def encode_prefix(vocab: Vocab, prefix: str, warn: Callable[[str], None] | None 
     unknown = [t for t in dict.fromkeys(vocab.unknown(tokens)) if t != UNK]
     if unknown and warn is not None:
         shown = ", ".join(repr(t) for t in unknown)
-        warn(f"warning: prefix {prefix!r}: {len(unknown)} token(s) not in the vocabulary, "
-             f"mapped to {UNK}: {shown}")
+        warn(f"warning: prefix {prefix!r}: {len(unknown)} token(s) not in the vocabulary, mapped to {UNK}: {shown}")
     return vocab.encode(tokens).tolist()
 
 
-def choose(logits: torch.Tensor, strategy: str, temperature: float = 1.0, top_k: int = 5,
-           generator: torch.Generator | None = None, banned: Sequence[int] = ()) -> int:
+def choose(
+    logits: torch.Tensor,
+    strategy: str,
+    temperature: float = 1.0,
+    top_k: int = 5,
+    generator: torch.Generator | None = None,
+    banned: Sequence[int] = (),
+) -> int:
     """Pick the next id from a (V,) vector of logits with ``strategy``; ``banned`` ids are masked."""
     logits = logits.detach().cpu().to(torch.float64, copy=True)  # on the CPU: Apple mps has no float64
     if len(banned):
@@ -100,9 +105,18 @@ def choose(logits: torch.Tensor, strategy: str, temperature: float = 1.0, top_k:
 
 
 @torch.no_grad()
-def generate(model, vocab: Vocab, prefix: str, length: int, strategy: str = "greedy", temperature: float = 1.0,
-             top_k: int = 5, generator: torch.Generator | None = None, device="cpu",
-             warn: Callable[[str], None] | None = _stderr) -> str:
+def generate(
+    model,
+    vocab: Vocab,
+    prefix: str,
+    length: int,
+    strategy: str = "greedy",
+    temperature: float = 1.0,
+    top_k: int = 5,
+    generator: torch.Generator | None = None,
+    device="cpu",
+    warn: Callable[[str], None] | None = _stderr,
+) -> str:
     """``prefix`` followed by ``length`` generated tokens, detokenized (see the module doc).
 
     ``warn`` receives the one out-of-vocabulary warning (None: silent).
@@ -142,13 +156,19 @@ def generate(model, vocab: Vocab, prefix: str, length: int, strategy: str = "gre
     return prefix + sep + text
 
 
-def sample_one(model, vocab: Vocab, name: str, prefix: str, cfg: SampleConfig, device="cpu",
-               warn: Callable[[str], None] | None = _stderr) -> str:
+def sample_one(
+    model,
+    vocab: Vocab,
+    name: str,
+    prefix: str,
+    cfg: SampleConfig,
+    device="cpu",
+    warn: Callable[[str], None] | None = _stderr,
+) -> str:
     """One sample as the sample stage makes it (``cfg``: the ``sample`` params section), seeded by
     (cfg seed, model name, prefix): `rnnlm sample` with the same seed prints the same text."""
     gen = torch.Generator().manual_seed(sample_seed(cfg.seed, name, prefix))
-    return generate(model, vocab, prefix, cfg.length, cfg.strategy, cfg.temperature, cfg.top_k,
-                    gen, device, warn=warn)
+    return generate(model, vocab, prefix, cfg.length, cfg.strategy, cfg.temperature, cfg.top_k, gen, device, warn=warn)
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -189,8 +209,13 @@ def samples_text(model: str, rows: list[tuple[str, str]], cfg: SampleConfig) -> 
     return "\n".join(lines)
 
 
-def run_sample(cfg: SampleConfig, corpus: str, root: str | Path = ".", models: Sequence[str] = MODELS,
-               warn: Callable[[str], None] = _stderr) -> dict[str, list[tuple[str, str]]]:
+def run_sample(
+    cfg: SampleConfig,
+    corpus: str,
+    root: str | Path = ".",
+    models: Sequence[str] = MODELS,
+    warn: Callable[[str], None] = _stderr,
+) -> dict[str, list[tuple[str, str]]]:
     """Sample every model for every prefix; write samples/<model>.txt and samples/samples.md.
 
     Returns {model: [(prefix, text), ...]}.

@@ -7,13 +7,15 @@ checked for type, range and allowed names there, and the library trusts the obje
 Unknown keys and sections are reported with the nearest valid name, so ``lstm.hiden: 512`` fails
 loudly instead of silently training another size.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -42,8 +44,10 @@ def non_negative(v):
 
 def bounded(low, high):
     """A check for ``low <= v <= high`` (values past what the libraries take overflow there)."""
+
     def check(v):
         return None if low <= v <= high else f"must be in [{low:g}, {high:g}], got {v!r}"
+
     return check
 
 
@@ -87,8 +91,7 @@ def _corpus_check(v):
         if isinstance(src, dict):
             extra = set(src) - {"source", "sha256"}
             if extra or not isinstance(src.get("source"), str) or not isinstance(src.get("sha256", ""), str):
-                return (f"{split}: expected a path/URL or {{source: <path or URL>, sha256: <hex>}}, "
-                        f"got {src!r}")
+                return f"{split}: expected a path/URL or {{source: <path or URL>, sha256: <hex>}}, got {src!r}"
         elif not isinstance(src, str):
             return f"{split}: expected a path/URL or {{source, sha256}}, got {src!r}"
     return None
@@ -150,6 +153,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """A model section's own keys (its other keys override ``train`` values for that model)."""
+
     impl: str = spec(choices=("scratch", "torch"))
     hidden: int = spec(positive)
     layers: int = spec(positive)
@@ -178,9 +182,15 @@ class SampleConfig:
     device: str = spec(choices=DEVICES)
 
 
-SCHEMA: dict[str, type] = {"download": DownloadConfig, "clean": CleanConfig, "vocab": VocabConfig,
-                           "train": TrainConfig, **{m: ModelConfig for m in MODELS},
-                           "evaluate": EvaluateConfig, "sample": SampleConfig}
+SCHEMA: dict[str, type] = {
+    "download": DownloadConfig,
+    "clean": CleanConfig,
+    "vocab": VocabConfig,
+    "train": TrainConfig,
+    **{m: ModelConfig for m in MODELS},
+    "evaluate": EvaluateConfig,
+    "sample": SampleConfig,
+}
 
 
 def fields_of(cls: type) -> dict[str, dataclasses.Field]:
@@ -227,9 +237,16 @@ def _typed(kind: str, v: Any) -> tuple[bool, Any]:
     return None not in floats, floats
 
 
-EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-            "str | dict": "a catalog name, URL or path, or a {train, val, test} mapping",
-            "list[str]": "a list of strings", "list[int]": "a list of integers", "list[float]": "a list of numbers"}
+EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "str | dict": "a catalog name, URL or path, or a {train, val, test} mapping",
+    "list[str]": "a list of strings",
+    "list[int]": "a list of integers",
+    "list[float]": "a list of numbers",
+}
 
 
 def check_value(key: str, f: dataclasses.Field, v: Any) -> Any:
@@ -264,8 +281,9 @@ def _checked(name: str, raw: dict, required: dict, optional: dict | None = None)
     missing = [k for k in required if k not in out]
     if missing:
         where = f"{name}.{missing[0]}" if len(missing) == 1 else f"{name}: {', '.join(missing)}"
-        raise ParamError(where, "missing: params.yaml sets every key (it holds the defaults; "
-                                "see the committed params.yaml)")
+        raise ParamError(
+            where, "missing: params.yaml sets every key (it holds the defaults; see the committed params.yaml)"
+        )
     return out
 
 
@@ -281,19 +299,25 @@ def _check_vocab(cfg: VocabConfig) -> None:
     if cfg.level == "char":
         for key, bad in (("tokenizer", "whitespace"), ("eos", True)):
             if getattr(cfg, key) == bad:
-                raise ParamError(f"vocab.{key}", f"{bad!r} is for vocab.level: word; the char level "
-                                                 "keeps every character (newlines included)")
+                raise ParamError(
+                    f"vocab.{key}",
+                    f"{bad!r} is for vocab.level: word; the char level keeps every character (newlines included)",
+                )
 
 
 def _check_model(name: str, m: ModelConfig) -> None:
     if m.tie_weights and m.embedding != m.hidden:
-        raise ParamError(f"{name}.tie_weights", f"needs {name}.embedding == {name}.hidden "
-                                                f"(got {m.embedding} and {m.hidden})")
+        raise ParamError(
+            f"{name}.tie_weights", f"needs {name}.embedding == {name}.hidden (got {m.embedding} and {m.hidden})"
+        )
     if m.tie_weights and m.softmax == "adaptive":
         raise ParamError(f"{name}.tie_weights", "cannot be combined with softmax: adaptive; choose one")
     if m.cutoffs and m.softmax != "adaptive":
-        raise ParamError(f"{name}.cutoffs", f"{m.cutoffs} is unused: {name}.softmax is {m.softmax}, which has no "
-                                            "clusters; set softmax: adaptive, or cutoffs: []")
+        raise ParamError(
+            f"{name}.cutoffs",
+            f"{m.cutoffs} is unused: {name}.softmax is {m.softmax}, which has no "
+            "clusters; set softmax: adaptive, or cutoffs: []",
+        )
 
 
 def _model_section(name: str, raw: dict) -> tuple[ModelConfig, dict]:
@@ -368,8 +392,9 @@ def model_key(model: str, key: str, params: dict) -> str:
     return f"{model}.{key}" if isinstance(section, dict) and key in section else f"train.{key}"
 
 
-def load_model_config(model: str, path: str | Path = PARAMS_FILE,
-                      params: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
+def load_model_config(
+    model: str, path: str | Path = PARAMS_FILE, params: dict | None = None
+) -> tuple[ModelConfig, TrainConfig]:
     """(model section, effective train config) for ``model``: keys of ``train`` that also appear
     in the model section are overridden for that model."""
     if model not in MODELS:

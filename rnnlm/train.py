@@ -9,6 +9,7 @@ randomness of an epoch derives from (seed, epoch), it ends with the same weights
 uninterrupted run. With ``train.nproc`` > 1 (:mod:`rnnlm.distributed`) every rank trains its rows
 of each minibatch through DistributedDataParallel; rank 0 alone validates and writes files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,17 +51,24 @@ class TrainPaths:
     live_staging: Path  # checkpoints/<name>.live: DVCLive writes here; it replaces live_dir when a run ends
 
     @classmethod
-    def for_model(cls, name: str, root: Path = Path(".")) -> "TrainPaths":
-        return cls(root / "models" / f"{name}.pt", root / "models" / f"{name}.last.pt",
-                   root / "metrics" / "train" / name, root / "checkpoints" / f"{name}.resume.pt",
-                   root / "checkpoints" / f"{name}.live")
+    def for_model(cls, name: str, root: Path = Path(".")) -> TrainPaths:
+        return cls(
+            root / "models" / f"{name}.pt",
+            root / "models" / f"{name}.last.pt",
+            root / "metrics" / "train" / name,
+            root / "checkpoints" / f"{name}.resume.pt",
+            root / "checkpoints" / f"{name}.live",
+        )
 
 
 def build_model(model_cfg: ModelConfig, cell: str, vocab_size: int) -> RNNLM:
     if model_cfg.softmax == "adaptive" and model_cfg.cutoffs and model_cfg.cutoffs[-1] > vocab_size - 1:
-        raise ParamError(f"{cell}.cutoffs", f"{model_cfg.cutoffs} does not fit a vocabulary of {vocab_size} tokens: "
-                                            f"each cluster bound must be at most {vocab_size - 1}; use cutoffs: [] "
-                                            "(the default bounds for this vocabulary) or softmax: full")
+        raise ParamError(
+            f"{cell}.cutoffs",
+            f"{model_cfg.cutoffs} does not fit a vocabulary of {vocab_size} tokens: "
+            f"each cluster bound must be at most {vocab_size - 1}; use cutoffs: [] "
+            "(the default bounds for this vocabulary) or softmax: full",
+        )
     return RNNLM(cell=cell, vocab_size=vocab_size, **asdict(model_cfg))
 
 
@@ -157,9 +165,20 @@ class Segment:
 
 
 class Trainer:
-    def __init__(self, name: str, model_cfg: ModelConfig, cfg: TrainConfig, vocab, train_tokens: np.ndarray,
-                 val_tokens: np.ndarray, paths: TrainPaths | None, progress: bool | None = None, log=print,
-                 world: World = World(), device: torch.device | None = None):
+    def __init__(
+        self,
+        name: str,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        vocab,
+        train_tokens: np.ndarray,
+        val_tokens: np.ndarray,
+        paths: TrainPaths | None,
+        progress: bool | None = None,
+        log=print,
+        world: World = World(),
+        device: torch.device | None = None,
+    ):
         """``paths``: where rank 0 writes (None on the other ranks, which write nothing).
         ``device``: this rank's device (default: train.device resolved)."""
         self.name, self.model_cfg, self.cfg, self.world = name, model_cfg, cfg, world
@@ -186,8 +205,11 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         where = f"{self.device.type} ({cpu_capability()})" if self.device.type == "cpu" else str(self.device)
-        shared = (f" ({round(busy)} core(s) busy with other work; train.threads fixes the count)"
-                  if busy is not None and round(busy) > 0 else "")
+        shared = (
+            f" ({round(busy)} core(s) busy with other work; train.threads fixes the count)"
+            if busy is not None and round(busy) > 0
+            else ""
+        )
         self.log(f"{name}: training on {where} in {cfg.precision}, {torch.get_num_threads()} thread(s){shared}")
         torch.manual_seed(cfg.seed)
         self.model = build_model(model_cfg, name, len(vocab)).to(self.device)
@@ -195,25 +217,39 @@ class Trainer:
         self.forward = None  # one process: model.token_nll
         if world.size > 1:
             self.forward = torch.nn.parallel.DistributedDataParallel(
-                TokenNLL(self.model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                TokenNLL(self.model),
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 # the adaptive softmax skips a tail cluster with no target among a rank's rows
-                find_unused_parameters=self.model.adaptive is not None)
+                find_unused_parameters=self.model.adaptive is not None,
+            )
         self.steps_per_epoch = num_batches(len(train_tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
         self.scheduler = None  # stepped at validation points (plateau) or after every step (cosine)
         if cfg.lr_schedule == "cosine":
             total = self.total_steps()
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, lambda step: COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+                self.optimizer,
+                lambda step: (
+                    COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+                ),
+            )
         elif cfg.lr_decay < 1.0:
-            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min",
-                                                                        factor=cfg.lr_decay, patience=0)
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=cfg.lr_decay, patience=0
+            )
         # What a resumed run must agree on: everything but the thread count (CPU and CUDA runs
         # differ numerically, so the resolved device type counts, not the `auto` spelling), the
         # number of processes, and the code.
         self.fingerprint = fingerprint(
-            name, asdict(model_cfg),
+            name,
+            asdict(model_cfg),
             {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device", "nproc", "backend")},
-            self.device.type, world.size, vocab.fingerprint, train_tokens, val_tokens, code_fingerprint())
+            self.device.type,
+            world.size,
+            vocab.fingerprint,
+            train_tokens,
+            val_tokens,
+            code_fingerprint(),
+        )
 
     # --- budgets ---------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -263,8 +299,9 @@ class Trainer:
                     carried = model.begin_state(X.shape[0], device)  # fresh state per random minibatch
                 else:
                     carried = detach_state(carried)  # carried across sequential minibatches, cut from the graph
-                loss, carried = train_step(model, self.optimizer, X, Y, carried, cfg.clip_theta, self.amp_dtype,
-                                           self.scaler, self.forward)
+                loss, carried = train_step(
+                    model, self.optimizer, X, Y, carried, cfg.clip_theta, self.amp_dtype, self.scaler, self.forward
+                )
                 if cfg.lr_schedule == "cosine":
                     self.scheduler.step()
                 pos.step, pos.batch = pos.step + 1, pos.batch + 1
@@ -308,7 +345,7 @@ class Trainer:
         steps = [s for s in self.world.gather(first) if s is not None]  # the ranks decide together
         if steps:
             step = min(steps)
-            clip = ("lower train.clip_theta" if self.cfg.clip_theta > 0 else "set train.clip_theta (e.g. 1.0)")
+            clip = "lower train.clip_theta" if self.cfg.clip_theta > 0 else "set train.clip_theta (e.g. 1.0)"
             self._fail(
                 f"{self.name}: training diverged: non-finite loss at step {step} (epoch {pos.epoch + 1}, "
                 f"lr={self.optimizer.param_groups[0]['lr']:g}); lower {self.name}.lr or train.lr, or {clip}. "
@@ -320,16 +357,23 @@ class Trainer:
         cost per validation point on a big corpus); every rank gets its result."""
         ppl = None
         if self.world.writer:
-            tokens = self.val_tokens[:self.cfg.eval_tokens + 1] if self.cfg.eval_tokens else self.val_tokens
+            tokens = self.val_tokens[: self.cfg.eval_tokens + 1] if self.cfg.eval_tokens else self.val_tokens
             nll, n = model_nll(self.model, tokens, EVAL_BATCH, self.cfg.num_steps, self.device)
             ppl = perplexity(nll, n)
         return self.world.broadcast(ppl)
 
     # --- checkpoints -----------------------------------------------------------------
     def _checkpoint_payload(self, state_dict, step, val_ppl) -> dict:
-        return {"name": self.name, "model_config": dict(self.model.config), "vocab": self.vocab.to_dict(),
-                "vocab_fingerprint": self.vocab.fingerprint, "vocab_size": len(self.vocab),
-                "state_dict": state_dict, "step": step, "val_perplexity": val_ppl}
+        return {
+            "name": self.name,
+            "model_config": dict(self.model.config),
+            "vocab": self.vocab.to_dict(),
+            "vocab_fingerprint": self.vocab.fingerprint,
+            "vocab_size": len(self.vocab),
+            "state_dict": state_dict,
+            "step": step,
+            "val_perplexity": val_ppl,
+        }
 
     def _save_resume(self, pos: Position, carried, history, best, stale, elapsed) -> None:
         """Rank 0 writes the state of every rank: its random state and its rows of the carried state."""
@@ -343,13 +387,23 @@ class Trainer:
             return
         if carried is not None:  # (layers, rows, hidden) blocks -> the whole minibatch's state
             carried = [torch.cat([c[i] for _, c in ranks], dim=1) for i in range(len(carried))]
-        save_checkpoint(self.paths.resume, {
-            **self._checkpoint_payload(cpu_state_dict(self.model), pos.step, history[-1]["val_perplexity"]),
-            "fingerprint": self.fingerprint, "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "position": {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch}, "carried": carried,
-            "rng": [r for r, _ in ranks], "history": history, "best": best, "stale": stale, "elapsed": elapsed})
+        save_checkpoint(
+            self.paths.resume,
+            {
+                **self._checkpoint_payload(cpu_state_dict(self.model), pos.step, history[-1]["val_perplexity"]),
+                "fingerprint": self.fingerprint,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "position": {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch},
+                "carried": carried,
+                "rng": [r for r, _ in ranks],
+                "history": history,
+                "best": best,
+                "stale": stale,
+                "elapsed": elapsed,
+            },
+        )
 
     def _read_resume(self) -> dict | None:
         path = self.paths.resume
@@ -389,7 +443,7 @@ class Trainer:
     def run(self) -> dict:
         from dvclive import Live  # imported here: keeps `import rnnlm.train` light for tests
 
-        cfg, paths = self.cfg, self.paths
+        paths = self.paths
         resumed = self._try_resume() or {}
         pos = Position(**resumed.get("position", {}))
         carried = resumed.get("carried")
@@ -401,8 +455,9 @@ class Trainer:
         started, elapsed0 = time.perf_counter(), resumed.get("elapsed", 0.0)
         clock = lambda: elapsed0 + time.perf_counter() - started  # noqa: E731
 
-        live = None
+        live, made_dir = None, False
         if self.world.writer:  # a failed run leaves the last run's metrics where they were
+            made_dir = not paths.live_staging.parent.exists()
             shutil.rmtree(paths.live_staging, ignore_errors=True)
             live = Live(dir=str(paths.live_staging), dvcyaml=False, save_dvc_exp=False)
         try:
@@ -410,15 +465,22 @@ class Trainer:
         finally:  # published by _finish, or the run failed: no staging directory stays
             if live is not None:
                 shutil.rmtree(paths.live_staging, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    paths.live_staging.parent.rmdir()  # checkpoints/, when nothing else is there
+                if made_dir:
+                    with contextlib.suppress(OSError):
+                        paths.live_staging.parent.rmdir()  # checkpoints/, made for it and empty again
 
     def _loop(self, live, pos: Position, carried, history: list[dict], best: dict, stale: int, clock) -> dict:
         cfg = self.cfg
         for row in history:  # replay the validation points of an interrupted run so the logs are whole
             self._log_point(live, row)
-        bar = tqdm(total=self.total_steps(), initial=pos.step, unit="step", desc=self.name, leave=False,
-                   disable=not self.progress if self.progress is not None else None)
+        bar = tqdm(
+            total=self.total_steps(),
+            initial=pos.step,
+            unit="step",
+            desc=self.name,
+            leave=False,
+            disable=not self.progress if self.progress is not None else None,
+        )
         while True:
             seg, carried = self._segment(pos, carried, clock, bar)
             if seg.tokens == 0:  # a budget ended right at the last validation point: nothing new to validate
@@ -430,17 +492,30 @@ class Trainer:
                 self._fail(
                     f"{self.name}: training diverged: perplexity overflowed by step {pos.step} (train "
                     f"{train_ppl:g}, val {val_ppl:g}); lower {self.name}.lr or train.lr. "
-                    "No checkpoint of the diverged state was written.")
-            row = {"step": pos.step, "epoch": round(pos.epoch + pos.batch / self.steps_per_epoch, 4),
-                   "train_perplexity": train_ppl, "val_perplexity": val_ppl,
-                   "lr": self.optimizer.param_groups[0]["lr"], "tokens": seg.tokens, "seconds": seg.seconds}
+                    "No checkpoint of the diverged state was written."
+                )
+            row = {
+                "step": pos.step,
+                "epoch": round(pos.epoch + pos.batch / self.steps_per_epoch, 4),
+                "train_perplexity": train_ppl,
+                "val_perplexity": val_ppl,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "tokens": seg.tokens,
+                "seconds": seg.seconds,
+            }
             history.append(row)
             self._log_point(live, row)
-            self.log(f"{self.name} step {pos.step} (epoch {row['epoch']:.2f}): train ppl {train_ppl:.3f}, "
-                     f"val ppl {val_ppl:.3f}, {seg.tokens / seg.seconds:,.0f} tok/s")
+            self.log(
+                f"{self.name} step {pos.step} (epoch {row['epoch']:.2f}): train ppl {train_ppl:.3f}, "
+                f"val ppl {val_ppl:.3f}, {seg.tokens / seg.seconds:,.0f} tok/s"
+            )
             if val_ppl < best["val_perplexity"]:
-                best = {"val_perplexity": val_ppl, "step": pos.step, "epoch": row["epoch"],
-                        "state_dict": cpu_state_dict(self.model) if self.world.writer else None}
+                best = {
+                    "val_perplexity": val_ppl,
+                    "step": pos.step,
+                    "epoch": row["epoch"],
+                    "state_dict": cpu_state_dict(self.model) if self.world.writer else None,
+                }
                 stale = 0
             else:
                 stale += 1
@@ -457,20 +532,38 @@ class Trainer:
         paths, last = self.paths, history[-1]
         train_tokens = sum(r["tokens"] for r in history)
         train_seconds = sum(r["seconds"] for r in history)
-        timing = {"train_seconds": round(train_seconds, 3), "tokens": train_tokens,
-                  "tokens_per_second": round(train_tokens / train_seconds, 1), "device": str(self.device),
-                  "cpu_capability": cpu_capability(), "threads": torch.get_num_threads(),
-                  "precision": self.cfg.precision, "nproc": self.world.size}
-        result = {"best_val_perplexity": best["val_perplexity"], "best_step": best["step"],
-                  "best_epoch": best["epoch"], "stopped_by": stop, "history": history, **timing}
+        timing = {
+            "train_seconds": round(train_seconds, 3),
+            "tokens": train_tokens,
+            "tokens_per_second": round(train_tokens / train_seconds, 1),
+            "device": str(self.device),
+            "cpu_capability": cpu_capability(),
+            "threads": torch.get_num_threads(),
+            "precision": self.cfg.precision,
+            "nproc": self.world.size,
+        }
+        result = {
+            "best_val_perplexity": best["val_perplexity"],
+            "best_step": best["step"],
+            "best_epoch": best["epoch"],
+            "stopped_by": stop,
+            "history": history,
+            **timing,
+        }
         if not self.world.writer:
             return result
         live.step = last["step"]  # next_step() left it one past the last point; the summary's step is the last one
         save_checkpoint(paths.best, self._checkpoint_payload(best["state_dict"], best["step"], best["val_perplexity"]))
-        save_checkpoint(paths.last, self._checkpoint_payload(cpu_state_dict(self.model), last["step"],
-                                                             last["val_perplexity"]))
-        live.summary.update(best={"val_perplexity": best["val_perplexity"], "step": best["step"], "epoch": best["epoch"]},
-                            params=num_parameters(self.model), steps=last["step"], epochs=last["epoch"], stopped_by=stop)
+        save_checkpoint(
+            paths.last, self._checkpoint_payload(cpu_state_dict(self.model), last["step"], last["val_perplexity"])
+        )
+        live.summary.update(
+            best={"val_perplexity": best["val_perplexity"], "step": best["step"], "epoch": best["epoch"]},
+            params=num_parameters(self.model),
+            steps=last["step"],
+            epochs=last["epoch"],
+            stopped_by=stop,
+        )
         live.make_summary()
         live.end()
         write_json(paths.live_staging / "timing.json", timing)

@@ -1,4 +1,5 @@
 """Tests for rnnlm.clean and the download/clean stage scripts run end to end."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SHARED_DATA, deep_update, run_stage_script
 
-from rnnlm.clean import clean_file, clean_text, count_lines, decode_utf8, run_clean, strip_gutenberg
+from rnnlm import fileio
+from rnnlm.clean import clean_file, clean_text, count_lines, decode_utf8, strip_gutenberg
 from rnnlm.errors import RnnlmError
 from rnnlm.params import CleanConfig
-from conftest import SHARED_DATA, deep_update, run_stage_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN_CFG = CleanConfig(mode="letters", max_chars=0, strip_gutenberg=True)
@@ -95,7 +97,10 @@ GUTENBERG = (
 
 def test_strip_gutenberg_with_markers():
     assert strip_gutenberg(GUTENBERG) == "The Time Machine\r\nby H. G. Wells\r\n"
-    older = "header\n***START OF THIS PROJECT GUTENBERG EBOOK X***\nbody line\n*** End of this Project Gutenberg eBook X ***\nlicence\n"
+    older = (
+        "header\n***START OF THIS PROJECT GUTENBERG EBOOK X***\nbody line\n"
+        "*** End of this Project Gutenberg eBook X ***\nlicence\n"
+    )
     assert strip_gutenberg(older) == "body line\n"
 
 
@@ -137,6 +142,13 @@ def test_count_lines():
 
 
 # --------------------------------------------------------------------------- run_clean
+def run_clean(cfg, raw_path, out_path, metrics_path) -> dict:
+    """Clean one file and write its metrics, as the clean stage does for a one-file corpus."""
+    metrics = clean_file(cfg, raw_path, out_path)
+    fileio.write_json(metrics_path, metrics)
+    return metrics
+
+
 def test_run_clean_writes_outputs(tmp_path):
     raw = tmp_path / "raw.txt"
     raw.write_bytes(SAMPLE.encode())
@@ -177,15 +189,22 @@ def test_stages_end_to_end_local_file(tmp_path):
     (tmp_path / "data" / "corpora").mkdir(parents=True)
     (tmp_path / "data" / "corpora" / "mine.txt").write_bytes(body.encode())
     sha = hashlib.sha256(body.encode()).hexdigest()
-    write_params(tmp_path, f"download:\n  corpus: data/corpora/mine.txt\n  sha256: {sha}\n  mirrors: []\n"
-                           "clean:\n  mode: raw\n")
+    write_params(
+        tmp_path, f"download:\n  corpus: data/corpora/mine.txt\n  sha256: {sha}\n  mirrors: []\nclean:\n  mode: raw\n"
+    )
     r = run_stage("download", tmp_path)
     assert r.returncode == 0, r.stderr
     assert "download: data/corpora/mine.txt:" in r.stdout
     assert sorted(p.name for p in (tmp_path / "data" / "raw").iterdir()) == ["corpus.txt", "source.json"]
     src = json.loads((tmp_path / "data" / "raw" / "source.json").read_text())
-    assert src == {"corpus": "data/corpora/mine.txt", "kind": "path", "source": "data/corpora/mine.txt", "sha256": sha,
-                   "source_bytes": len(body.encode()), "bytes": len(body.encode())}
+    assert src == {
+        "corpus": "data/corpora/mine.txt",
+        "kind": "path",
+        "source": "data/corpora/mine.txt",
+        "sha256": sha,
+        "source_bytes": len(body.encode()),
+        "bytes": len(body.encode()),
+    }
     r = run_stage("clean", tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "data" / "clean" / "corpus.txt").read_bytes() == b"Hello, World!\nSecond line: 42.\n"
@@ -193,13 +212,19 @@ def test_stages_end_to_end_local_file(tmp_path):
     assert m["mode"] == "raw" and m["chars_out"] == len(body) - 1 and m["lines_out"] == 2
 
 
-@pytest.mark.parametrize("corpus, mode, max_chars, chars_out, distinct_out", [
-    ("timemachine", "letters", 0, None, 27),
-    ("jaychou", "lines", 10000, 10000, 1027),  # the d2l Jay Chou setting: vocabulary of 1027
-])
+@pytest.mark.parametrize(
+    "corpus, mode, max_chars, chars_out, distinct_out",
+    [
+        ("timemachine", "letters", 0, None, 27),
+        ("jaychou", "lines", 10000, 10000, 1027),  # the d2l Jay Chou setting: vocabulary of 1027
+    ],
+)
 def test_stages_end_to_end_real_mirror(tmp_path, corpus, mode, max_chars, chars_out, distinct_out):
-    write_params(tmp_path, f"download:\n  corpus: {corpus}\n  mirrors: [{json.dumps(str(SHARED_DATA))}]\n"
-                           f"  retries: 0\nclean:\n  mode: {mode}\n  max_chars: {max_chars}\n")
+    write_params(
+        tmp_path,
+        f"download:\n  corpus: {corpus}\n  mirrors: [{json.dumps(str(SHARED_DATA))}]\n"
+        f"  retries: 0\nclean:\n  mode: {mode}\n  max_chars: {max_chars}\n",
+    )
     r = run_stage("download", tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "data" / "raw" / "source.json").read_text())["kind"] == "mirror"
@@ -221,8 +246,11 @@ def test_failing_download_stage(tmp_path):
         port = s.getsockname()[1]
     (tmp_path / "mirror").mkdir()
     (tmp_path / "mirror" / "corpus.txt").write_bytes(b"corrupted")
-    write_params(tmp_path, f"download:\n  corpus: http://127.0.0.1:{port}/corpus.txt\n  sha256: {'a' * 64}\n"
-                           "  mirrors: [mirror]\n  retries: 0\n  timeout: 5\n")
+    write_params(
+        tmp_path,
+        f"download:\n  corpus: http://127.0.0.1:{port}/corpus.txt\n  sha256: {'a' * 64}\n"
+        "  mirrors: [mirror]\n  retries: 0\n  timeout: 5\n",
+    )
     r = run_stage("download", tmp_path)
     assert r.returncode == 1
     *waiting, error = r.stderr.splitlines()
@@ -243,9 +271,11 @@ def test_stage_refuses_a_local_corpus_outside_data_corpora(tmp_path):
     write_params(tmp_path, "download:\n  corpus: mine.txt\n  mirrors: []\n")
     r = run_stage("download", tmp_path)
     assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
-    assert r.stderr == ("error: params.yaml: download.corpus: 'mine.txt' is not under data/corpora/, the only place "
-                        "where DVC tracks a local corpus by content (a file there, or a link to a file); copy or link it "
-                        "there (cp mine.txt data/corpora/mine.txt) and set download.corpus: data/corpora/mine.txt\n")
+    assert r.stderr == (
+        "error: params.yaml: download.corpus: 'mine.txt' is not under data/corpora/, the only place "
+        "where DVC tracks a local corpus by content (a file there, or a link to a file); copy or link it "
+        "there (cp mine.txt data/corpora/mine.txt) and set download.corpus: data/corpora/mine.txt\n"
+    )
     assert not (tmp_path / "data").exists()
 
 
@@ -287,14 +317,23 @@ def test_presplit_raw_directory_is_cleaned_file_by_file(tmp_path):
     m = run_clean_dir(CleanConfig(mode="raw", max_chars=0, strip_gutenberg=True), raw, out, tmp_path / "m.json")
     assert sorted(p.name for p in out.iterdir()) == ["source.json", "test.txt", "train.txt", "val.txt"]
     assert (out / "val.txt").read_text() == " val words \n second line \n"
-    assert set(m["splits"]) == {"train", "val", "test"} and m["chars_out"] == sum(s["chars_out"] for s in m["splits"].values())
+    assert set(m["splits"]) == {"train", "val", "test"} and m["chars_out"] == sum(
+        s["chars_out"] for s in m["splits"].values()
+    )
 
 
-@pytest.mark.parametrize("encoding, bom, said", [
-    ("utf-16", True, "UTF-16LE text, not UTF-8; convert it first, e.g. iconv -f UTF-16LE -t UTF-8 FILE > FILE.utf8"),
-    ("utf-16-be", False, "UTF-16BE (no byte-order mark) text, not UTF-8; convert it first, e.g. iconv -f UTF-16BE"),
-    ("utf-32", True, "UTF-32LE text, not UTF-8; convert it first, e.g. iconv -f UTF-32LE"),
-])
+@pytest.mark.parametrize(
+    "encoding, bom, said",
+    [
+        (
+            "utf-16",
+            True,
+            "UTF-16LE text, not UTF-8; convert it first, e.g. iconv -f UTF-16LE -t UTF-8 FILE > FILE.utf8",
+        ),
+        ("utf-16-be", False, "UTF-16BE (no byte-order mark) text, not UTF-8; convert it first, e.g. iconv -f UTF-16BE"),
+        ("utf-32", True, "UTF-32LE text, not UTF-8; convert it first, e.g. iconv -f UTF-32LE"),
+    ],
+)
 def test_a_utf16_or_utf32_file_is_named_as_such_with_how_to_convert(tmp_path, encoding, bom, said):
     """A UTF-16 text file was called "a binary file ... an archive must be a .zip"."""
     data = "The Time Traveller was expounding a recondite matter.\n".encode(encoding)
@@ -311,10 +350,19 @@ def test_a_bad_split_file_is_named_by_where_it_came_from(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "val.txt").write_bytes("held out\n".encode("utf-16"))
-    (raw / "source.json").write_text(json.dumps({"corpus": {}, "kind": "splits", "splits": {
-        "val": {"kind": "path", "source": "data/corpora/mine/valid.txt"}}}))
-    with pytest.raises(RnnlmError, match=r"^" + re.escape(f"{raw / 'val.txt'} (from data/corpora/mine/valid.txt): "
-                                                          "UTF-16LE text, not UTF-8")):
+    (raw / "source.json").write_text(
+        json.dumps(
+            {
+                "corpus": {},
+                "kind": "splits",
+                "splits": {"val": {"kind": "path", "source": "data/corpora/mine/valid.txt"}},
+            }
+        )
+    )
+    with pytest.raises(
+        RnnlmError,
+        match=r"^" + re.escape(f"{raw / 'val.txt'} (from data/corpora/mine/valid.txt): UTF-16LE text, not UTF-8"),
+    ):
         clean_file(CLEAN_CFG, raw / "val.txt", tmp_path / "o.txt")
 
 
@@ -327,13 +375,15 @@ def test_letters_mode_warns_when_it_drops_the_letters_of_another_script(tmp_path
     raw.mkdir(parents=True)
     mixed = ("the time traveller smiled\n" * 3 + "分开以后我的天空一片灰\n") * 40
     (raw / "corpus.txt").write_text(mixed, encoding="utf-8")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"clean": {"mode": "letters", "max_chars": 0,
-                                                                    "strip_gutenberg": True}}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"clean": {"mode": "letters", "max_chars": 0, "strip_gutenberg": True}})
+    )
     r = run_stage_script("clean", tmp_path)
     assert r.returncode == 0, r.stderr
     chinese = 11 * 40
     assert r.stderr.strip().splitlines() == [
         f"warning: corpus: clean.mode=letters dropped {chinese} letters outside a-z ({chinese / len(mixed):.1%} of the "
-        "text; 11 distinct, e.g. 一以分后天): use clean.mode lines or raw to keep them"]
+        "text; 11 distinct, e.g. 一以分后天): use clean.mode lines or raw to keep them"
+    ]
     english = {"chars_in": 1000, "letters_dropped": {"chars": 3, "distinct": 1, "examples": "é"}}
     assert letters_warning(english) is None  # a few accented letters in an English text: no warning

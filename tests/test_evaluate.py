@@ -1,4 +1,5 @@
 """Tests for rnnlm.evaluate and stages/evaluate.py: exact scores, baselines, outputs, errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +13,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import config, deep_update, run_stage_script
+from ngram_helpers import log_prob, prob
 
 from rnnlm import evaluate as ev
 from rnnlm.checkpoint import cpu_state_dict, save_checkpoint
@@ -22,12 +25,13 @@ from rnnlm.models import RNNLM, num_parameters
 from rnnlm.ngram import KneserNeyLM
 from rnnlm.params import MODELS
 from rnnlm.prepare import build, write_outputs
-from conftest import config, deep_update, run_stage_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TEXT = ("the time traveller for so it will be convenient to speak of him was expounding a recondite "
-        "matter to us his grey eyes shone and twinkled and his usually pale face was flushed and animated ") * 6
+TEXT = (
+    "the time traveller for so it will be convenient to speak of him was expounding a recondite "
+    "matter to us his grey eyes shone and twinkled and his usually pale face was flushed and animated "
+) * 6
 CFG = config("evaluate", {"ngram_order": 3, "batch_size": 4, "device": "cpu"})
 
 
@@ -50,20 +54,46 @@ def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEX
     for i, m in enumerate(models):
         torch.manual_seed(i)
         model = RNNLM(m, "torch", len(vocab), hidden=8, layers=1, dropout=0.0, embedding=4)
-        save_checkpoint(root / "models" / f"{m}.pt", {
-            "model_config": dict(model.config), "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab),
-            "state_dict": cpu_state_dict(model), "name": m, "step": epochs, "val_perplexity": 10.0 + i})
+        save_checkpoint(
+            root / "models" / f"{m}.pt",
+            {
+                "model_config": dict(model.config),
+                "vocab_fingerprint": vocab.fingerprint,
+                "vocab_size": len(vocab),
+                "state_dict": cpu_state_dict(model),
+                "name": m,
+                "step": epochs,
+                "val_perplexity": 10.0 + i,
+            },
+        )
         live = root / "metrics" / "train" / m
         val = [20.0 / (e + 1) + i for e in range(epochs)]
         train = [25.0 / (e + 1) + i for e in range(epochs)]
-        write_json(live / "metrics.json", {
-            "train": {"perplexity": train[-1]}, "val": {"perplexity": val[-1]}, "lr": 0.01, "step": epochs,
-            "best": {"val_perplexity": val[-2], "step": epochs - 1, "epoch": float(epochs - 1)},
-            "params": num_parameters(model),
-            "epochs_run": epochs, "stopped_early": False})
+        write_json(
+            live / "metrics.json",
+            {
+                "train": {"perplexity": train[-1]},
+                "val": {"perplexity": val[-1]},
+                "lr": 0.01,
+                "step": epochs,
+                "best": {"val_perplexity": val[-2], "step": epochs - 1, "epoch": float(epochs - 1)},
+                "params": num_parameters(model),
+                "epochs_run": epochs,
+                "stopped_early": False,
+            },
+        )
         # the lstm as trained with precision bf16; the others without the key (files from before it existed)
-        write_json(live / "timing.json", {"train_seconds": 12.5 + i, "tokens": 1000, "tokens_per_second": 80.0 + i,
-                                          "device": "cpu", "threads": 1, **({"precision": "bf16"} if m == "lstm" else {})})
+        write_json(
+            live / "timing.json",
+            {
+                "train_seconds": 12.5 + i,
+                "tokens": 1000,
+                "tokens_per_second": 80.0 + i,
+                "device": "cpu",
+                "threads": 1,
+                **({"precision": "bf16"} if m == "lstm" else {}),
+            },
+        )
         for split, values in (("train", train), ("val", val)):
             rows = "".join(f"{e + 1}\t{v}\n" for e, v in enumerate(values))
             write_text(live / "plots" / "metrics" / split / "perplexity.tsv", "step\tperplexity\n" + rows)
@@ -94,7 +124,7 @@ def test_score_model_scores_val_and_test_exactly():
     out = ev.score_model(model, splits, batch_size=2)
     # val targets 0,0,0,1: -log p = 3 ln 2 + 2 ln 2 = 5 ln 2 over 4 targets -> 1.25 bits
     assert out["val"]["tokens"] == 4 and out["val"]["bits_per_token"] == pytest.approx(1.25)
-    assert out["val"]["perplexity"] == pytest.approx(2 ** 1.25)
+    assert out["val"]["perplexity"] == pytest.approx(2**1.25)
     # test targets 2,2,1: 3 + 3 + 2 bits over 3 targets
     assert out["test"]["bits_per_token"] == pytest.approx(8 / 3)
     assert out["test"]["perplexity"] == pytest.approx(2 ** (8 / 3))
@@ -137,7 +167,7 @@ def test_kneser_ney_baseline_scores_the_same_targets_with_the_preceding_context(
     for split in ("val", "test"):
         s = TOY[split]
         # token i given (up to 2 of) the tokens before it in the split, for i >= 1
-        hand = -sum(math.log(kn.prob(s[max(0, i - 2):i], int(s[i]))) for i in range(1, len(s)))
+        hand = -sum(math.log(prob(kn, s[max(0, i - 2) : i], int(s[i]))) for i in range(1, len(s)))
         assert scores[split]["tokens"] == len(s) - 1
         assert scores[split]["perplexity"] == pytest.approx(math.exp(hand / (len(s) - 1)), rel=1e-12)
     # a model and the baselines count the same targets
@@ -149,21 +179,51 @@ def test_kneser_ney_baseline_scores_the_same_targets_with_the_preceding_context(
 
 # --- tables -----------------------------------------------------------------------------------
 def _rows():
-    base = {"impl": "torch", "train_perplexity": 4.5, "train_seconds": 1.25, "tokens_per_second": 1234.5,
-            "best_step": 2}
+    base = {
+        "impl": "torch",
+        "train_perplexity": 4.5,
+        "train_seconds": 1.25,
+        "tokens_per_second": 1234.5,
+        "best_step": 2,
+    }
     return [
-        {"name": "lstm", "kind": "lstm", "params": 1000, "val_perplexity": 5.0, "test_perplexity": 5.5,
-         "bits_per_token": 2.46, **base},
-        {"name": "unigram", "kind": "ngram", "impl": "add-1 smoothing", "params": 30, "val_perplexity": 20.0,
-         "test_perplexity": 21.0, "bits_per_token": 4.39, "train_perplexity": math.nan, "train_seconds": math.nan,
-         "tokens_per_second": math.nan, "best_step": pd.NA},
-        {"name": "gru", "kind": "gru", "params": 2000, "val_perplexity": 4.0, "test_perplexity": 4.1234567,
-         "bits_per_token": 2.04, **base},
+        {
+            "name": "lstm",
+            "kind": "lstm",
+            "params": 1000,
+            "val_perplexity": 5.0,
+            "test_perplexity": 5.5,
+            "bits_per_token": 2.46,
+            **base,
+        },
+        {
+            "name": "unigram",
+            "kind": "ngram",
+            "impl": "add-1 smoothing",
+            "params": 30,
+            "val_perplexity": 20.0,
+            "test_perplexity": 21.0,
+            "bits_per_token": 4.39,
+            "train_perplexity": math.nan,
+            "train_seconds": math.nan,
+            "tokens_per_second": math.nan,
+            "best_step": pd.NA,
+        },
+        {
+            "name": "gru",
+            "kind": "gru",
+            "params": 2000,
+            "val_perplexity": 4.0,
+            "test_perplexity": 4.1234567,
+            "bits_per_token": 2.04,
+            **base,
+        },
     ]
 
 
-@pytest.mark.parametrize("level,column,header", [("char", "bits_per_char", "bits/char"),
-                                                  ("word", "bits_per_word", "bits/word")])
+@pytest.mark.parametrize(
+    "level,column,header", [("char", "bits_per_char", "bits/char"), ("word", "bits_per_word", "bits/word")]
+)
 def test_results_table_sorted_by_test_perplexity_with_level_named_bits(level, column, header):
     df = ev.results_table(_rows(), level)
     assert list(df["name"]) == ["gru", "lstm", "unigram"]
@@ -193,8 +253,10 @@ def test_run_evaluate_writes_every_output(tmp_path):
         assert 0 <= entry["weight"] <= 1
         model = data["models"][name.split("+")[0]]
         # the maximum-likelihood mixture is never worse on val (where it was fitted) than either part
-        assert entry["val"]["perplexity"] <= min(model["val"]["perplexity"],
-                                                 data["baselines"]["kneser-ney-3"]["val"]["perplexity"]) + 1e-6
+        assert (
+            entry["val"]["perplexity"]
+            <= min(model["val"]["perplexity"], data["baselines"]["kneser-ney-3"]["val"]["perplexity"]) + 1e-6
+        )
     for entry in list(data["models"].values()) + list(data["baselines"].values()):
         assert set(entry) == {"test", "val", "params"}
         assert set(entry["test"]) == {"perplexity", "bits_per_token"}
@@ -204,15 +266,29 @@ def test_run_evaluate_writes_every_output(tmp_path):
     assert data["baselines"]["unigram"]["params"] == len(vocab)
 
     csv = pd.read_csv(out / "eval" / "results.csv")
-    assert list(csv.columns) == ["name", "kind", "impl", "unit", "params", "train_perplexity", "val_perplexity",
-                                 "test_perplexity", "bits_per_char", "train_seconds", "tokens_per_second", "best_step"]
+    assert list(csv.columns) == [
+        "name",
+        "kind",
+        "impl",
+        "unit",
+        "params",
+        "train_perplexity",
+        "val_perplexity",
+        "test_perplexity",
+        "bits_per_char",
+        "train_seconds",
+        "tokens_per_second",
+        "best_step",
+    ]
     assert sorted(csv["name"]) == sorted([*MODELS, *(f"{m}+kneser-ney-3" for m in MODELS), "kneser-ney-3", "unigram"])
     assert set(csv["unit"]) == {"char"}
     assert list(csv["test_perplexity"]) == sorted(csv["test_perplexity"])
     rows = csv.set_index("name")
     assert rows.loc["gru", "train_seconds"] == 14.5 and rows.loc["rnn", "tokens_per_second"] == 80.0
     assert rows.loc["lstm", "best_step"] == 2 and rows.loc["lstm", "kind"] == "lstm"
-    assert rows.loc["lstm+kneser-ney-3", "kind"] == "interpolated" and "x lstm + " in rows.loc["lstm+kneser-ney-3", "impl"]
+    assert (
+        rows.loc["lstm+kneser-ney-3", "kind"] == "interpolated" and "x lstm + " in rows.loc["lstm+kneser-ney-3", "impl"]
+    )
     assert rows.loc["lstm", "impl"] == "torch (bf16)" and rows.loc["rnn", "impl"] == "torch"
     # train perplexity of the best epoch (2 of 3): the fake curve's value 25 / 2 + 1 for lstm (i = 1)
     assert rows.loc["lstm", "train_perplexity"] == pytest.approx(25.0 / 2 + 1)
@@ -272,9 +348,14 @@ def _run_stage(root: Path, name: str) -> subprocess.CompletedProcess:
 @pytest.mark.integration  # four interpreter start-ups: a few seconds each
 def test_stage_scripts_run_from_a_project_root(tmp_path):
     make_project(tmp_path)
-    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                         {"download": {"corpus": "timemachine"}, "evaluate": dataclasses.asdict(CFG),
-                          "sample": {"length": 12, "strategy": "top_k", "device": "cpu"}})
+    params = deep_update(
+        yaml.safe_load((ROOT / "params.yaml").read_text()),
+        {
+            "download": {"corpus": "timemachine"},
+            "evaluate": dataclasses.asdict(CFG),
+            "sample": {"length": 12, "strategy": "top_k", "device": "cpu"},
+        },
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("evaluate", "sample", "report"):
         proc = _run_stage(tmp_path, stage)
@@ -321,7 +402,7 @@ def test_per_token_scores_sum_to_the_totals_and_the_mixture_weight_is_the_likeli
     assert len(per) == len(tokens) - 1 and per.sum() == pytest.approx(model_nll(model, tokens, 3, 2)[0], rel=1e-12)
     kn = KneserNeyLM(3, 4).fit(np.array([0, 1, 2, 3, 0, 1, 2, 2, 3, 1] * 3))
     lp = kn.token_log_probs(tokens[1:], history=tokens[:1])
-    assert lp.sum() == pytest.approx(kn.log_prob(tokens[1:], history=tokens[:1]), rel=1e-12)
+    assert lp.sum() == pytest.approx(log_prob(kn, tokens[1:], history=tokens[:1]), rel=1e-12)
     # two fixed distributions; the data drawn 30% / 70% from them: EM finds the weight of the likelihood maximum
     rng = np.random.default_rng(0)
     p, q = np.array([0.7, 0.1, 0.1, 0.1]), np.array([0.1, 0.1, 0.1, 0.7])

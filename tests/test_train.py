@@ -6,13 +6,13 @@ import re
 
 import pytest
 import torch
+from conftest import config
 
 from rnnlm.checkpoint import load_checkpoint, load_model, save_checkpoint
-from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.device import resolve_device
+from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.train import Trainer, TrainPaths
 from rnnlm.vocab import Vocab
-from conftest import config
 
 TEXT = "the time traveller for so it will be convenient to speak of him " * 40
 
@@ -23,8 +23,9 @@ STEPS_PER_EPOCH = 49  # 2000 train tokens, batch 4 x 10 steps
 def setup(tmp_path, cell="lstm", impl="torch", model=None, **train):
     vocab = Vocab.build(list(TEXT), "char")
     ids = vocab.encode(list(TEXT))
-    cfg = config("train", {"epochs": 2, "batch_size": 4, "num_steps": 10, "lr": 0.01,
-                                     "device": "cpu", "lr_decay": 1.0, **train})
+    cfg = config(
+        "train", {"epochs": 2, "batch_size": 4, "num_steps": 10, "lr": 0.01, "device": "cpu", "lr_decay": 1.0, **train}
+    )
     model_cfg = config(cell, {"hidden": 16, "embedding": 8, "layers": 1, "dropout": 0.0, "impl": impl, **(model or {})})
     paths = TrainPaths.for_model(cell, tmp_path)
     return vocab, ids, model_cfg, cfg, paths
@@ -113,8 +114,11 @@ def test_foreign_checkpoint_is_refused(tmp_path):
 
 
 def test_divergence_stops_with_epoch_and_step_and_saves_nothing(tmp_path):
-    with pytest.raises(RnnlmError, match=r"diverged: non-finite loss at step \d+ \(epoch 1, .*lower lstm\.lr or "
-                                         r"train\.lr, or set train\.clip_theta"):
+    with pytest.raises(
+        RnnlmError,
+        match=r"diverged: non-finite loss at step \d+ \(epoch 1, .*lower lstm\.lr or "
+        r"train\.lr, or set train\.clip_theta",
+    ):
         run(tmp_path, optimizer="adam", lr=1e37, clip_theta=0.0, epochs=1)
     with pytest.raises(RnnlmError, match=r"diverged: .* by step \d+ .*lower lstm\.lr or train\.lr"):
         run(tmp_path, optimizer="sgd", lr=1e30, clip_theta=0.0, epochs=1)
@@ -288,10 +292,11 @@ def test_auto_precision_trains_in_what_this_cpu_computes_natively(tmp_path, monk
 
 
 @pytest.mark.parametrize("native, amx", [(True, True), (True, False), (False, False)])
-@pytest.mark.parametrize("cell, impl, on_native", [("lstm", "torch", "bf16"), ("lstm", "scratch", "fp32"),
-                                                   ("rnn", "torch", "fp32"), ("gru", "torch", "fp32")])
-def test_auto_precision_is_bf16_only_where_native_and_the_model_gains(monkeypatch, native, amx, cell, impl,
-                                                                      on_native):
+@pytest.mark.parametrize(
+    "cell, impl, on_native",
+    [("lstm", "torch", "bf16"), ("lstm", "scratch", "fp32"), ("rnn", "torch", "fp32"), ("gru", "torch", "fp32")],
+)
+def test_auto_precision_is_bf16_only_where_native_and_the_model_gains(monkeypatch, native, amx, cell, impl, on_native):
     """On a CPU, bf16 only for the torch LSTM and only with AMX: an AVX512-BF16 CPU without it
     trained the recipes' LSTMs slower in bf16 than in fp32."""
     import rnnlm.device
@@ -309,8 +314,11 @@ def test_explicit_bf16_without_native_support_is_one_error_before_any_work(tmp_p
     import rnnlm.device
 
     monkeypatch.setattr(rnnlm.device, "bf16_native", lambda device: False)
-    with pytest.raises(ParamError, match=r"^params\.yaml: lstm\.precision: bf16 needs native bfloat16 .* has none; "
-                                         r"use auto \(bf16 where the device has it, fp32 elsewhere\) or fp32$"):
+    with pytest.raises(
+        ParamError,
+        match=r"^params\.yaml: lstm\.precision: bf16 needs native bfloat16 .* has none; "
+        r"use auto \(bf16 where the device has it, fp32 elsewhere\) or fp32$",
+    ):
         rnnlm.device.resolve_precision("bf16", torch.device("cpu"), "lstm", "torch", "lstm.precision")
     with pytest.raises(ParamError, match=r"train\.precision: bf16 needs native bfloat16"):
         run(tmp_path, epochs=1, precision="bf16")
@@ -334,8 +342,9 @@ def test_bf16_train_step_works_for_the_scratch_cells(cell, embedding):
         loss, state = train_step(model, optimizer, X, Y, state, 1.0, torch.bfloat16)
         state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
     assert torch.isfinite(loss) and loss.dtype == torch.float32
-    assert all(p.dtype == torch.float32 and p.grad is not None and torch.isfinite(p.grad).all()
-               for p in model.parameters())
+    assert all(
+        p.dtype == torch.float32 and p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters()
+    )
 
 
 def test_cosine_schedule_decays_lr_to_a_tenth_over_the_step_budget(tmp_path):
@@ -349,8 +358,11 @@ def test_adaptive_cutoffs_past_the_vocabulary_name_the_param(tmp_path):
     """PTB's cutoffs kept when switching to a character corpus: one error naming lstm.cutoffs and
     the vocabulary's size, not AdaptiveLogSoftmaxWithLoss's ValueError; nothing written."""
     V = len(Vocab.build(list(TEXT), "char"))
-    with pytest.raises(ParamError, match=rf"^params\.yaml: lstm\.cutoffs: \[100\] does not fit a vocabulary of {V} "
-                                         rf"tokens: each cluster bound must be at most {V - 1}; use cutoffs: \[\]"):
+    with pytest.raises(
+        ParamError,
+        match=rf"^params\.yaml: lstm\.cutoffs: \[100\] does not fit a vocabulary of {V} "
+        rf"tokens: each cluster bound must be at most {V - 1}; use cutoffs: \[\]",
+    ):
         run(tmp_path, model={"softmax": "adaptive", "cutoffs": [100]})
     assert not any(tmp_path.rglob("*"))
     _, result = run(tmp_path / "ok", epochs=1, model={"softmax": "adaptive", "cutoffs": [V - 1]})
@@ -373,7 +385,9 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_error_naming_the_file(tmp_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "write_bytes", full_disk)
-    with pytest.raises(RnnlmError, match=rf"^{re.escape(str(path))}: cannot write the checkpoint: No space left on device$"):
+    with pytest.raises(
+        RnnlmError, match=rf"^{re.escape(str(path))}: cannot write the checkpoint: No space left on device$"
+    ):
         save_checkpoint(path, {"state_dict": {"w": torch.zeros(3)}})
     monkeypatch.undo()
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["lstm.pt"]
@@ -421,8 +435,15 @@ def test_validation_during_training_can_be_bounded_to_the_first_tokens(tmp_path)
     assert full["history"][-1]["val_perplexity"] == pytest.approx(whole, rel=1e-12)
 
 
-@pytest.mark.parametrize("busy, threads, said", [(1.2, 1, " (1 core(s) busy with other work; train.threads fixes the count)"),
-                                                 (0.3, 2, ""), (None, 2, ""), (1.9, 1, " (2 core(s) busy")])
+@pytest.mark.parametrize(
+    "busy, threads, said",
+    [
+        (1.2, 1, " (1 core(s) busy with other work; train.threads fixes the count)"),
+        (0.3, 2, ""),
+        (None, 2, ""),
+        (1.9, 1, " (2 core(s) busy"),
+    ],
+)
 def test_default_threads_leave_the_cores_other_work_holds(tmp_path, monkeypatch, busy, threads, said):
     """train.threads 0: torch's default (2 here), less the cores busy at the start (at least 1),
     said in the log line and recorded in timing.json; an explicit count is kept as it is."""

@@ -8,6 +8,7 @@ Three throw-away projects (see conftest.make_project) keep this file to a few mi
 * clones of ``main`` through a local DVC remote (team sharing, experiments, the queue).
 * ``interrupt``: data stages only, then a training run stopped by a real signal.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import SHARED_DATA, VENV_BIN, Project, make_project, ran_stages
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,7 +34,19 @@ from rnnlm.errors import RnnlmError  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-ALL_STAGES = ["code", "check-params", "download", "clean", "vocab", "train@rnn", "train@lstm", "train@gru", "evaluate", "sample", "report"]
+ALL_STAGES = [
+    "code",
+    "check-params",
+    "download",
+    "clean",
+    "vocab",
+    "train@rnn",
+    "train@lstm",
+    "train@gru",
+    "evaluate",
+    "sample",
+    "report",
+]
 # The LSTM gets epochs long enough to interrupt one mid-run: a 64-wide LSTM trained 6 epochs in
 # about 1 s on a fast CPU, before the signal landed; 256 wide and 8 epochs leave seconds of margin.
 LSTM_EPOCHS = 8
@@ -50,8 +62,10 @@ def train_outputs(root: Path, model: str = "lstm") -> dict:
     files = {"metrics.json": (live / "metrics.json").read_bytes()}
     for tsv in sorted((live / "plots").rglob("*.tsv")):
         files[tsv.relative_to(live).as_posix()] = tsv.read_bytes()
-    ckpts = {name: torch.load(root / "models" / name, map_location="cpu", weights_only=True)
-             for name in (f"{model}.pt", f"{model}.last.pt")}
+    ckpts = {
+        name: torch.load(root / "models" / name, map_location="cpu", weights_only=True)
+        for name in (f"{model}.pt", f"{model}.last.pt")
+    }
     return {"files": files, "ckpts": ckpts}
 
 
@@ -74,8 +88,10 @@ def assert_same_training(a: dict, b: dict) -> None:
 def scores(results_csv: Path) -> list[dict]:
     """The rows of metrics/eval/results.csv without its wall-clock columns."""
     with open(results_csv, newline="", encoding="utf-8") as f:
-        return [{k: v for k, v in row.items() if k not in ("train_seconds", "tokens_per_second")}
-                for row in csv.DictReader(f)]
+        return [
+            {k: v for k, v in row.items() if k not in ("train_seconds", "tokens_per_second")}
+            for row in csv.DictReader(f)
+        ]
 
 
 def restore(proj: Project) -> None:
@@ -87,8 +103,7 @@ def restore(proj: Project) -> None:
 
 
 def tmp_files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.tmp")
-                  if ".git" not in p.relative_to(root).parts)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.tmp") if ".git" not in p.relative_to(root).parts)
 
 
 def group_alive(pgid: int) -> bool:
@@ -98,7 +113,7 @@ def group_alive(pgid: int) -> bool:
             text = stat.read_text()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
         if fields[0] != "Z" and int(fields[2]) == pgid:
             return True
     return False
@@ -122,9 +137,16 @@ def interrupt_training(proj: Project, sig: int, ready, timeout: float = 240) -> 
     # A shell without job control starts background jobs with SIGINT ignored, and an ignored signal
     # stays ignored across exec (Python then installs no KeyboardInterrupt handler): give the run
     # the default disposition, as a terminal's Ctrl-C would find it.
-    proc = subprocess.Popen(cmd, cwd=proj.path, env=proj.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=proj.path,
+        env=proj.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -132,8 +154,9 @@ def interrupt_training(proj: Project, sig: int, ready, timeout: float = 240) -> 
             try:
                 if proc.poll() is not None:
                     out, err = proc.communicate()
-                    raise AssertionError(f"training ended before it could be interrupted (rc {proc.returncode})\n"
-                                         f"{out}\n{err}")
+                    raise AssertionError(
+                        f"training ended before it could be interrupted (rc {proc.returncode})\n{out}\n{err}"
+                    )
                 if ready():
                     signal_group(proc.pid, sig)  # handled as soon as the group continues
                     break
@@ -162,7 +185,8 @@ def exp_show(proj: Project) -> dict:
         data = entry["data"]
         rows[entry.get("name") or entry["rev"]] = {
             "params": data["params"]["params.yaml"]["data"],
-            "metrics": {path: m.get("data", {}) for path, m in data["metrics"].items()}}
+            "metrics": {path: m.get("data", {}) for path, m in data["metrics"].items()},
+        }
 
     for base in json.loads(proj.dvc("exp", "show", "--json").stdout):
         add(base)
@@ -237,19 +261,29 @@ def test_experiment_run_show_and_plots_diff(exp_clone, tmp_path):
     ppl = lambda row, m: row["metrics"]["metrics/eval.json"]["models"][m]["test"]["perplexity"]  # noqa: E731
     assert ppl(exp, "lstm") != ppl(base, "lstm")
     assert ppl(exp, "gru") == ppl(base, "gru")  # untouched model, same numbers
-    assert exp["metrics"]["metrics/eval.json"]["models"]["lstm"]["params"] < \
-        base["metrics"]["metrics/eval.json"]["models"]["lstm"]["params"]
+    assert (
+        exp["metrics"]["metrics/eval.json"]["models"]["lstm"]["params"]
+        < base["metrics"]["metrics/eval.json"]["models"]["lstm"]["params"]
+    )
 
     plots = json.loads(proj.dvc("plots", "diff", "main", name, "--json", "-o", str(tmp_path / "plots")).stdout)
     # each curve is rendered once: declared at the top level, not again per training stage, and
     # the evaluate stage's PNG of the same curves (the HTML report's copy) is not a DVC plot
-    assert sorted(plots["data"]) == sorted(["Validation perplexity by optimizer step", "Training perplexity by optimizer step",
-                                            "Learning rate", "metrics/eval/test_perplexity.png"])
+    assert sorted(plots["data"]) == sorted(
+        [
+            "Validation perplexity by optimizer step",
+            "Training perplexity by optimizer step",
+            "Learning rate",
+            "metrics/eval/test_perplexity.png",
+        ]
+    )
     curves = plots["data"]["Validation perplexity by optimizer step"]
     assert len(curves) == 1 and curves[0]["revisions"] == ["main", name]
     values = curves[0]["content"]["data"]["values"]
-    lstm = {rev: [float(v["perplexity"]) for v in values if v["rev"] == rev and v["filename"].startswith("lstm/")]
-            for rev in ("main", name)}
+    lstm = {
+        rev: [float(v["perplexity"]) for v in values if v["rev"] == rev and v["filename"].startswith("lstm/")]
+        for rev in ("main", name)
+    }
     assert len(lstm["main"]) == len(lstm[name]) == LSTM_EPOCHS  # both revisions' curves, overlaid
     assert lstm["main"] != lstm[name]
     assert not (proj.path / "dvc_plots").exists()
@@ -290,8 +324,9 @@ def test_queued_grid_runs_with_one_thread_per_worker(exp_clone):
     grid = (8, 10)
     started = time.monotonic()
     # one command queues the grid (one experiment per value); the target keeps each queued run short
-    out = proj.dvc("exp", "run", "--queue", "train@lstm", "-S", "lstm.hidden=" + ",".join(map(str, grid)),
-                   "-S", "lstm.epochs=1").stdout
+    out = proj.dvc(
+        "exp", "run", "--queue", "train@lstm", "-S", "lstm.hidden=" + ",".join(map(str, grid)), "-S", "lstm.epochs=1"
+    ).stdout
     names = re.findall(r"Queued experiment '([^']+)'", out)
     assert len(names) == len(grid), out
     try:
@@ -304,8 +339,9 @@ def test_queued_grid_runs_with_one_thread_per_worker(exp_clone):
             refs = proj.git("for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
             if set(names) <= {ref.rsplit("/", 1)[-1] for ref in refs}:
                 status = proj.dvc("queue", "status").stdout
-                if not any(n in line and ("Running" in line or "Queued" in line)
-                           for n in names for line in status.splitlines()):
+                if not any(
+                    n in line and ("Running" in line or "Queued" in line) for n in names for line in status.splitlines()
+                ):
                     break
             elif polls % 20 == 19:
                 status = proj.dvc("queue", "status").stdout
@@ -318,15 +354,20 @@ def test_queued_grid_runs_with_one_thread_per_worker(exp_clone):
         stop_queue_workers(proj)
     elapsed = time.monotonic() - started
     for name in names:
-        assert any(line.split()[1:2] == [name] and line.split()[-1] == "Success"
-                   for line in status.splitlines() if len(line.split()) >= 3), status
+        assert any(
+            line.split()[1:2] == [name] and line.split()[-1] == "Success"
+            for line in status.splitlines()
+            if len(line.split()) >= 3
+        ), status
     log = proj.dvc("queue", "logs", names[0]).stdout
     assert ran_stages(log) == ["train@lstm"], log  # a targeted run: check-params is not upstream
     rows = exp_show(proj)
     # DVCLive's training summary is a plain git-tracked output (eval.json alone is a DVC metric):
     # read it from each experiment's commit.
-    refs = {ref.rsplit("/", 1)[-1]: ref for ref in
-            proj.git("for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()}
+    refs = {
+        ref.rsplit("/", 1)[-1]: ref
+        for ref in proj.git("for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+    }
     summary = lambda rev: json.loads(proj.git("show", f"{rev}:metrics/train/lstm/metrics.json").stdout)  # noqa: E731
     base_ppl = summary("main")["val"]["perplexity"]
     by_hidden = {rows[n]["params"]["lstm"]["hidden"]: n for n in names}
@@ -353,8 +394,9 @@ def test_results_pushed_to_a_remote_are_pulled_by_a_fresh_clone_without_retraini
     for out in ("models/lstm.pt", "data/vocab.json", "data/tokens/train.npy", "reports/report.html"):
         assert (proj.path / out).read_bytes() == (main.proj.path / out).read_bytes(), out
     assert "Data and pipelines are up to date." in proj.dvc("status").stdout
-    assert json.loads(proj.dvc("metrics", "show", "--json").stdout) == \
-        json.loads(main.proj.dvc("metrics", "show", "--json").stdout)
+    assert json.loads(proj.dvc("metrics", "show", "--json").stdout) == json.loads(
+        main.proj.dvc("metrics", "show", "--json").stdout
+    )
     shown = proj.dvc("metrics", "show").stdout
     assert shown == main.proj.dvc("metrics", "show").stdout and "metrics/eval.json" in shown
     again = proj.repro()
@@ -399,12 +441,18 @@ def test_a_model_fetched_with_dvc_works_alone_outside_the_repository(main, tmp_p
     proj.run(str(VENV_BIN / "dvc"), "get", str(p), "models/lstm.pt", "-o", str(away / "lstm.pt"))
     proj.run(str(VENV_BIN / "dvc"), "get", str(p), "data/heldout/val.txt", "-o", str(away / "val.txt"))
     length = proj.params()["sample"]["length"]
-    run = subprocess.run(cli + ["sample", "--model", "lstm.pt", "--prefix", "time traveller", "--length", str(length)],
-                         cwd=away, capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        cli + ["sample", "--model", "lstm.pt", "--prefix", "time traveller", "--length", str(length)],
+        cwd=away,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stage_text = (p / "samples/lstm.txt").read_text(encoding="utf-8").split("\n")
     assert run.stdout.rstrip("\n") == stage_text[stage_text.index('--- prefix 1/1: "time traveller"') + 1]
-    run = subprocess.run(cli + ["score", "--model", "lstm.pt", "val.txt"], cwd=away, capture_output=True, text=True,
-                         check=True)
+    run = subprocess.run(
+        cli + ["score", "--model", "lstm.pt", "val.txt"], cwd=away, capture_output=True, text=True, check=True
+    )
     scored = float(re.search(r"perplexity ([0-9.]+)", run.stdout).group(1))
     evaluated = json.loads((p / "metrics/eval.json").read_text())["models"]["lstm"]["val"]["perplexity"]
     assert scored == pytest.approx(evaluated, rel=1e-4)
@@ -493,10 +541,15 @@ def interrupted(tmp_path_factory) -> SimpleNamespace:
     shutil.copy2(resume, saved)
     best = proj.path / "models/lstm.pt"
     return SimpleNamespace(
-        proj=proj, run=run, saved_resume=saved, resume_ckpt=load_checkpoint(resume),
-        tmp_files=tmp_files(proj.path), best_exists=best.exists(),
+        proj=proj,
+        run=run,
+        saved_resume=saved,
+        resume_ckpt=load_checkpoint(resume),
+        tmp_files=tmp_files(proj.path),
+        best_exists=best.exists(),
         best_loads=best.exists() and load_checkpoint(best)["step"] >= 1,
-        status=proj.dvc("status", "train@lstm").stdout)
+        status=proj.dvc("status", "train@lstm").stdout,
+    )
 
 
 def test_interrupted_training_leaves_no_corrupt_outputs(interrupted):
@@ -533,8 +586,9 @@ def test_resume_state_from_other_params_is_ignored(interrupted, resumed):
     shutil.copy2(interrupted.saved_resume, resume)  # saved by the 6-epoch run
     stale_inode = resume.stat().st_ino
 
-    run = interrupt_training(proj, signal.SIGTERM,
-                             ready=lambda: resume.exists() and resume.stat().st_ino != stale_inode)
+    run = interrupt_training(
+        proj, signal.SIGTERM, ready=lambda: resume.exists() and resume.stat().st_ino != stale_inode
+    )
     assert "lstm: resume state is for other params, data or code; starting over" in run.out
     assert "resuming after" not in run.out and "(epoch 1.00):" in run.out
     assert run.rc != 0 and "interrupted" in run.err and "Traceback" not in run.err
@@ -575,8 +629,12 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     assert not marker.exists()
 
     # control: the file really runs code when unpickled without weights_only (in a child process)
-    subprocess.run([sys.executable, "-c", f"import torch; torch.load({str(path)!r}, weights_only=False)"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", f"import torch; torch.load({str(path)!r}, weights_only=False)"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert marker.read_text() == "pwned"
 
 
@@ -596,8 +654,17 @@ def test_training_ignores_a_resume_file_that_would_run_code(main, tmp_path):
     marker = tmp_path / "marker"
     torch.save({"format": "rnnlm-checkpoint", "version": 1, "epoch": 1, "payload": _RunsCode(marker)}, paths.resume)
     logs: list[str] = []
-    result = Trainer("lstm", model_cfg, cfg, Vocab.load(p / "data/vocab.json"), splits["train"], splits["val"],
-                     paths, progress=False, log=logs.append).run()
+    result = Trainer(
+        "lstm",
+        model_cfg,
+        cfg,
+        Vocab.load(p / "data/vocab.json"),
+        splits["train"],
+        splits["val"],
+        paths,
+        progress=False,
+        log=logs.append,
+    ).run()
     assert any("ignoring unreadable resume state" in line for line in logs), logs
     assert not any("resuming after" in line for line in logs)
     assert not marker.exists()
@@ -643,11 +710,15 @@ def test_a_misspelled_section_fails_the_experiment(main):
 
 
 # --------------------------------------------------------------------------- 7. params validation
-@pytest.mark.parametrize("updates,stage,expected,output", [
-    ({"lstm": {"hiden": 12}}, "train@lstm", ["lstm.hiden", "lstm.hidden"], "models/lstm.pt"),
-    ({"train": {"optimizer": "adamm"}}, "train@lstm", ["train.optimizer", "'adamm'", "'adam'"], "models/lstm.pt"),
-    ({"vocab": {"split": [0.9, 0.2, 0.1]}}, "vocab", ["vocab.split", "must sum to 1"], "data/vocab.json"),
-], ids=["unknown-key", "bad-choice", "split-sum"])
+@pytest.mark.parametrize(
+    "updates,stage,expected,output",
+    [
+        ({"lstm": {"hiden": 12}}, "train@lstm", ["lstm.hiden", "lstm.hidden"], "models/lstm.pt"),
+        ({"train": {"optimizer": "adamm"}}, "train@lstm", ["train.optimizer", "'adamm'", "'adam'"], "models/lstm.pt"),
+        ({"vocab": {"split": [0.9, 0.2, 0.1]}}, "vocab", ["vocab.split", "must sum to 1"], "data/vocab.json"),
+    ],
+    ids=["unknown-key", "bad-choice", "split-sum"],
+)
 def test_invalid_params_fail_the_stage_with_one_clear_error(main, updates, stage, expected, output):
     proj = main.proj
     live = proj.path / "metrics/train/lstm"
@@ -664,6 +735,8 @@ def test_invalid_params_fail_the_stage_with_one_clear_error(main, updates, stage
         assert "Traceback" not in run.stderr + run.stdout
         assert not (proj.path / output).exists()
         # a failed training run keeps the last run's metrics (persist outputs, replaced whole at the end)
-        assert len(metrics_before) >= 3 and {p: p.read_bytes() for p in live.rglob("*") if p.is_file()} == metrics_before
+        assert (
+            len(metrics_before) >= 3 and {p: p.read_bytes() for p in live.rglob("*") if p.is_file()} == metrics_before
+        )
     finally:
         restore(proj)

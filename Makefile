@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # dvc.yaml's stage commands call `python`: run them with the venv first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast bench report lock clean-venv
+.PHONY: setup repro test test-fast lint bench report lock clean-venv
 
 setup: $(BIN)/rnnlm-ready
 
@@ -35,8 +35,13 @@ endif
 # together, as they share its projects). Every test's torch work uses one thread, so 2 workers fit
 # 2 cores without oversubscription. `make test TEST_WORKERS=0` runs them one after another.
 TEST_WORKERS ?= 2
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+
+# ruff (configured in pyproject.toml): lint and formatting, checked before the tests
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -17,6 +17,7 @@ about 1.5x is the floor for a run that used both cores well when idle.
 Usage: ``make bench`` or ``.venv/bin/python bench/contention.py [--steps 100] [--busy 1] [--model lstm]``
 (needs data/vocab.json and data/tokens: ``dvc repro vocab``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,21 +73,38 @@ def main(argv=None) -> dict:
         threads = cores if threads is None else threads
         idle = measure(args.model, args.steps, threads, env, 0)
         busy = measure(args.model, args.steps, threads, env, args.busy)
-        rows.append({"setting": name, "threads_idle": idle["threads"], "threads_busy": busy["threads"],
-                     "idle_tokens_per_second": idle["tokens_per_second"],
-                     "busy_tokens_per_second": busy["tokens_per_second"],
-                     "slowdown": round(idle["tokens_per_second"] / busy["tokens_per_second"], 2)})
-    report = {"model": args.model, "steps": args.steps, "busy_processes": args.busy, "cpu": cpu_name(),
-              "cpu_capability": cpu_capability(), "cores": cores, "rows": rows}
+        rows.append(
+            {
+                "setting": name,
+                "threads_idle": idle["threads"],
+                "threads_busy": busy["threads"],
+                "idle_tokens_per_second": idle["tokens_per_second"],
+                "busy_tokens_per_second": busy["tokens_per_second"],
+                "slowdown": round(idle["tokens_per_second"] / busy["tokens_per_second"], 2),
+            }
+        )
+    report = {
+        "model": args.model,
+        "steps": args.steps,
+        "busy_processes": args.busy,
+        "cpu": cpu_name(),
+        "cpu_capability": cpu_capability(),
+        "cores": cores,
+        "rows": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{args.model}, {args.steps} steps of the committed params.yaml, beside {args.busy} busy process(es); "
-          f"{cpu_name()}, CPU capability {cpu_capability()}, {cores} cores\n")
+    print(
+        f"\n{args.model}, {args.steps} steps of the committed params.yaml, beside {args.busy} busy process(es); "
+        f"{cpu_name()}, CPU capability {cpu_capability()}, {cores} cores\n"
+    )
     print("| setting | threads idle / busy | idle tok/s | busy tok/s | slowdown (idle / busy) |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['setting']} | {r['threads_idle']} / {r['threads_busy']} | {r['idle_tokens_per_second']:,.0f} | "
-              f"{r['busy_tokens_per_second']:,.0f} | {r['slowdown']:.2f} |")
+        print(
+            f"| {r['setting']} | {r['threads_idle']} / {r['threads_busy']} | {r['idle_tokens_per_second']:,.0f} | "
+            f"{r['busy_tokens_per_second']:,.0f} | {r['slowdown']:.2f} |"
+        )
     return report
 
 

@@ -16,6 +16,7 @@ a temporary copy of params.yaml and data/, never in the workspace.
 Usage: ``make bench`` or ``.venv/bin/python bench/processes.py [--steps 200] [--nproc 2] [--model lstm]``
 (needs data/vocab.json and data/tokens: ``dvc repro vocab``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,17 +55,27 @@ def run(model: str, steps: int, nproc: int, threads: int, env: dict | None = Non
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         params["train"].update(max_steps=steps, nproc=nproc, threads=threads, device="cpu", eval_every=0)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(threads)} if threads else {}),
-               **(env or {})}  # threads 0: the stage's own choice
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            **({"OMP_NUM_THREADS": str(threads)} if threads else {}),
+            **(env or {}),
+        }  # threads 0: the stage's own choice
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "stages.train", model], cwd=work, env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "stages.train", model], cwd=work, env=env, capture_output=True, text=True
+        )
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             sys.exit(f"error: {nproc} process(es) x {threads} thread(s) failed:\n{proc.stderr.strip()}")
         timing = json.loads((work / "metrics" / "train" / model / "timing.json").read_text())
-    return {"processes": nproc, "threads": timing["threads"], "tokens_per_second": timing["tokens_per_second"],
-            "wall_seconds": round(wall, 1), "tokens": timing["tokens"]}
+    return {
+        "processes": nproc,
+        "threads": timing["threads"],
+        "tokens_per_second": timing["tokens_per_second"],
+        "wall_seconds": round(wall, 1),
+        "tokens": timing["tokens"],
+    }
 
 
 def main(argv=None) -> None:
@@ -76,16 +87,23 @@ def main(argv=None) -> None:
     if not (ROOT / "data" / "tokens").is_dir():
         sys.exit("error: data/tokens is missing; run `dvc repro vocab` first")
     cores = distributed.cores()
-    rows = [run(args.model, args.steps, 1, cores), run(args.model, args.steps, 1, 1),
-            run(args.model, args.steps, args.nproc, max(1, cores // args.nproc))]
+    rows = [
+        run(args.model, args.steps, 1, cores),
+        run(args.model, args.steps, 1, 1),
+        run(args.model, args.steps, args.nproc, max(1, cores // args.nproc)),
+    ]
     base = rows[0]
-    print(f"\n{args.model}, {args.steps} steps of the committed params.yaml's global minibatch, "
-          f"{cpu_name()}, CPU capability {cpu_capability()}, {cores} cores, torch CPU build\n")
+    print(
+        f"\n{args.model}, {args.steps} steps of the committed params.yaml's global minibatch, "
+        f"{cpu_name()}, CPU capability {cpu_capability()}, {cores} cores, torch CPU build\n"
+    )
     print("| processes x threads | train tok/s | vs 1 x all cores | wall s (start-up included) |")
     print("|---|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['processes']} x {row['threads']} | {row['tokens_per_second']:,.0f} | "
-              f"{row['tokens_per_second'] / base['tokens_per_second']:.2f} | {row['wall_seconds']:.1f} |")
+        print(
+            f"| {row['processes']} x {row['threads']} | {row['tokens_per_second']:,.0f} | "
+            f"{row['tokens_per_second'] / base['tokens_per_second']:.2f} | {row['wall_seconds']:.1f} |"
+        )
     assert len({row["tokens"] for row in rows}) == 1, "every row must train on the same tokens"
 
 

@@ -14,6 +14,7 @@ fixed number of steps per configuration, the configurations interleaved over sev
 Reports tokens/s (best of the repeats) and each configuration's ratio to ``full, emb 32``
 (median and range over the repeats). Writes ``metrics/bench_word.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,8 @@ def make_runner(cfg: dict, vocab_size: int, ids: torch.Tensor, args):
         start = time.perf_counter()
         for _ in range(count):
             i = position["i"] % ((len(ids) - 1) // n)
-            X = ids[i * n:(i + 1) * n].reshape(args.batch_size, -1)
-            Y = ids[i * n + 1:(i + 1) * n + 1].reshape(args.batch_size, -1)
+            X = ids[i * n : (i + 1) * n].reshape(args.batch_size, -1)
+            Y = ids[i * n + 1 : (i + 1) * n + 1].reshape(args.batch_size, -1)
             state = detach_state(position["state"]) if position["state"] is not None else None
             loss, position["state"] = train_step(model, optimizer, X, Y, state, 0.25, amp)
             position["i"] += 1
@@ -94,22 +95,41 @@ def run(args) -> dict:
     rows = []
     for n in names:
         ratios = [b / s for s, b in zip(seconds[n], seconds[base])]
-        rows.append({"config": n, "tokens_per_second": round(tokens / min(seconds[n]), 1),
-                     "ratio_to_full": round(statistics.median(ratios), 3),
-                     "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]})
-    return {"vocab_size": vocab_size, "hidden": args.hidden, "batch_size": args.batch_size,
-            "num_steps": args.num_steps, "steps": args.steps, "repeats": args.repeats,
-            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-            "cpu_capability": cpu_capability(), "rows": rows}
+        rows.append(
+            {
+                "config": n,
+                "tokens_per_second": round(tokens / min(seconds[n]), 1),
+                "ratio_to_full": round(statistics.median(ratios), 3),
+                "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+            }
+        )
+    return {
+        "vocab_size": vocab_size,
+        "hidden": args.hidden,
+        "batch_size": args.batch_size,
+        "num_steps": args.num_steps,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_capability": cpu_capability(),
+        "rows": rows,
+    }
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Word-level LSTM 2x{report['hidden']}, V = {report['vocab_size']:,}, batch {report['batch_size']} x "
-             f"{report['num_steps']}, {report['threads']} threads, CPU capability {report['cpu_capability']}", "",
-             "| config | tokens/s | ratio to full, emb 32 (median, range) |", "|---|---:|---|"]
+    lines = [
+        f"Word-level LSTM 2x{report['hidden']}, V = {report['vocab_size']:,}, batch {report['batch_size']} x "
+        f"{report['num_steps']}, {report['threads']} threads, CPU capability {report['cpu_capability']}",
+        "",
+        "| config | tokens/s | ratio to full, emb 32 (median, range) |",
+        "|---|---:|---|",
+    ]
     for r in report["rows"]:
-        lines.append(f"| {r['config']} | {r['tokens_per_second']:,.0f} | {r['ratio_to_full']:.2f} "
-                     f"({r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}) |")
+        lines.append(
+            f"| {r['config']} | {r['tokens_per_second']:,.0f} | {r['ratio_to_full']:.2f} "
+            f"({r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}) |"
+        )
     return "\n".join(lines) + "\n"
 
 

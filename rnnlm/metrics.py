@@ -1,4 +1,5 @@
 """Perplexity and bits per token, and evaluation of a model over a whole split."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ def bits_per_token(nll_sum: float, count: int) -> float:
 
 
 @torch.no_grad()
-def model_token_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, device="cpu",
-                    progress: str | None = None) -> np.ndarray:
+def model_token_nll(
+    model, tokens: np.ndarray, batch_size: int, num_steps: int, device="cpu", progress: str | None = None
+) -> np.ndarray:
     """NLL (nats, float64) of each of tokens[1:] given its preceding tokens, in order.
 
     The split is laid out as ``batch_size`` contiguous streams (see ``eval_streams``) walked
@@ -39,8 +41,9 @@ def model_token_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, 
     X, Y = X.to(device), Y.to(device)
     state = None
     chunks = []
-    with tqdm(total=int(M.sum()), desc=progress, unit="tok", unit_scale=True, disable=progress is None,
-              leave=False) as bar:
+    with tqdm(
+        total=int(M.sum()), desc=progress, unit="tok", unit_scale=True, disable=progress is None, leave=False
+    ) as bar:
         for i in range(0, X.shape[1], num_steps):
             nll, state = model.token_nll(X[:, i : i + num_steps], Y[:, i : i + num_steps], state)
             chunks.append(nll.cpu().double())  # on the CPU: Apple mps has no float64

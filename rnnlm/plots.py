@@ -1,4 +1,5 @@
 """PNG figures (matplotlib, headless)."""
+
 from __future__ import annotations
 
 import os

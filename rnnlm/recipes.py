@@ -9,6 +9,7 @@ experiments. ``python -m rnnlm.recipes ptb --print`` shows the command instead o
 ``python -m rnnlm.recipes ptb train@lstm`` runs the pipeline only up to that stage (that
 experiment keeps its parent's scores for the stages it did not run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,8 +91,9 @@ def committed_params(path: str = PARAMS_FILE) -> dict:
     try:
         text = subprocess.run(["git", "show", f"HEAD:{path}"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
-        raise RnnlmError(f"cannot read {path} at git HEAD: recipes run as DVC experiments inside a git "
-                         "repository with a commit") from None
+        raise RnnlmError(
+            f"cannot read {path} at git HEAD: recipes run as DVC experiments inside a git repository with a commit"
+        ) from None
     return yaml.safe_load(text) or {}
 
 
@@ -137,17 +139,21 @@ def command(name: str, targets: list[str] = ()) -> list[str]:
     recipe, base, workspace = load_recipe(name), committed_params(), read_params()
     edited = uncommitted_edits(base, workspace, [load_recipe(r) for r in available()])
     if edited:
-        raise RnnlmError(f"params.yaml has edits that are not committed ({', '.join(edited)}), and the recipe would "
-                         "reset them to their committed values; commit them (git commit params.yaml) to run the "
-                         "recipe on top of them, or set them aside (git stash) and rerun")
+        raise RnnlmError(
+            f"params.yaml has edits that are not committed ({', '.join(edited)}), and the recipe would "
+            "reset them to their committed values; commit them (git commit params.yaml) to run the "
+            "recipe on top of them, or set them aside (git stash) and rerun"
+        )
     args = ["dvc", "exp", "run"]
     for o in overrides(recipe, base, workspace):
         args += ["-S", o]
     return args + list(targets)
 
 
-BUSY = ("wait for it to end: two experiments at once in one workspace mix their params (DVC runs each in "
-        "the workspace); to run several, queue them (dvc exp run --queue ..., then dvc queue start)")
+BUSY = (
+    "wait for it to end: two experiments at once in one workspace mix their params (DVC runs each in "
+    "the workspace); to run several, queue them (dvc exp run --queue ..., then dvc queue start)"
+)
 
 
 def _held(path: Path) -> bool:

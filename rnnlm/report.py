@@ -9,6 +9,7 @@ resources, no timestamps (the same inputs give the same bytes).
 This module reads only files, so it imports nothing from the rest of the package beyond the
 file and error helpers and the results table (the stage's DVC deps list exactly those).
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,10 +26,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TITLE = "Recurrent language models: results"
 
 FIGURES = (  # (path, producing stage, caption)
-    ("metrics/eval/learning_curves.png", "evaluate",
-     "Learning curves: training (dashed) and validation (solid) perplexity by optimizer step."),
-    ("metrics/eval/test_perplexity.png", "evaluate",
-     "Test perplexity of every model, model + Kneser-Ney mixture (dotted) and baseline (hatched grey)."),
+    (
+        "metrics/eval/learning_curves.png",
+        "evaluate",
+        "Learning curves: training (dashed) and validation (solid) perplexity by optimizer step.",
+    ),
+    (
+        "metrics/eval/test_perplexity.png",
+        "evaluate",
+        "Test perplexity of every model, model + Kneser-Ney mixture (dotted) and baseline (hatched grey).",
+    ),
     ("metrics/vocab/zipf.png", "vocab", "Zipf plot of the train split's token frequencies."),
 )
 
@@ -69,9 +76,12 @@ def results_html(df: pd.DataFrame) -> str:
     test perplexity) class ``best``; number columns class ``num`` (right-aligned).
     """
     shown = display_table(df)
-    num = ['' if c in TEXT_COLUMNS else ' class="num"' for c in df.columns]
-    out = ["<table>", "<thead><tr>" + "".join(f"<th{n}>{html.escape(h)}</th>" for n, h in zip(num, shown.columns))
-           + "</tr></thead>", "<tbody>"]
+    num = ["" if c in TEXT_COLUMNS else ' class="num"' for c in df.columns]
+    out = [
+        "<table>",
+        "<thead><tr>" + "".join(f"<th{n}>{html.escape(h)}</th>" for n, h in zip(num, shown.columns)) + "</tr></thead>",
+        "<tbody>",
+    ]
     for r, (kind, row) in enumerate(zip(df["kind"], shown.itertuples(index=False))):
         classes = (["baseline"] if kind == "ngram" else []) + (["best"] if r == 0 else [])
         attr = f' class="{" ".join(classes)}"' if classes else ""
@@ -118,14 +128,19 @@ def headline_html(ev: dict) -> str:
             continue
         name = min(entries, key=lambda n: entries[n]["test"]["perplexity"])
         test = entries[name]["test"]
-        parts.append(f"{label}: <b>{html.escape(name)}</b>, test perplexity {test['perplexity']:.3f} "
-                     f"({test['bits_per_token']:.3f} {unit})")
+        parts.append(
+            f"{label}: <b>{html.escape(name)}</b>, test perplexity {test['perplexity']:.3f} "
+            f"({test['bits_per_token']:.3f} {unit})"
+        )
     if not parts:
         return ""
     tokens = ev.get("targets", {})
-    scored = (f" Every row scores the same {tokens['test']:,} test targets (and {tokens['val']:,} validation "
-              "targets), each predicted from the tokens before it in its split."
-              if "test" in tokens and "val" in tokens else "")
+    scored = (
+        f" Every row scores the same {tokens['test']:,} test targets (and {tokens['val']:,} validation "
+        "targets), each predicted from the tokens before it in its split."
+        if "test" in tokens and "val" in tokens
+        else ""
+    )
     return f"<p>{'; '.join(parts)}.{html.escape(scored)}</p>"
 
 
@@ -154,7 +169,9 @@ def build_report(root: str | Path = ".") -> str:
 
     fig_html = "\n".join(
         f'<figure>\n<img src="{uri}" alt="{html.escape(caption)}">\n<figcaption>{html.escape(caption)}'
-        "</figcaption>\n</figure>" for uri, caption in figures)
+        "</figcaption>\n</figure>"
+        for uri, caption in figures
+    )
     body = f"""<h1>{html.escape(TITLE)}</h1>
 
 <h2>Corpus</h2>
@@ -173,8 +190,10 @@ Training time and throughput come from the training stages and are not comparabl
 <h2>Samples</h2>
 {samples}
 """
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(TITLE)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(TITLE)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
+    )
 
 
 def run_report(root: str | Path = ".", out: str | Path = "reports/report.html") -> Path:

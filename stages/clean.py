@@ -12,8 +12,10 @@ def main() -> None:
     cfg = params.load_section("clean")
     m = run_clean_dir(cfg, "data/raw", "data/clean", "metrics/clean.json")
     for name, s in m.get("splits", {"corpus": m}).items():
-        print(f"clean: {name}: mode {s['mode']}: {s['chars_in']} -> {s['chars_out']} characters, "
-              f"{s['distinct_chars_in']} -> {s['distinct_chars_out']} distinct")
+        print(
+            f"clean: {name}: mode {s['mode']}: {s['chars_in']} -> {s['chars_out']} characters, "
+            f"{s['distinct_chars_in']} -> {s['distinct_chars_out']} distinct"
+        )
         warning = letters_warning(s)
         if warning:
             print(f"warning: {name}: {warning}", file=sys.stderr)

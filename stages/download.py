@@ -6,6 +6,7 @@ A local corpus file must lie under data/corpora/, this stage's DVC dependency, s
 tracks its content; a link there may point only inside the project.
 Prints one line per file written.
 """
+
 from pathlib import Path
 
 from rnnlm import params

@@ -3,11 +3,11 @@ data/tokens and writes models/lstm.pt (best), models/lstm.last.pt, metrics/train
 
 With train.nproc > 1 it relaunches itself as that many processes under torchrun; started by
 torchrun (e.g. on several machines), it is one rank of the run."""
+
+import dataclasses
 import sys
 
 from rnnlm import distributed
-import dataclasses
-
 from rnnlm.device import resolve_device, resolve_precision
 from rnnlm.errors import RnnlmError, stage_main
 from rnnlm.params import load_model_config, model_key, read_params
@@ -41,14 +41,17 @@ def main():
     world = world or distributed.World()
     with distributed.process_group(world, cfg) as device:
         paths = TrainPaths.for_model(name) if world.writer else None
-        result = Trainer(name, model_cfg, cfg, vocab, splits["train"], splits["val"], paths, world=world,
-                         device=device).run()
+        result = Trainer(
+            name, model_cfg, cfg, vocab, splits["train"], splits["val"], paths, world=world, device=device
+        ).run()
     if world.writer:
-        print(f"{name}: best val perplexity {result['best_val_perplexity']:.3f} at step {result['best_step']} "
-              f"(epoch {result['best_epoch']:.2f}), stopped by {result['stopped_by']}, "
-              f"{result['tokens_per_second']:,.0f} tok/s ({result['precision']}, {result['device']}"
-              f"{' ' + result['cpu_capability'] if result['device'] == 'cpu' else ''}), {result['train_seconds']:.0f}s, "
-              f"{world.size} process{'es' if world.size > 1 else ''}")
+        print(
+            f"{name}: best val perplexity {result['best_val_perplexity']:.3f} at step {result['best_step']} "
+            f"(epoch {result['best_epoch']:.2f}), stopped by {result['stopped_by']}, "
+            f"{result['tokens_per_second']:,.0f} tok/s ({result['precision']}, {result['device']}"
+            f"{' ' + result['cpu_capability'] if result['device'] == 'cpu' else ''}), {result['train_seconds']:.0f}s, "
+            f"{world.size} process{'es' if world.size > 1 else ''}"
+        )
 
 
 if __name__ == "__main__":

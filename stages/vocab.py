@@ -1,5 +1,6 @@
 """vocab stage: data/clean/corpus.txt -> data/vocab.json, data/tokens/{train,val,test}.npy,
 data/heldout/{val,test}.txt, metrics/corpus.json, metrics/vocab/{token_freq.csv,zipf.png}."""
+
 from pathlib import Path
 
 from rnnlm.errors import stage_main
@@ -13,8 +14,10 @@ def main():
     clean = Path("data/clean")
     vocab, encoded, stats, parts = build(read_clean(clean), cfg, read_source(clean))
     write_outputs(vocab, encoded, stats, parts=parts)
-    print(f"vocab: {len(vocab)} {cfg.level} types; tokens {stats['tokens']}; OOV {stats['oov_rate']}; "
-          f"<unk> {stats['unk_rate']}")
+    print(
+        f"vocab: {len(vocab)} {cfg.level} types; tokens {stats['tokens']}; OOV {stats['oov_rate']}; "
+        f"<unk> {stats['unk_rate']}"
+    )
 
 
 if __name__ == "__main__":

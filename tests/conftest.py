@@ -1,4 +1,5 @@
 """Shared fixtures: a copy of the project in a temporary git repository, driven by real DVC."""
+
 from __future__ import annotations
 
 import functools
@@ -24,8 +25,9 @@ def _shared_data() -> Path:
     beside = ROOT.parent / "shared" / "data"
     if beside.is_dir():
         return beside
-    origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
-                            capture_output=True, text=True).stdout.strip()
+    origin = subprocess.run(
+        ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+    ).stdout.strip()
     return Path(origin).resolve().parent / "shared" / "data" if origin and Path(origin).is_dir() else beside
 
 
@@ -37,8 +39,15 @@ PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "rnnlm",
 TINY = {
     "download": {"mirrors": [str(SHARED_DATA)]},
     "clean": {"max_chars": 12000},
-    "train": {"epochs": 2, "batch_size": 8, "num_steps": 16, "lr": 0.01, "threads": 1, "device": "cpu",
-              "lr_decay": 1.0},
+    "train": {
+        "epochs": 2,
+        "batch_size": 8,
+        "num_steps": 16,
+        "lr": 0.01,
+        "threads": 1,
+        "device": "cpu",
+        "lr_decay": 1.0,
+    },
     "rnn": {"hidden": 16, "embedding": 8, "dropout": 0.0},
     "lstm": {"hidden": 16, "embedding": 8, "dropout": 0.0},
     "gru": {"hidden": 16, "embedding": 8, "dropout": 0.0},
@@ -61,10 +70,16 @@ class Project:
 
     def __init__(self, path: Path):
         self.path = path
-        self.env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                    "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-                    "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
-                    "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
+        self.env = {
+            **os.environ,
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "GIT_AUTHOR_NAME": "test",
+            "GIT_AUTHOR_EMAIL": "test@example.invalid",
+            "GIT_COMMITTER_NAME": "test",
+            "GIT_COMMITTER_EMAIL": "test@example.invalid",
+            "DVC_NO_ANALYTICS": "1",
+            "OMP_NUM_THREADS": "1",
+        }
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         # Output goes through files, not pipes: a daemon the command leaves behind (`dvc queue start`
@@ -74,8 +89,9 @@ class Project:
             out.seek(0), err.seek(0)
             proc.stdout, proc.stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
-                                 f"stderr:\n{proc.stderr}")
+            raise AssertionError(
+                f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
         return proc
 
     def dvc(self, *args: str, **kw) -> subprocess.CompletedProcess:
@@ -88,8 +104,9 @@ class Project:
         return yaml.safe_load((self.path / "params.yaml").read_text())
 
     def set_params(self, updates: dict) -> None:
-        (self.path / "params.yaml").write_text(yaml.safe_dump(deep_update(self.params(), updates), sort_keys=False,
-                                                             allow_unicode=True))
+        (self.path / "params.yaml").write_text(
+            yaml.safe_dump(deep_update(self.params(), updates), sort_keys=False, allow_unicode=True)
+        )
 
     def commit(self, message: str = "update") -> None:
         self.git("add", "-A")
@@ -154,11 +171,18 @@ def committed_params() -> dict:
     return read_params(ROOT / "params.yaml")
 
 
-def run_stage_script(name: str, cwd: Path, env: dict | None = None, timeout: float = 300,
-                     args: list[str] = ()) -> subprocess.CompletedProcess:
+def run_stage_script(
+    name: str, cwd: Path, env: dict | None = None, timeout: float = 300, args: list[str] = ()
+) -> subprocess.CompletedProcess:
     """Stage script ``stages/<name>.py`` of this checkout run as dvc.yaml runs it (``python -m
     stages.<name> args``) in ``cwd``, a project root holding params.yaml and data/."""
     # one torch thread unless ``env`` says otherwise: make test runs two test modules side by side
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", f"stages.{name}", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{name}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

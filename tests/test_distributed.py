@@ -1,5 +1,6 @@
 """Issue 12: several processes (torchrun + DistributedDataParallel, `train.nproc`), fp16, the
 device choice. The CUDA and nccl paths cannot run here (no GPU); their device-independent parts do."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import config, make_project, ran_stages, run_stage_script
+
 from rnnlm import distributed
 from rnnlm.batching import batches
 from rnnlm.device import resolve_device
 from rnnlm.errors import ParamError, RnnlmError
-from rnnlm.train import TrainPaths, Trainer, train_step
+from rnnlm.train import Trainer, TrainPaths, train_step
 from rnnlm.vocab import Vocab
 
 TEXT = "the time traveller for so it will be convenient to speak of him " * 40
@@ -54,8 +55,11 @@ def test_a_batch_that_does_not_split_evenly_is_refused():
 
 def test_more_processes_than_gpus_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(ParamError, match=r"^params\.yaml: train\.nproc: 2 processes, but this machine has 1 CUDA "
-                                         r"device\(s\): one process per GPU$"):
+    with pytest.raises(
+        ParamError,
+        match=r"^params\.yaml: train\.nproc: 2 processes, but this machine has 1 CUDA "
+        r"device\(s\): one process per GPU$",
+    ):
         distributed.check(train_cfg(nproc=2, device="cuda"), torch.device("cuda"), 2, 2)
 
 
@@ -66,8 +70,11 @@ def test_a_rank_that_exits_with_another_status_is_reported_once(monkeypatch):
         raise ChildFailedError("stages.train", {1: ProcessFailure(local_rank=1, pid=4321, exitcode=2, error_file="")})
 
     monkeypatch.setattr("torch.distributed.run.run", failed_run)
-    with pytest.raises(RnnlmError, match=r"^stages\.train lstm: rank 1 of 2 exited with status 2, so every rank "
-                                         r"stopped; the next run resumes after the last validation point$"):
+    with pytest.raises(
+        RnnlmError,
+        match=r"^stages\.train lstm: rank 1 of 2 exited with status 2, so every rank "
+        r"stopped; the next run resumes after the last validation point$",
+    ):
         distributed.launch(2, "stages.train", ["lstm"])
 
 
@@ -76,11 +83,16 @@ def test_a_lost_peer_becomes_one_error_line(monkeypatch):
     monkeypatch.setattr(distributed, "check", lambda *args: None)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda *args, **kwargs: None)
     world = distributed.World(rank=1, size=2)
-    with pytest.raises(RnnlmError, match=r"^rank 1 of 2 lost contact with another rank "
-                                         r"\(Connection closed by peer \[127\.0\.0\.1\]:5678\)$"):
+    with pytest.raises(
+        RnnlmError,
+        match=r"^rank 1 of 2 lost contact with another rank "
+        r"\(Connection closed by peer \[127\.0\.0\.1\]:5678\)$",
+    ):
         with distributed.process_group(world, train_cfg(nproc=2)):
-            raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
-                               "[127.0.0.1]:5678. More detail")
+            raise RuntimeError(
+                "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
+                "[127.0.0.1]:5678. More detail"
+            )
     with pytest.raises(RuntimeError, match="^a bug$"):
         with distributed.process_group(world, train_cfg(nproc=2)):
             raise RuntimeError("a bug")
@@ -95,11 +107,14 @@ def test_the_stage_refuses_a_world_it_cannot_run_before_any_work(tmp_path, case)
     params["train"].update(nproc=nproc, batch_size=32 * nproc, device="cpu")
     if case == "nccl on the cpu":
         params["train"]["backend"] = "nccl"
-        expected = ("error: params.yaml: train.backend: nccl needs CUDA devices, and train.device resolves to cpu "
-                    "here; use backend auto or gloo")
+        expected = (
+            "error: params.yaml: train.backend: nccl needs CUDA devices, and train.device resolves to cpu "
+            "here; use backend auto or gloo"
+        )
     else:
-        expected = (f"error: params.yaml: train.nproc: {nproc} processes, but this machine has "
-                    f"{distributed.cores()} CPU cores")
+        expected = (
+            f"error: params.yaml: train.nproc: {nproc} processes, but this machine has {distributed.cores()} CPU cores"
+        )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     run = run_stage_script("train", tmp_path, args=["lstm"])
     assert run.returncode == 1
@@ -115,8 +130,12 @@ def test_the_rows_of_the_ranks_cover_the_minibatch_once():
 
 # --------------------------------------------------------------------------- device and precision
 def test_auto_takes_cuda_then_mps_then_the_cpu(monkeypatch):
-    for found, expected in ((torch.device("cuda"), "cuda"), (torch.device("mps"), "mps"), (None, "cpu"),
-                            (torch.device("xpu"), "cpu")):
+    for found, expected in (
+        (torch.device("cuda"), "cuda"),
+        (torch.device("mps"), "mps"),
+        (None, "cpu"),
+        (torch.device("xpu"), "cpu"),
+    ):
         monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False, d=found: d)
         assert resolve_device("auto", "train.device").type == expected
     if not torch.backends.mps.is_available():
@@ -171,8 +190,15 @@ def test_fp16_on_the_cpu_is_refused_before_training(tmp_path):
     ids = vocab.encode(list(TEXT))
     cfg = config("train", {"batch_size": 4, "num_steps": 10, "device": "cpu", "precision": "fp16"})
     with pytest.raises(ParamError, match=r"train\.precision: fp16 is for CUDA GPUs, and the device here is cpu"):
-        Trainer("lstm", config("lstm", {"hidden": 8}), cfg, vocab, ids[:2000], ids[2000:2300],
-                TrainPaths.for_model("lstm", tmp_path))
+        Trainer(
+            "lstm",
+            config("lstm", {"hidden": 8}),
+            cfg,
+            vocab,
+            ids[:2000],
+            ids[2000:2300],
+            TrainPaths.for_model("lstm", tmp_path),
+        )
 
 
 def test_a_budget_ending_at_a_validation_point_finishes(tmp_path):
@@ -182,8 +208,17 @@ def test_a_budget_ending_at_a_validation_point_finishes(tmp_path):
     ids = vocab.encode(list(TEXT))
     cfg = config("train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "device": "cpu", "eval_every": 1})
     model_cfg = config("lstm", {"hidden": 8, "embedding": 4, "layers": 1, "dropout": 0.0})
-    result = Trainer("lstm", model_cfg, cfg, vocab, ids[:600], ids[600:700], TrainPaths.for_model("lstm", tmp_path),
-                     progress=False, log=lambda *_: None).run()
+    result = Trainer(
+        "lstm",
+        model_cfg,
+        cfg,
+        vocab,
+        ids[:600],
+        ids[600:700],
+        TrainPaths.for_model("lstm", tmp_path),
+        progress=False,
+        log=lambda *_: None,
+    ).run()
     assert result["stopped_by"] == "epochs" and result["history"][-1]["epoch"] == 1.0
 
 
@@ -197,12 +232,23 @@ def _two_rank_worker(rank: int, port: int, root: str, train_updates: dict, model
     try:
         vocab = Vocab.build(list(TEXT), "char")
         ids = vocab.encode(list(TEXT))
-        cfg = config("train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "device": "cpu", "nproc": 2,
-                               **train_updates})
+        cfg = config(
+            "train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "device": "cpu", "nproc": 2, **train_updates}
+        )
         model_cfg = config("lstm", {"hidden": 8, "embedding": 4, "layers": 1, "dropout": 0.0, **model_updates})
         paths = TrainPaths.for_model("lstm", Path(root)) if rank == 0 else None
-        trainer = Trainer("lstm", model_cfg, cfg, vocab, ids[:2000], ids[2000:2300], paths, progress=False,
-                          log=lambda *_: None, world=distributed.World(rank, 2))
+        trainer = Trainer(
+            "lstm",
+            model_cfg,
+            cfg,
+            vocab,
+            ids[:2000],
+            ids[2000:2300],
+            paths,
+            progress=False,
+            log=lambda *_: None,
+            world=distributed.World(rank, 2),
+        )
         results[rank] = ("ok", trainer.run()["best_val_perplexity"])
     except BaseException as exc:  # noqa: BLE001 - reported to the test
         results[rank] = ("error", f"{type(exc).__name__}: {exc}")
@@ -242,12 +288,20 @@ def test_a_divergence_seen_by_the_ranks_is_reported_once(tmp_path):
 
 # --------------------------------------------------------------------------- two ranks through dvc repro
 # fp32: the comparison below is to 1e-5 (precision auto would be bf16 on a CPU that has it)
-DDP = {"train": {"epochs": 1, "eval_every": 10, "threads": 1, "precision": "fp32"}, "lstm": {"hidden": 24, "dropout": 0.0}}
+DDP = {
+    "train": {"epochs": 1, "eval_every": 10, "threads": 1, "precision": "fp32"},
+    "lstm": {"hidden": 24, "dropout": 0.0},
+}
 
 
 def outputs(root: Path) -> tuple[list, dict, dict]:
-    files = sorted(str(p.relative_to(root)) for d in ("models", "metrics/train", "checkpoints") if (root / d).exists()
-                   for p in (root / d).rglob("*") if p.is_file() and "lstm" in str(p))
+    files = sorted(
+        str(p.relative_to(root))
+        for d in ("models", "metrics/train", "checkpoints")
+        if (root / d).exists()
+        for p in (root / d).rglob("*")
+        if p.is_file() and "lstm" in str(p)
+    )
     history = {}
     for kind in ("train", "val"):
         tsv = (root / f"metrics/train/lstm/plots/metrics/{kind}/perplexity.tsv").read_text().splitlines()[1:]
@@ -280,8 +334,10 @@ def test_two_ranks_train_like_one_process(tmp_path):
 def test_an_error_every_rank_meets_is_reported_once(tmp_path):
     """Divergence, seen by both ranks: rank 0 names it, rank 1 stops quietly, the stage adds one
     line pointing at it (no resume hint: rerunning the same params would diverge again)."""
-    proj = make_project(tmp_path / "diverge", {**DDP, "train": {**DDP["train"], "nproc": 2, "lr": 1e30,
-                                                                 "clip_theta": 0.0, "optimizer": "sgd"}})
+    proj = make_project(
+        tmp_path / "diverge",
+        {**DDP, "train": {**DDP["train"], "nproc": 2, "lr": 1e30, "clip_theta": 0.0, "optimizer": "sgd"}},
+    )
     proj.repro("vocab")
     run = proj.repro("train@lstm", check=False)
     assert run.returncode != 0
@@ -307,9 +363,15 @@ def worker_pids(project: Path) -> dict[int, int]:
 
 
 def start_repro(proj, target: str) -> subprocess.Popen:
-    return subprocess.Popen([str(Path(proj.env["PATH"].split(os.pathsep)[0]) / "dvc"), "repro", target],
-                            cwd=proj.path, env=proj.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [str(Path(proj.env["PATH"].split(os.pathsep)[0]) / "dvc"), "repro", target],
+        cwd=proj.path,
+        env=proj.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen) -> None:
@@ -323,7 +385,9 @@ def wait_for(path: Path, proc: subprocess.Popen) -> None:
 def test_ctrl_c_stops_every_rank_as_interrupted(tmp_path):
     """Ctrl-C reaches the stage that runs torchrun (the ranks are in their own sessions): it
     stops them and says `interrupted`, with no traceback; the next repro resumes."""
-    proj = make_project(tmp_path / "int", {**DDP, "train": {**DDP["train"], "nproc": 2}, "lstm": {**DDP["lstm"], "epochs": 3}})
+    proj = make_project(
+        tmp_path / "int", {**DDP, "train": {**DDP["train"], "nproc": 2}, "lstm": {**DDP["lstm"], "epochs": 3}}
+    )
     proj.repro("vocab")
     resume = proj.path / "checkpoints" / "lstm.resume.pt"
     proc = start_repro(proj, "train@lstm")
@@ -349,8 +413,10 @@ def test_ctrl_c_stops_every_rank_as_interrupted(tmp_path):
 def test_killing_one_rank_stops_the_stage_and_the_next_repro_resumes(tmp_path):
     """Validation points fall inside epochs (eval_every), so the resume file holds both ranks'
     rows of the carried hidden state; the resumed run ends where an uninterrupted one does."""
-    proj = make_project(tmp_path / "kill", {**DDP, "train": {**DDP["train"], "nproc": 2, "eval_every": 30},
-                                            "lstm": {**DDP["lstm"], "epochs": 3}})
+    proj = make_project(
+        tmp_path / "kill",
+        {**DDP, "train": {**DDP["train"], "nproc": 2, "eval_every": 30}, "lstm": {**DDP["lstm"], "epochs": 3}},
+    )
     proj.repro("vocab")
     resume = proj.path / "checkpoints" / "lstm.resume.pt"
     proc = start_repro(proj, "train@lstm")

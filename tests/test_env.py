@@ -1,4 +1,5 @@
 """`make setup` installs exactly the locked versions (requirements.lock)."""
+
 from __future__ import annotations
 
 import re

@@ -4,17 +4,17 @@ Any x86 CPU with AVX-512 stands in for an AVX2-only one when the three libraries
 with are capped: ATen's own kernels (ATEN_CPU_CAPABILITY), oneDNN's (ONEDNN_MAX_CPU_ISA: its LSTM,
 and its answer to "native bfloat16?") and MKL's (MKL_ENABLE_INSTRUCTIONS: the matmuls). The child
 process checks that the cap took before trusting what it ran."""
+
 import copy
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, committed_params, deep_update, run_stage_script
+
 from rnnlm.recipes import available, load_recipe
 
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
@@ -53,8 +53,10 @@ print("RESULT " + json.dumps(out))
 
 
 def recipe_params() -> dict:
-    return {name: deep_update(copy.deepcopy(committed_params()), load_recipe(name, ROOT / "recipes"))
-            for name in available(ROOT / "recipes")}
+    return {
+        name: deep_update(copy.deepcopy(committed_params()), load_recipe(name, ROOT / "recipes"))
+        for name in available(ROOT / "recipes")
+    }
 
 
 @pytest.mark.integration
@@ -63,8 +65,9 @@ def test_every_recipe_model_trains_on_an_avx2_cpu_in_fp32():
     has no bf16 LSTM kernel there, a traceback at train@lstm)."""
     params = recipe_params()
     env = {**os.environ, **AVX2, "OMP_NUM_THREADS": "1", "ONEDNN_VERBOSE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(params)], env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(params)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     isa = [line for line in proc.stdout.splitlines() if ",isa:" in line]
     assert isa and not any(s in isa[0] for s in ("512", "AMX", "AVX 10")), isa  # oneDNN really capped
@@ -90,16 +93,23 @@ def test_explicit_bf16_on_an_avx2_cpu_is_one_error_line_and_writes_nothing(tmp_p
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
         "error: params.yaml: lstm.precision: bf16 needs native bfloat16 matmuls (AVX512-BF16 or AMX CPUs, Ampere "
-        "or newer GPUs), and this CPU (AVX2) has none; use auto (bf16 where the device has it, fp32 elsewhere) or fp32"]
+        "or newer GPUs), and this CPU (AVX2) has none; use auto (bf16 where the device has it, fp32 elsewhere) or fp32"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
-@pytest.mark.parametrize("env, expected", [({}, "1000"), ({"GOMP_SPINCOUNT": "50"}, "50"),
-                                           ({"OMP_WAIT_POLICY": "ACTIVE"}, None)])
+@pytest.mark.parametrize(
+    "env, expected", [({}, "1000"), ({"GOMP_SPINCOUNT": "50"}, "50"), ({"OMP_WAIT_POLICY": "ACTIVE"}, None)]
+)
 def test_openmp_threads_spin_briefly_unless_the_user_says_otherwise(env, expected):
     """libgomp reads its spin count when torch loads: importing rnnlm first sets a short one."""
     clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     code = "import os, rnnlm, torch; print(os.environ.get('GOMP_SPINCOUNT'))"
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env, "PYTHONPATH": str(ROOT)},
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == str(expected)

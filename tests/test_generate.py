@@ -1,4 +1,5 @@
 """Tests for rnnlm.generate: strategies, determinism, state carrying, prefixes, masking, outputs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import config
 
 from rnnlm import generate as gen
 from rnnlm.checkpoint import cpu_state_dict, save_checkpoint
@@ -13,7 +15,6 @@ from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.fileio import write_json
 from rnnlm.models import RNNLM
 from rnnlm.vocab import UNK, Vocab, tokenize
-from conftest import config
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding a recondite matter to us "
 
@@ -112,8 +113,17 @@ def test_same_seed_same_text_different_seed_different_text(strategy):
 def test_sample_seed_is_stable_and_distinguishes_model_and_prefix():
     s = gen.sample_seed(0, "lstm", "time traveller")
     assert s == gen.sample_seed(0, "lstm", "time traveller") and 0 <= s < 2**63
-    assert len({s, gen.sample_seed(1, "lstm", "time traveller"), gen.sample_seed(0, "gru", "time traveller"),
-                gen.sample_seed(0, "lstm", "time")}) == 4
+    assert (
+        len(
+            {
+                s,
+                gen.sample_seed(1, "lstm", "time traveller"),
+                gen.sample_seed(0, "gru", "time traveller"),
+                gen.sample_seed(0, "lstm", "time"),
+            }
+        )
+        == 4
+    )
 
 
 # --- prefixes ---------------------------------------------------------------------------------
@@ -214,13 +224,24 @@ def _project(root: Path, vocab: Vocab, models=("rnn", "lstm", "gru")):
     write_json(root / "data" / "vocab.json", vocab.to_dict())
     for i, m in enumerate(models):
         model = make_model(vocab, m, seed=i)
-        save_checkpoint(root / "models" / f"{m}.pt", {
-            "model_config": dict(model.config), "vocab_fingerprint": vocab.fingerprint, "vocab_size": len(vocab),
-            "state_dict": cpu_state_dict(model), "name": m, "step": 2, "val_perplexity": 9.0})
+        save_checkpoint(
+            root / "models" / f"{m}.pt",
+            {
+                "model_config": dict(model.config),
+                "vocab_fingerprint": vocab.fingerprint,
+                "vocab_size": len(vocab),
+                "state_dict": cpu_state_dict(model),
+                "name": m,
+                "step": 2,
+                "val_perplexity": 9.0,
+            },
+        )
 
 
-CFG = config("sample", {"prefixes": [], "length": 30, "strategy": "top_k", "temperature": 0.8, "top_k": 5,
-                        "seed": 0, "device": "cpu"})
+CFG = config(
+    "sample",
+    {"prefixes": [], "length": 30, "strategy": "top_k", "temperature": 0.8, "top_k": 5, "seed": 0, "device": "cpu"},
+)
 
 
 def test_run_sample_writes_files_and_is_reproducible(tmp_path):

@@ -16,8 +16,9 @@ def copy_torch_to_scratch(torch_model: RNNLM, scratch_model: RNNLM) -> None:
         torch_order = {"rnn": ("h",), "lstm": ("i", "f", "c", "o"), "gru": ("r", "z", "h")}[torch_model.cell]
         assert set(GATES[torch_model.cell]) == set(torch_order)
         for l, layer in enumerate(scratch_model.rnn.layers):
-            w_ih, w_hh, b_ih, b_hh = (getattr(torch_model.rnn, f"{name}_l{l}")
-                                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            w_ih, w_hh, b_ih, b_hh = (
+                getattr(torch_model.rnn, f"{name}_l{l}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            )
             for k, g in enumerate(torch_order):
                 rows = slice(k * H, (k + 1) * H)
                 getattr(layer, f"W_x{g}").copy_(w_ih[rows].T)
@@ -52,7 +53,10 @@ def test_scratch_matches_torch_given_the_same_weights(cell, layers, embedding):
     logits_s, state_s = scratch(X, state0)
     assert logits_ref.shape == (3, 7, 11)
     torch.testing.assert_close(logits_s, logits_ref, rtol=1e-9, atol=1e-9)
-    flat = lambda s: torch.cat([t.flatten() for t in s]) if isinstance(s, tuple) else s.flatten()
+
+    def flat(s):
+        return torch.cat([t.flatten() for t in s]) if isinstance(s, tuple) else s.flatten()
+
     torch.testing.assert_close(flat(state_s), flat(state_ref), rtol=1e-9, atol=1e-9)
     # torch keeps two bias vectors per gate (b_ih, b_hh); the equations have one (GRU: plus b_hh of
     # the candidate), so torch has exactly this many more parameters per layer:

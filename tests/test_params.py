@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import committed_params, config
 
 from rnnlm.errors import ParamError, RnnlmError
-from conftest import committed_params, config
 from rnnlm.params import SCHEMA, TrainConfig, load_model_config, load_section, read_params, validate_section
 
 
@@ -39,8 +39,12 @@ def test_params_yaml_is_the_one_source_of_defaults(tmp_path):
 
 def test_unknown_key_names_the_nearest_valid_one(tmp_path):
     with pytest.raises(ParamError, match=r"lstm\.hiden: unknown key; did you mean lstm\.hidden\?"):
-        load_model_config("lstm", write(tmp_path, {**read_params(Path(__file__).resolve().parents[1] / "params.yaml"),
-                                                   "lstm": {"hiden": 12}}))
+        load_model_config(
+            "lstm",
+            write(
+                tmp_path, {**read_params(Path(__file__).resolve().parents[1] / "params.yaml"), "lstm": {"hiden": 12}}
+            ),
+        )
 
 
 def test_unknown_section_is_reported(tmp_path):
@@ -48,41 +52,68 @@ def test_unknown_section_is_reported(tmp_path):
         load_section("vocab", write(tmp_path, {"trian": {}}))
 
 
-@pytest.mark.parametrize("section,value,pattern", [
-    ("train", {"optimizer": "adamm"}, r"train\.optimizer: unknown value 'adamm' \(did you mean 'adam'\?\)"),
-    ("train", {"lr": 0}, r"train\.lr: must be positive"),
-    ("train", {"epochs": -1}, r"train\.epochs: must be positive"),
-    ("train", {"epochs": 2.5}, r"train\.epochs: expected an integer"),
-    ("train", {"batch_size": True}, r"train\.batch_size: expected an integer"),
-    ("train", {"precision": "bf61"}, r"train\.precision: unknown value 'bf61' \(did you mean 'bf16'\?\); choose one of auto, fp32, bf16, fp16"),
-    ("lstm", {"precision": "bfloat16"}, r"lstm\.precision: unknown value 'bfloat16' \(did you mean 'bf16'\?\)"),
-    ("vocab", {"split": [0.9, 0.2, 0.1]}, r"vocab\.split: fractions must sum to 1 .*got 1\.2"),
-    ("vocab", {"split": [0.5, 0.05, 0.05]}, r"vocab\.split: fractions must sum to 1 .*got 0\.6"),  # would drop 40%
-    ("lstm", {"tie_weights": True, "embedding": 32, "hidden": 64}, r"lstm\.tie_weights: needs lstm\.embedding == lstm\.hidden"),
-    ("gru", {"tie_weights": True, "embedding": 8, "hidden": 8, "softmax": "adaptive"}, r"gru\.tie_weights: cannot be combined"),
-    ("rnn", {"cutoffs": [100, 50]}, r"rnn\.cutoffs: must be positive and increasing"),
-    ("gru", {"cutoffs": [2000]}, r"gru\.cutoffs: \[2000\] is unused: gru\.softmax is full, which has no clusters; "
-                                 r"set softmax: adaptive, or cutoffs: \[\]"),
-    ("download", {"corpus": {"train": "a.txt", "val": "b.txt"}}, r"download\.corpus: a pre-split corpus names exactly train, val and test"),
-    ("download", {"corpus": {"train": "a", "val": "b", "test": {"src": "c"}}}, r"download\.corpus: test: expected"),
-    ("train", {"max_steps": -1}, r"train\.max_steps: must be >= 0"),
-    ("train", {"lr": "fast"}, r"train\.lr: expected a number, got 'fast'"),
-    ("vocab", {"split": [0.9, -0.1, 0.2]}, r"vocab\.split: fractions must not be negative"),
-    ("vocab", {"split": [0.9, 0.1]}, r"vocab\.split: must list three fractions"),
-    ("clean", {"mode": "letter"}, r"clean\.mode: unknown value 'letter' \(did you mean 'letters'\?\)"),
-    ("sample", {"strategy": "topk"}, r"sample\.strategy: unknown value 'topk'"),
-    ("evaluate", {"ngram_order": 0}, r"evaluate\.ngram_order: must be positive"),
-    ("train", {"lr": float("inf")}, r"train\.lr: expected a finite number, got inf"),
-    ("vocab", {"split": [0.9, "half", 0.05]}, r"vocab\.split: expected a list of numbers"),
-    # values past what torch, numpy and the timer thread take: bounded in the schema, not an OverflowError
-    ("train", {"seed": 18446744073709551616}, r"train\.seed: must be in \[0, 4\.29497e\+09\], got 18446744073709551616"),
-    ("lstm", {"seed": 2**32}, r"lstm\.seed: must be in \[0, "),
-    ("sample", {"seed": -1}, r"sample\.seed: must be in \[0, "),
-    ("download", {"timeout": 1e10}, r"download\.timeout: must be in \[0, 3600\], got 10000000000\.0"),
-    ("download", {"timeout": 1e9}, r"download\.timeout: must be in \[0, 3600\]"),
-    ("download", {"timeout": 0}, r"download\.timeout: must be positive"),
-    ("download", {"retries": 10**6}, r"download\.retries: must be in \[0, 100\]"),
-])
+@pytest.mark.parametrize(
+    "section,value,pattern",
+    [
+        ("train", {"optimizer": "adamm"}, r"train\.optimizer: unknown value 'adamm' \(did you mean 'adam'\?\)"),
+        ("train", {"lr": 0}, r"train\.lr: must be positive"),
+        ("train", {"epochs": -1}, r"train\.epochs: must be positive"),
+        ("train", {"epochs": 2.5}, r"train\.epochs: expected an integer"),
+        ("train", {"batch_size": True}, r"train\.batch_size: expected an integer"),
+        (
+            "train",
+            {"precision": "bf61"},
+            r"train\.precision: unknown value 'bf61' \(did you mean 'bf16'\?\); choose one of auto, fp32, bf16, fp16",
+        ),
+        ("lstm", {"precision": "bfloat16"}, r"lstm\.precision: unknown value 'bfloat16' \(did you mean 'bf16'\?\)"),
+        ("vocab", {"split": [0.9, 0.2, 0.1]}, r"vocab\.split: fractions must sum to 1 .*got 1\.2"),
+        ("vocab", {"split": [0.5, 0.05, 0.05]}, r"vocab\.split: fractions must sum to 1 .*got 0\.6"),  # would drop 40%
+        (
+            "lstm",
+            {"tie_weights": True, "embedding": 32, "hidden": 64},
+            r"lstm\.tie_weights: needs lstm\.embedding == lstm\.hidden",
+        ),
+        (
+            "gru",
+            {"tie_weights": True, "embedding": 8, "hidden": 8, "softmax": "adaptive"},
+            r"gru\.tie_weights: cannot be combined",
+        ),
+        ("rnn", {"cutoffs": [100, 50]}, r"rnn\.cutoffs: must be positive and increasing"),
+        (
+            "gru",
+            {"cutoffs": [2000]},
+            r"gru\.cutoffs: \[2000\] is unused: gru\.softmax is full, which has no clusters; "
+            r"set softmax: adaptive, or cutoffs: \[\]",
+        ),
+        (
+            "download",
+            {"corpus": {"train": "a.txt", "val": "b.txt"}},
+            r"download\.corpus: a pre-split corpus names exactly train, val and test",
+        ),
+        ("download", {"corpus": {"train": "a", "val": "b", "test": {"src": "c"}}}, r"download\.corpus: test: expected"),
+        ("train", {"max_steps": -1}, r"train\.max_steps: must be >= 0"),
+        ("train", {"lr": "fast"}, r"train\.lr: expected a number, got 'fast'"),
+        ("vocab", {"split": [0.9, -0.1, 0.2]}, r"vocab\.split: fractions must not be negative"),
+        ("vocab", {"split": [0.9, 0.1]}, r"vocab\.split: must list three fractions"),
+        ("clean", {"mode": "letter"}, r"clean\.mode: unknown value 'letter' \(did you mean 'letters'\?\)"),
+        ("sample", {"strategy": "topk"}, r"sample\.strategy: unknown value 'topk'"),
+        ("evaluate", {"ngram_order": 0}, r"evaluate\.ngram_order: must be positive"),
+        ("train", {"lr": float("inf")}, r"train\.lr: expected a finite number, got inf"),
+        ("vocab", {"split": [0.9, "half", 0.05]}, r"vocab\.split: expected a list of numbers"),
+        # values past what torch, numpy and the timer thread take: bounded in the schema, not an OverflowError
+        (
+            "train",
+            {"seed": 18446744073709551616},
+            r"train\.seed: must be in \[0, 4\.29497e\+09\], got 18446744073709551616",
+        ),
+        ("lstm", {"seed": 2**32}, r"lstm\.seed: must be in \[0, "),
+        ("sample", {"seed": -1}, r"sample\.seed: must be in \[0, "),
+        ("download", {"timeout": 1e10}, r"download\.timeout: must be in \[0, 3600\], got 10000000000\.0"),
+        ("download", {"timeout": 1e9}, r"download\.timeout: must be in \[0, 3600\]"),
+        ("download", {"timeout": 0}, r"download\.timeout: must be positive"),
+        ("download", {"retries": 10**6}, r"download\.retries: must be in \[0, 100\]"),
+    ],
+)
 def test_bad_values_name_the_param(section, value, pattern):
     with pytest.raises(ParamError, match=pattern):
         config(section, value)  # the committed section with this one change
@@ -90,8 +121,14 @@ def test_bad_values_name_the_param(section, value, pattern):
 
 def test_model_section_overrides_train_values(tmp_path):
     base = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    p = write(tmp_path, {"train": {**base["train"], "lr": 0.1, "epochs": 4}, "gru": {**base["gru"], "lr": 0.5, "hidden": 7},
-                         "lstm": base["lstm"]})
+    p = write(
+        tmp_path,
+        {
+            "train": {**base["train"], "lr": 0.1, "epochs": 4},
+            "gru": {**base["gru"], "lr": 0.5, "hidden": 7},
+            "lstm": base["lstm"],
+        },
+    )
     model, train = load_model_config("gru", p)
     assert model.hidden == 7 and train.lr == 0.5 and train.epochs == 4
     _, train_lstm = load_model_config("lstm", p)
@@ -100,8 +137,13 @@ def test_model_section_overrides_train_values(tmp_path):
 
 def test_model_overrides_are_validated(tmp_path):
     with pytest.raises(ParamError, match=r"rnn\.optimizer: unknown value 'sgdd'"):
-        load_model_config("rnn", write(tmp_path, {**read_params(Path(__file__).resolve().parents[1] / "params.yaml"),
-                                                  "rnn": {"optimizer": "sgdd"}}))
+        load_model_config(
+            "rnn",
+            write(
+                tmp_path,
+                {**read_params(Path(__file__).resolve().parents[1] / "params.yaml"), "rnn": {"optimizer": "sgdd"}},
+            ),
+        )
 
 
 def test_unknown_model_and_missing_file(tmp_path):
@@ -137,5 +179,7 @@ def test_the_corpus_name_is_normalised_once_for_every_stage():
     base = committed_params()["download"]
     cfg = validate_section("download", {**base, "corpus": " timemachine \t"})
     assert cfg.corpus == "timemachine" and default_prefixes(cfg.corpus) == default_prefixes("timemachine") != [""]
-    split = validate_section("download", {**base, "corpus": {"train": " a.txt", "val": {"source": "b.txt "}, "test": "c"}})
+    split = validate_section(
+        "download", {**base, "corpus": {"train": " a.txt", "val": {"source": "b.txt "}, "test": "c"}}
+    )
     assert split.corpus == {"train": "a.txt", "val": {"source": "b.txt"}, "test": "c"}

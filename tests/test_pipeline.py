@@ -1,14 +1,26 @@
 """The pipeline under real `dvc repro` in a temporary git repository (integration)."""
+
 import json
 
 import numpy as np
 import pytest
-
 from conftest import make_project, ran_stages
 
 pytestmark = pytest.mark.integration
 
-ALL_STAGES = ["code", "check-params", "download", "clean", "vocab", "train@rnn", "train@lstm", "train@gru", "evaluate", "sample", "report"]
+ALL_STAGES = [
+    "code",
+    "check-params",
+    "download",
+    "clean",
+    "vocab",
+    "train@rnn",
+    "train@lstm",
+    "train@gru",
+    "evaluate",
+    "sample",
+    "report",
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +84,10 @@ def test_a_comment_edit_reruns_only_code_and_a_real_edit_only_its_stages(built):
     what the report stage runs reruns the report alone."""
     proj, p = built[0], built[0].path
     models = p / "rnnlm/models.py"
-    models.write_text(models.read_text().replace('"""Recurrent language models', '"""Recurrent language models (a docstring edit)', 1)
-                      + "\n# a comment at the end\n")
+    models.write_text(
+        models.read_text().replace('"""Recurrent language models', '"""Recurrent language models (a docstring edit)', 1)
+        + "\n# a comment at the end\n"
+    )
     out = proj.repro()
     assert ran_stages(out.stdout) == ["code"]
     proj.commit("comment edit")
@@ -93,11 +107,19 @@ def test_presplit_word_level_corpus_through_dvc_repro(tmp_path):
 
     corpus = {s: f"data/corpora/ptb-head/{s}.txt" for s in ("train", "val", "test")}  # local files live there
     model = {"hidden": 16, "embedding": 16, "dropout": 0.0}
-    proj = make_project(tmp_path / "proj", {
-        "download": {"corpus": corpus}, "clean": {"mode": "raw", "max_chars": 0},
-        "vocab": {"level": "word", "tokenizer": "whitespace", "eos": True},
-        "lstm": {**model, "softmax": "adaptive", "cutoffs": [50]}, "rnn": {**model, "tie_weights": True}, "gru": model,
-        "train": {"max_steps": 30, "eval_every": 10, "epochs": 50}, "sample": {"prefixes": ["the company"]}})
+    proj = make_project(
+        tmp_path / "proj",
+        {
+            "download": {"corpus": corpus},
+            "clean": {"mode": "raw", "max_chars": 0},
+            "vocab": {"level": "word", "tokenizer": "whitespace", "eos": True},
+            "lstm": {**model, "softmax": "adaptive", "cutoffs": [50]},
+            "rnn": {**model, "tie_weights": True},
+            "gru": model,
+            "train": {"max_steps": 30, "eval_every": 10, "epochs": 50},
+            "sample": {"prefixes": ["the company"]},
+        },
+    )
     src = proj.path / "data" / "corpora" / "ptb-head"
     src.mkdir()
     for split, name, lines in (("train", "train", 400), ("val", "valid", 60), ("test", "test", 60)):
@@ -107,8 +129,10 @@ def test_presplit_word_level_corpus_through_dvc_repro(tmp_path):
     assert sorted(ran_stages(out.stdout)) == sorted(ALL_STAGES)
     p = proj.path
     corpus_stats = json.loads((p / "metrics/corpus.json").read_text())
-    expected = {s: sum(len(line.split()) + 1 for line in (src / f"{s}.txt").read_text().splitlines())
-                for s in ("train", "val", "test")}
+    expected = {
+        s: sum(len(line.split()) + 1 for line in (src / f"{s}.txt").read_text().splitlines())
+        for s in ("train", "val", "test")
+    }
     assert corpus_stats["tokens"] == expected and corpus_stats["presplit"] is True
     vocab = json.loads((p / "data/vocab.json").read_text())
     assert vocab["tokenizer"] == "whitespace" and "<eos>" in vocab["tokens"] and "<" not in vocab["tokens"]

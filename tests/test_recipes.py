@@ -1,10 +1,11 @@
 """Per-corpus recipes: overrides computed against the committed params, run by `dvc exp run`."""
+
 import sys
 
 import pytest
 import yaml
-
 from conftest import ROOT, make_project, ran_stages
+
 from rnnlm.errors import RnnlmError
 from rnnlm.params import validate_all
 from rnnlm.recipes import available, flatten, hydra_value, load_recipe, overrides
@@ -24,13 +25,23 @@ def test_every_catalog_corpus_has_a_recipe_and_each_recipe_is_valid_params():
 
 
 def test_overrides_reset_what_an_earlier_recipe_changed():
-    base = {"download": {"corpus": "timemachine"}, "vocab": {"level": "char", "split": [0.9, 0.05, 0.05]},
-            "lstm": {"hidden": 256}}
-    workspace_after_ptb = {"download": {"corpus": "ptb"}, "vocab": {"level": "word", "split": [0.9, 0.05, 0.05]},
-                           "lstm": {"hidden": 256}}
+    base = {
+        "download": {"corpus": "timemachine"},
+        "vocab": {"level": "char", "split": [0.9, 0.05, 0.05]},
+        "lstm": {"hidden": 256},
+    }
+    workspace_after_ptb = {
+        "download": {"corpus": "ptb"},
+        "vocab": {"level": "word", "split": [0.9, 0.05, 0.05]},
+        "lstm": {"hidden": 256},
+    }
     recipe = {"download": {"corpus": "jaychou"}, "lstm": {"hidden": 128}, "train": {"max_steps": 10}}
     assert overrides(recipe, base, workspace_after_ptb) == [
-        "download.corpus=jaychou", "vocab.level=char", "lstm.hidden=128", "+train.max_steps=10"]
+        "download.corpus=jaychou",
+        "vocab.level=char",
+        "lstm.hidden=128",
+        "+train.max_steps=10",
+    ]
     assert overrides({}, base, base) == []
     # a key an earlier recipe added (lstm.epochs is not in the committed params) is deleted
     after_ptb = {**base, "lstm": {"hidden": 256, "epochs": 10}}
@@ -42,7 +53,9 @@ def test_values_are_written_in_the_override_grammar():
     assert hydra_value("ptb") == "ptb" and hydra_value("true") == "'true'" and hydra_value("../d") == "'../d'"
     assert hydra_value([0.9, 0.05]) == "[0.9,0.05]" and hydra_value({"train": "a b"}) == "{train:'a b'}"
     assert flatten({"download": {"corpus": {"train": "a"}}, "x": {"y": {"z": 1}}}) == {
-        "download.corpus": {"train": "a"}, "x.y.z": 1}
+        "download.corpus": {"train": "a"},
+        "x.y.z": 1,
+    }
 
 
 def test_unknown_recipe_lists_the_known_ones():
@@ -57,9 +70,16 @@ def test_recipe_runs_as_a_dvc_experiment_with_the_overrides_dvc_parses(tmp_path)
     proj = make_project(tmp_path / "proj", {"train": {"max_steps": 5}})  # the overrides matter here, not training
     recipe_dir = proj.path / "recipes"
     recipe_dir.mkdir()
-    (recipe_dir / "tiny.yaml").write_text(yaml.safe_dump({
-        "clean": {"mode": "lines"}, "sample": {"prefixes": ["time's up", "the"]},
-        "vocab": {"split": [0.8, 0.1, 0.1]}, "lstm": {"hidden": 12, "epochs": 1}}))
+    (recipe_dir / "tiny.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "clean": {"mode": "lines"},
+                "sample": {"prefixes": ["time's up", "the"]},
+                "vocab": {"split": [0.8, 0.1, 0.1]},
+                "lstm": {"hidden": 12, "epochs": 1},
+            }
+        )
+    )
     proj.commit("a recipe")
     committed = proj.params()
     shown = proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print").stdout.strip()
@@ -95,8 +115,13 @@ def test_make_repro_passes_corpus_to_the_shell_as_one_word(tmp_path, corpus):
     import subprocess
 
     flag = tmp_path / "INJECTED"
-    run = subprocess.run(["make", "-s", "-o", "setup", "repro", f"CORPUS={corpus.format(flag=flag)}",
-                          f"VENV={sys.prefix}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        ["make", "-s", "-o", "setup", "repro", f"CORPUS={corpus.format(flag=flag)}", f"VENV={sys.prefix}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode != 0 and "unknown recipe" in run.stderr, run.stderr
     assert not flag.exists()
 
@@ -110,8 +135,11 @@ def test_uncommitted_params_edits_are_never_reset_silently():
     jaychou = {"clean": {"mode": "lines"}, "lstm": {"dropout": 0.5, "epochs": 40}}
     recipes = [jaychou, {"clean": {"mode": "raw"}}]
     assert uncommitted_edits(base, base, recipes) == []
-    after_jaychou = {"lstm": {"hidden": 256, "dropout": 0.5, "epochs": 40}, "sample": {"prefixes": []},
-                     "clean": {"mode": "lines"}}
+    after_jaychou = {
+        "lstm": {"hidden": 256, "dropout": 0.5, "epochs": 40},
+        "sample": {"prefixes": []},
+        "clean": {"mode": "lines"},
+    }
     assert uncommitted_edits(base, after_jaychou, recipes) == []
     edited = {"lstm": {"hidden": 512, "dropout": 0.3}, "sample": {"prefixes": ["the"]}, "clean": {"mode": "letters"}}
     assert uncommitted_edits(base, edited, recipes) == ["lstm.hidden", "sample.prefixes"]
@@ -132,7 +160,8 @@ def test_a_recipe_refuses_to_run_over_uncommitted_params_edits(tmp_path):
     assert run.stderr.strip().splitlines() == [
         "error: params.yaml has edits that are not committed (lstm.hidden, sample.prefixes), and the recipe would "
         "reset them to their committed values; commit them (git commit params.yaml) to run the recipe on top of "
-        "them, or set them aside (git stash) and rerun"]
+        "them, or set them aside (git stash) and rerun"
+    ]
     assert (proj.path / "params.yaml").read_text() == before  # the edits are still there
     proj.commit("my edits")
     proj.run(sys.executable, "-m", "rnnlm.recipes", "tiny", "--print")  # committed: runs on top of them
@@ -146,9 +175,12 @@ def test_a_recipe_refuses_to_start_beside_another_experiment(tmp_path):
     from rnnlm.recipes import one_run_at_a_time
 
     with one_run_at_a_time(tmp_path):
-        with pytest.raises(RnnlmError, match=r"^another recipe is running in this workspace; wait for it to end: two "
-                                             r"experiments at once .* queue them \(dvc exp run --queue \.\.\., then "
-                                             r"dvc queue start\)$"):
+        with pytest.raises(
+            RnnlmError,
+            match=r"^another recipe is running in this workspace; wait for it to end: two "
+            r"experiments at once .* queue them \(dvc exp run --queue \.\.\., then "
+            r"dvc queue start\)$",
+        ):
             with one_run_at_a_time(tmp_path):
                 pass
     with one_run_at_a_time(tmp_path):  # released after the run
@@ -160,8 +192,26 @@ def test_a_recipe_refuses_to_start_beside_another_experiment(tmp_path):
                 pass
 
 
-TRICKY = ["a\\b", "x\\", "x\\\\", "it's", "it\\'s", "${x}", "\\${x}", "$x {y}", "a$", "${", "\\", "'", "''",
-          "C:\\dir\\", "50% ${a.b} \\\\${c}", "tab\there", "é 分开", "back\\\\'quote"]
+TRICKY = [
+    "a\\b",
+    "x\\",
+    "x\\\\",
+    "it's",
+    "it\\'s",
+    "${x}",
+    "\\${x}",
+    "$x {y}",
+    "a$",
+    "${",
+    "\\",
+    "'",
+    "''",
+    "C:\\dir\\",
+    "50% ${a.b} \\\\${c}",
+    "tab\there",
+    "é 分开",
+    "back\\\\'quote",
+]
 
 
 def test_every_string_survives_dvc_set_param_unchanged(tmp_path):

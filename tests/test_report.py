@@ -1,4 +1,5 @@
 """Tests for rnnlm.report: one self-contained HTML page from the pipeline's outputs."""
+
 from __future__ import annotations
 
 import base64
@@ -11,8 +12,8 @@ import pytest
 
 from rnnlm import report
 from rnnlm.errors import RnnlmError
-from rnnlm.results import results_table
 from rnnlm.fileio import write_bytes, write_json, write_text
+from rnnlm.results import results_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ["metrics/eval/learning_curves.png", "metrics/eval/test_perplexity.png", "metrics/vocab/zipf.png"]
@@ -25,6 +26,7 @@ def _png(path: Path, label: str) -> None:
     """A small real PNG (drawn once per label, then reused: matplotlib is slow)."""
     if label not in _PNG_CACHE:
         import matplotlib.pyplot as plt
+
         from rnnlm.plots import save_figure
 
         fig, ax = plt.subplots(figsize=(1.5, 1))
@@ -35,29 +37,63 @@ def _png(path: Path, label: str) -> None:
 
 
 def make_inputs(root: Path) -> None:
-    write_json(root / "metrics" / "corpus.json", {"level": "char", "vocab_size": 28,
-                                                   "tokens": {"train": 10800, "val": 600, "test": 600},
-                                                   "oov_rate": {"val": 0.0, "test": 0.0025}})
-    entry = lambda p, params: {"test": {"perplexity": p, "bits_per_token": math.log2(p)},  # noqa: E731
-                               "val": {"perplexity": p * 0.98}, "params": params}
-    write_json(root / "metrics" / "eval.json", {
-        "level": "char", "targets": {"val": 599, "test": 599},
-        "models": {"rnn": entry(6.5, 900), "lstm": entry(5.25, 2100), "gru": entry(5.5, 1700)},
-        "baselines": {"kneser-ney-3": entry(6.0, 500), "unigram": entry(17.5, 28)}})
+    write_json(
+        root / "metrics" / "corpus.json",
+        {
+            "level": "char",
+            "vocab_size": 28,
+            "tokens": {"train": 10800, "val": 600, "test": 600},
+            "oov_rate": {"val": 0.0, "test": 0.0025},
+        },
+    )
+
+    def entry(p, params):
+        return {
+            "test": {"perplexity": p, "bits_per_token": math.log2(p)},
+            "val": {"perplexity": p * 0.98},
+            "params": params,
+        }
+
+    write_json(
+        root / "metrics" / "eval.json",
+        {
+            "level": "char",
+            "targets": {"val": 599, "test": 599},
+            "models": {"rnn": entry(6.5, 900), "lstm": entry(5.25, 2100), "gru": entry(5.5, 1700)},
+            "baselines": {"kneser-ney-3": entry(6.0, 500), "unigram": entry(17.5, 28)},
+        },
+    )
     rows = []
-    for name, kind, p in (("rnn", "rnn", 6.5), ("lstm", "lstm", 5.25), ("gru", "gru", 5.5),
-                          ("kneser-ney-3", "ngram", 6.0), ("unigram", "ngram", 17.5)):
+    for name, kind, p in (
+        ("rnn", "rnn", 6.5),
+        ("lstm", "lstm", 5.25),
+        ("gru", "gru", 5.5),
+        ("kneser-ney-3", "ngram", 6.0),
+        ("unigram", "ngram", 17.5),
+    ):
         model = kind != "ngram"
-        rows.append({"name": name, "kind": kind, "impl": "torch" if model else "count", "params": 100,
-                     "val_perplexity": p * 0.98, "test_perplexity": p, "bits_per_token": math.log2(p),
-                     "train_seconds": 3.5 if model else math.nan, "tokens_per_second": 5000.0 if model else math.nan,
-                     "best_step": 2 if model else pd.NA})
+        rows.append(
+            {
+                "name": name,
+                "kind": kind,
+                "impl": "torch" if model else "count",
+                "params": 100,
+                "val_perplexity": p * 0.98,
+                "test_perplexity": p,
+                "bits_per_token": math.log2(p),
+                "train_seconds": 3.5 if model else math.nan,
+                "tokens_per_second": 5000.0 if model else math.nan,
+                "best_step": 2 if model else pd.NA,
+            }
+        )
     write_text(root / "metrics" / "eval" / "results.csv", results_table(rows, "char").to_csv(index=False))
     for rel in FIGURES:
         _png(root / rel, Path(rel).stem)
     for m in ("rnn", "lstm", "gru"):
-        write_text(root / "samples" / f"{m}.txt",
-                   f"# {m}: strategy greedy\n\n--- prefix 1/1: \"time traveller\"\ntime traveller <{m}> & co\n")
+        write_text(
+            root / "samples" / f"{m}.txt",
+            f'# {m}: strategy greedy\n\n--- prefix 1/1: "time traveller"\ntime traveller <{m}> & co\n',
+        )
     write_text(root / "samples" / "samples.md", "# Samples\n")
 
 
@@ -96,9 +132,16 @@ def test_report_is_deterministic(tmp_path):
     assert report.run_report(tmp_path).read_bytes() == first
 
 
-@pytest.mark.parametrize("rel,stage", [("metrics/eval.json", "evaluate"), ("metrics/eval/results.csv", "evaluate"),
-                                       ("metrics/vocab/zipf.png", "vocab"), ("metrics/corpus.json", "vocab"),
-                                       ("metrics/eval/test_perplexity.png", "evaluate")])
+@pytest.mark.parametrize(
+    "rel,stage",
+    [
+        ("metrics/eval.json", "evaluate"),
+        ("metrics/eval/results.csv", "evaluate"),
+        ("metrics/vocab/zipf.png", "vocab"),
+        ("metrics/corpus.json", "vocab"),
+        ("metrics/eval/test_perplexity.png", "evaluate"),
+    ],
+)
 def test_a_missing_input_names_the_file_and_the_stage(tmp_path, rel, stage):
     make_inputs(tmp_path)
     (tmp_path / rel).unlink()
@@ -123,11 +166,32 @@ def test_a_figure_that_is_not_a_png_is_refused(tmp_path):
 
 
 def test_results_html_alignment_classes_escaping_and_missing_values():
-    rows = [{"name": "a<b", "kind": "ngram", "impl": "count", "params": 1234, "val_perplexity": 1.5,
-             "test_perplexity": 1.5, "bits_per_token": 0.5, "train_seconds": math.nan,
-             "tokens_per_second": math.nan, "best_step": pd.NA},
-            {"name": "c", "kind": "rnn", "impl": "torch", "params": 5, "val_perplexity": 2.0, "test_perplexity": 2.0,
-             "bits_per_token": 1.0, "train_seconds": 3.25, "tokens_per_second": 10.0, "best_step": 7}]
+    rows = [
+        {
+            "name": "a<b",
+            "kind": "ngram",
+            "impl": "count",
+            "params": 1234,
+            "val_perplexity": 1.5,
+            "test_perplexity": 1.5,
+            "bits_per_token": 0.5,
+            "train_seconds": math.nan,
+            "tokens_per_second": math.nan,
+            "best_step": pd.NA,
+        },
+        {
+            "name": "c",
+            "kind": "rnn",
+            "impl": "torch",
+            "params": 5,
+            "val_perplexity": 2.0,
+            "test_perplexity": 2.0,
+            "bits_per_token": 1.0,
+            "train_seconds": 3.25,
+            "tokens_per_second": 10.0,
+            "best_step": 7,
+        },
+    ]
     out = report.results_html(results_table(rows, "word"))
     assert '<th class="num">test ppl</th>' in out and "<th>model</th>" in out and "bits/word" in out
     assert '<tr class="baseline best"><td>a&lt;b</td>' in out and '<td class="num">1,234</td>' in out
@@ -150,7 +214,7 @@ def test_another_stages_missing_or_unreadable_output_names_the_stage_to_run(tmp_
     with pytest.raises(RnnlmError, match=r"^.*metrics/corpus\.json: not found; run `dvc repro vocab` first$"):
         report.build_report(tmp_path)
     path = tmp_path / "eval.json"
-    for bad in (b'{"models": ', b'\xff\xfe{}'):  # truncated JSON, not UTF-8
+    for bad in (b'{"models": ', b"\xff\xfe{}"):  # truncated JSON, not UTF-8
         path.write_bytes(bad)
         with pytest.raises(RnnlmError, match=r"eval\.json: not valid JSON \(.*\); rerun `dvc repro evaluate`$"):
             read_stage_json(path, "evaluate")

@@ -284,7 +284,7 @@ def _model_row(m: str, model, scores: dict, train_dir: Path) -> tuple[dict, dict
     precision = info.pop("precision")
     impl = model.impl + ("" if precision == "fp32" else f" ({precision})")
     train_ppl = float(at_best.iloc[-1]) if len(at_best) else math.nan
-    return _row(m, m, impl, num_parameters(model), scores, train_perplexity=train_ppl, **info), curves
+    return _row(m, model.cell, impl, num_parameters(model), scores, train_perplexity=train_ppl, **info), curves
 
 
 def _log_scores(log, name: str, scores: dict) -> None:

@@ -33,9 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import bptt
+from .params import CELLS, IMPLS  # defined once, where params.yaml is checked
 
-CELLS = ("rnn", "lstm", "gru")
-IMPLS = ("scratch", "torch")
 GATES = {"rnn": ("h",), "lstm": ("i", "f", "o", "c"), "gru": ("r", "z", "h")}
 # Gate order of the stacked matrices [W_h<g> ...] (LAYOUT) and [W_x<g> ...], [b_<g> ...]
 # (INPUT_LAYOUT) inside a layer. LSTM: the candidate first, so one tanh covers [C~] and one

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,10 @@ import yaml
 from .errors import ParamError, RnnlmError, did_you_mean
 
 PARAMS_FILE = "params.yaml"
-MODELS = ("rnn", "lstm", "gru")
+MODELS = ("rnn", "lstm", "gru")  # the committed params.yaml's model sections (its `models` list)
+CELLS = ("rnn", "lstm", "gru")
+IMPLS = ("scratch", "torch")
+MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")  # a model's name is a path part and a stage name part
 SPLIT_NAMES = ("train", "val", "test")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 STRATEGIES = ("greedy", "temperature", "top_k")
@@ -154,7 +158,8 @@ class TrainConfig:
 class ModelConfig:
     """A model section's own keys (its other keys override ``train`` values for that model)."""
 
-    impl: str = spec(choices=("scratch", "torch"))
+    cell: str = spec(choices=CELLS)
+    impl: str = spec(choices=IMPLS)
     hidden: int = spec(positive)
     layers: int = spec(positive)
     dropout: float = spec(unit_interval_open)
@@ -187,10 +192,9 @@ SCHEMA: dict[str, type] = {
     "clean": CleanConfig,
     "vocab": VocabConfig,
     "train": TrainConfig,
-    **{m: ModelConfig for m in MODELS},
     "evaluate": EvaluateConfig,
     "sample": SampleConfig,
-}
+}  # and a ModelConfig section for each name in `models`
 
 
 def fields_of(cls: type) -> dict[str, dataclasses.Field]:
@@ -329,12 +333,31 @@ def _model_section(name: str, raw: dict) -> tuple[ModelConfig, dict]:
     return model, {k: v for k, v in values.items() if k not in own}
 
 
-def validate_section(name: str, raw: Any):
-    """Section ``name`` of params.yaml as its config object; ParamError on any problem."""
-    if name not in SCHEMA:
+def validate_models(raw: Any) -> tuple[str, ...]:
+    """``models``: the model sections to train, evaluate and sample, by name."""
+    if raw is None:
+        return MODELS
+    if not isinstance(raw, list) or not raw or not all(isinstance(m, str) for m in raw):
+        raise ParamError("models", f"expected a non-empty list of section names, got {raw!r}")
+    for m in raw:
+        if not MODEL_NAME.match(m) or m in SCHEMA or m == "models":
+            raise ParamError(
+                "models",
+                f"{m!r} is not a model section name: use letters, digits and _ "
+                f"(starting with a letter), and none of {', '.join(SCHEMA)}",
+            )
+    if len(set(raw)) < len(raw):
+        raise ParamError("models", f"{raw} names a section twice")
+    return tuple(raw)
+
+
+def validate_section(name: str, raw: Any, models: tuple[str, ...] = MODELS):
+    """Section ``name`` of params.yaml as its config object; ParamError on any problem.
+    ``models``: the model section names (params.yaml's ``models``)."""
+    if name not in SCHEMA and name not in models:
         raise RnnlmError(f"unknown params section {name!r}")
     raw = _section(name, raw)
-    if name in MODELS:
+    if name in models:
         return _model_section(name, raw)[0]
     cfg = SCHEMA[name](**_checked(name, raw, fields_of(SCHEMA[name])))
     if name == "vocab":
@@ -365,24 +388,60 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict:
     return data
 
 
-def check_sections(params: dict) -> None:
-    """Reject unknown top-level sections among ``params`` (typo guard for section names)."""
+def check_sections(params: dict) -> tuple[str, ...]:
+    """Reject unknown top-level sections among ``params`` (typo guard for section names); returns
+    the model section names (``models``)."""
+    models = validate_models(params.get("models"))
+    known = [*SCHEMA, "models", *models, *unlisted_models(params, models)]
     for key in params:
-        if key not in SCHEMA:
-            raise ParamError(str(key), f"unknown section{did_you_mean(key, SCHEMA, '; did you mean {}?')}")
+        if key not in known:
+            raise ParamError(str(key), f"unknown section{did_you_mean(key, known, '; did you mean {}?')}")
+    return models
+
+
+def _check_listed(params: dict, models: tuple[str, ...]) -> None:
+    missing = [m for m in models if m not in params]
+    if missing:
+        raise ParamError("models", f"lists {missing[0]!r}, which has no section in params.yaml")
+
+
+def section_of(params: dict, name: str) -> Any:
+    """Section ``name`` as params.yaml gives it; a model section whose cell names another model
+    section (``lstm_big: {cell: lstm, hidden: 512}``) takes that section's model keys it does not
+    set itself (not its train overrides)."""
+    raw = params.get(name)
+    cell = raw.get("cell") if isinstance(raw, dict) else None
+    base = params.get(cell) if cell in CELLS and cell != name else None
+    if not isinstance(base, dict):
+        return raw
+    return {**{k: v for k, v in base.items() if k in fields_of(ModelConfig) and k != "cell"}, **raw}
+
+
+def unlisted_models(params: dict, models: tuple[str, ...]) -> list[str]:
+    """Model sections (they name a cell) that ``models`` does not list: kept, checked, not trained."""
+    return [k for k, v in params.items() if k not in models and isinstance(v, dict) and "cell" in v]
 
 
 def validate_all(params: dict) -> dict:
     """Every section of ``params`` validated, unknown sections included (the check-params stage)."""
-    check_sections(params)
+    models = check_sections(params)
+    _check_listed(params, models)
+    models = (*models, *unlisted_models(params, models))
     # a model section's train overrides are checked here too, and dropped from its ModelConfig
-    return {name: validate_section(name, params.get(name)) for name in SCHEMA}
+    return {name: validate_section(name, section_of(params, name), models) for name in (*SCHEMA, *models)}
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None = None):
     params = read_params(path) if params is None else params
-    check_sections(params)
-    return validate_section(name, params.get(name))
+    return validate_section(name, params.get(name), check_sections(params))
+
+
+def load_models(path: str | Path = PARAMS_FILE, params: dict | None = None) -> tuple[str, ...]:
+    """The model section names of params.yaml (``models``), every section checked to exist."""
+    params = read_params(path) if params is None else params
+    models = check_sections(params)
+    _check_listed(params, models)
+    return models
 
 
 def model_key(model: str, key: str, params: dict) -> str:
@@ -397,10 +456,12 @@ def load_model_config(
 ) -> tuple[ModelConfig, TrainConfig]:
     """(model section, effective train config) for ``model``: keys of ``train`` that also appear
     in the model section are overridden for that model."""
-    if model not in MODELS:
-        raise RnnlmError(f"unknown model {model!r}{did_you_mean(model, MODELS)}; choose one of {', '.join(MODELS)}")
     params = read_params(path) if params is None else params
-    check_sections(params)
+    models = check_sections(params)
+    if model not in models:
+        raise RnnlmError(
+            f"unknown model {model!r}{did_you_mean(model, models)}; params.yaml's models: {', '.join(models)}"
+        )
     train = validate_section("train", params.get("train"))
-    model_cfg, overrides = _model_section(model, _section(model, params.get(model)))
+    model_cfg, overrides = _model_section(model, _section(model, section_of(params, model)))
     return model_cfg, dataclasses.replace(train, **overrides)

@@ -61,15 +61,16 @@ class TrainPaths:
         )
 
 
-def build_model(model_cfg: ModelConfig, cell: str, vocab_size: int) -> RNNLM:
+def build_model(model_cfg: ModelConfig, name: str, vocab_size: int) -> RNNLM:
+    """Model section ``name`` (its ``cell`` says which network) for a vocabulary of ``vocab_size``."""
     if model_cfg.softmax == "adaptive" and model_cfg.cutoffs and model_cfg.cutoffs[-1] > vocab_size - 1:
         raise ParamError(
-            f"{cell}.cutoffs",
+            f"{name}.cutoffs",
             f"{model_cfg.cutoffs} does not fit a vocabulary of {vocab_size} tokens: "
             f"each cluster bound must be at most {vocab_size - 1}; use cutoffs: [] "
             "(the default bounds for this vocabulary) or softmax: full",
         )
-    return RNNLM(cell=cell, vocab_size=vocab_size, **asdict(model_cfg))
+    return RNNLM(vocab_size=vocab_size, **asdict(model_cfg))
 
 
 def check_inputs(cfg: TrainConfig, train_tokens: np.ndarray, val_tokens: np.ndarray) -> None:
@@ -192,7 +193,9 @@ class Trainer:
         # (matmuls and the torch.nn recurrent kernels in 16 bits, e.g. on AMX or tensor cores); the
         # weights, their gradients, the optimizer and every reported perplexity stay float32. fp16
         # scales the loss (GradScaler) so that small gradients do not underflow.
-        self.cfg = cfg = replace(cfg, precision=resolve_precision(cfg.precision, self.device, name, model_cfg.impl))
+        self.cfg = cfg = replace(
+            cfg, precision=resolve_precision(cfg.precision, self.device, model_cfg.cell, model_cfg.impl)
+        )
         busy = None
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)

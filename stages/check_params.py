@@ -11,8 +11,12 @@ from rnnlm.errors import stage_main
 
 @stage_main
 def main() -> None:
-    sections = params.validate_all(params.read_params())
+    raw = params.read_params()
+    sections = params.validate_all(raw)
     print(f"check-params: params.yaml is valid ({', '.join(sections)})")
+    unlisted = params.unlisted_models(raw, params.load_models(params=raw))
+    if unlisted:
+        print(f"check-params: not trained (not in models): {', '.join(unlisted)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""train@<model> stage: `python -m stages.train lstm` trains params.yaml's `lstm` section on
+"""train@<model> stage: `python -m stages.train lstm` trains params.yaml's `lstm` section (its `cell`) on
 data/tokens and writes models/lstm.pt (best), models/lstm.last.pt, metrics/train/lstm/.
 
 With train.nproc > 1 it relaunches itself as that many processes under torchrun; started by
@@ -19,14 +19,16 @@ from rnnlm.vocab import Vocab
 @stage_main
 def main():
     if len(sys.argv) != 2:
-        raise RnnlmError("usage: python -m stages.train {rnn,lstm,gru}")
+        raise RnnlmError("usage: python -m stages.train <model>  (a section named in params.yaml's models)")
     name = sys.argv[1]
     params = read_params()
     model_cfg, cfg = load_model_config(name, params=params)
     # refuse what cannot run before any work: the device, the precision (auto resolved here, the
     # error naming the key it came from), and with several processes, their setup
     device = resolve_device(cfg.device, model_key(name, "device", params))
-    precision = resolve_precision(cfg.precision, device, name, model_cfg.impl, model_key(name, "precision", params))
+    precision = resolve_precision(
+        cfg.precision, device, model_cfg.cell, model_cfg.impl, model_key(name, "precision", params)
+    )
     cfg = dataclasses.replace(cfg, precision=precision)
     world = distributed.launched()
     relaunch = world is None and cfg.nproc > 1

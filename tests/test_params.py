@@ -5,7 +5,15 @@ import yaml
 from conftest import committed_params, config
 
 from rnnlm.errors import ParamError, RnnlmError
-from rnnlm.params import SCHEMA, TrainConfig, load_model_config, load_section, read_params, validate_section
+from rnnlm.params import (
+    SCHEMA,
+    TrainConfig,
+    load_model_config,
+    load_section,
+    read_params,
+    validate_all,
+    validate_section,
+)
 
 
 def write(tmp_path, data):
@@ -18,7 +26,38 @@ def test_project_params_file_is_valid():
     params = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
     for name in SCHEMA:
         validate_section(name, params.get(name))  # raises on any problem
-    assert set(params) == set(SCHEMA)
+    assert params["models"] == ["rnn", "lstm", "gru"]  # the model sections, each naming its cell
+    assert set(params) == {*SCHEMA, "models", *params["models"]}
+    assert [validate_section(m, params[m]).cell for m in params["models"]] == ["rnn", "lstm", "gru"]
+
+
+def test_a_model_section_names_its_cell_and_takes_the_rest_from_that_cells_section(tmp_path):
+    committed = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    big = {**committed, "models": ["lstm", "lstm_big"], "lstm_big": {"cell": "lstm", "hidden": 512, "epochs": 2}}
+    model_cfg, train = load_model_config("lstm_big", write(tmp_path, big))
+    assert model_cfg.cell == "lstm" and model_cfg.hidden == 512 and model_cfg.layers == committed["lstm"]["layers"]
+    assert train.epochs == 2
+    assert load_model_config("lstm", write(tmp_path, big))[1].epochs == committed["train"]["epochs"]
+    # rnn and gru are not in models: checked (they name a cell), not trained
+    assert set(validate_all(big)) == {*SCHEMA, "lstm", "lstm_big", "rnn", "gru"}
+    with pytest.raises(ParamError, match=r"gru\.hidden: expected an integer"):
+        validate_all({**big, "gru": {**committed["gru"], "hidden": "big"}})
+    cases = [
+        ({"lstn": {"hidden": 12}}, r"^params\.yaml: lstn: unknown section; did you mean lstm\?$"),
+        ({"models": ["rnn", "lstm", "gru", "extra"]}, r"models: lists 'extra', which has no section in params\.yaml"),
+        ({"models": ["rnn", "../x"]}, r"models: '\.\./x' is not a model section name"),
+        ({"models": ["rnn", "train"]}, r"models: 'train' is not a model section name"),
+        ({"models": ["rnn", "rnn"]}, r"models: \['rnn', 'rnn'\] names a section twice"),
+        ({"models": []}, r"models: expected a non-empty list of section names"),
+        ({"gru": {**committed["gru"], "cell": "transformer"}}, r"gru\.cell: unknown value 'transformer'"),
+    ]
+    for update, message in cases:
+        with pytest.raises(ParamError, match=message):
+            validate_all({**committed, **update})
+    with pytest.raises(
+        RnnlmError, match=r"unknown model 'lstm_big' \(did you mean 'lstm'\?\); params\.yaml's models: rnn, lstm, gru"
+    ):
+        load_model_config("lstm_big", write(tmp_path, committed))
 
 
 def test_params_yaml_is_the_one_source_of_defaults(tmp_path):
@@ -33,7 +72,7 @@ def test_params_yaml_is_the_one_source_of_defaults(tmp_path):
     lstm = {k: v for k, v in committed["lstm"].items() if k != "hidden"}
     with pytest.raises(ParamError, match=r"lstm\.hidden: missing"):
         load_model_config("lstm", write(tmp_path, {"train": committed["train"], "lstm": lstm}))
-    with pytest.raises(ParamError, match=r"lstm: impl, hidden, .*cutoffs: missing"):
+    with pytest.raises(ParamError, match=r"lstm: cell, impl, hidden, .*cutoffs: missing"):
         load_model_config("lstm", write(tmp_path, {"train": committed["train"], "lstm": {}}))
 
 

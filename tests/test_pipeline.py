@@ -1,10 +1,13 @@
 """The pipeline under real `dvc repro` in a temporary git repository (integration)."""
 
+import csv
 import json
 
 import numpy as np
 import pytest
 from conftest import make_project, ran_stages
+
+from rnnlm.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +79,30 @@ def test_changing_one_model_reruns_only_its_training_and_downstream(built):
     out = proj.repro()
     assert sorted(ran_stages(out.stdout)) == sorted(["check-params", "train@lstm", "evaluate", "sample", "report"])
     proj.commit("lstm hidden 12")
+
+
+def test_a_second_section_of_one_cell_trains_and_is_scored_beside_the_others(built):
+    """Model sections name their cell: `lstm_big: {cell: lstm, hidden: ...}` listed in `models`
+    trains as train@lstm_big (lstm's other keys), with no code change, and nothing else retrains."""
+    proj, _ = built
+    proj.set_params({"models": ["rnn", "lstm", "gru", "lstm_big"], "lstm_big": {"cell": "lstm", "hidden": 20}})
+    out = proj.repro()
+    assert sorted(ran_stages(out.stdout)) == sorted(["check-params", "train@lstm_big", "evaluate", "sample", "report"])
+    p = proj.path
+    card = load_checkpoint(p / "models/lstm_big.pt")
+    assert (
+        card["name"] == "lstm_big" and card["model_config"]["cell"] == "lstm" and card["model_config"]["hidden"] == 20
+    )
+    lstm = load_checkpoint(p / "models/lstm.pt")["model_config"]
+    assert {k: v for k, v in card["model_config"].items() if k != "hidden"} == {
+        k: v for k, v in lstm.items() if k != "hidden"
+    }
+    scores = json.loads((p / "metrics/eval.json").read_text())["models"]
+    assert set(scores) == {"rnn", "lstm", "gru", "lstm_big"} and scores["lstm_big"]["test"]["perplexity"] > 1
+    rows = {r["name"]: r for r in csv.DictReader(open(p / "metrics/eval/results.csv", encoding="utf-8"))}
+    assert rows["lstm_big"]["kind"] == "lstm" and (p / "samples/lstm_big.txt").exists()
+    assert (p / "metrics/train/lstm_big/metrics.json").exists()
+    proj.commit("lstm_big")
 
 
 def test_a_comment_edit_reruns_only_code_and_a_real_edit_only_its_stages(built):

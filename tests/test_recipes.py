@@ -18,7 +18,10 @@ def test_every_catalog_corpus_has_a_recipe_and_each_recipe_is_valid_params():
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     for name in CATALOG_RECIPES:
         recipe = load_recipe(name, ROOT / "recipes")
-        merged = {s: {**base.get(s, {}), **recipe.get(s, {})} for s in {*base, *recipe}}
+        merged = {
+            s: {**base.get(s, {}), **recipe.get(s, {})} if isinstance(base.get(s, {}), dict) else recipe.get(s, base[s])
+            for s in {*base, *recipe}
+        }
         validate_all(merged)  # unknown keys and sections, missing keys, bad values: the stages' own checks
         corpus = merged["download"]["corpus"]
         assert corpus == name, f"recipe {name} trains on {corpus}"

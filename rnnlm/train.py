@@ -83,6 +83,30 @@ def check_inputs(cfg: TrainConfig, train_tokens: np.ndarray, val_tokens: np.ndar
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
+def set_threads(threads: int, processes: int) -> float | None:
+    """torch's CPU threads: ``train.threads``, or with 0 (one process) torch's default less the
+    cores other work holds at the start. Returns the busy cores seen (None: not looked)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    elif processes == 1:
+        threads, busy = free_threads(torch.get_num_threads())
+        torch.set_num_threads(threads)
+        return busy
+    return None
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, total: int):
+    """The lr schedule, stepped at validation points (plateau) or after every step (cosine); None: constant."""
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)),
+        )
+    if cfg.lr_decay < 1.0:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_decay, patience=0)
+    return None
+
+
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -196,12 +220,7 @@ class Trainer:
         self.cfg = cfg = replace(
             cfg, precision=resolve_precision(cfg.precision, self.device, model_cfg.cell, model_cfg.impl)
         )
-        busy = None
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
-        elif world.size == 1:  # 0: torch's default, less the cores other work holds at the start
-            threads, busy = free_threads(torch.get_num_threads())
-            torch.set_num_threads(threads)
+        busy = set_threads(cfg.threads, world.size)
         # The token array lives on the device once: minibatches are views and index gathers there.
         self.train_data = as_tensor(train_tokens).to(self.device)
         self.rows = world.rows(cfg.batch_size)
@@ -226,29 +245,21 @@ class Trainer:
                 find_unused_parameters=self.model.adaptive is not None,
             )
         self.steps_per_epoch = num_batches(len(train_tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
-        self.scheduler = None  # stepped at validation points (plateau) or after every step (cosine)
-        if cfg.lr_schedule == "cosine":
-            total = self.total_steps()
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer,
-                lambda step: (
-                    COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-                ),
-            )
-        elif cfg.lr_decay < 1.0:
-            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="min", factor=cfg.lr_decay, patience=0
-            )
-        # What a resumed run must agree on: everything but the thread count (CPU and CUDA runs
-        # differ numerically, so the resolved device type counts, not the `auto` spelling), the
-        # number of processes, and the code.
-        self.fingerprint = fingerprint(
-            name,
-            asdict(model_cfg),
+        self.scheduler = make_scheduler(self.optimizer, cfg, self.total_steps())
+        self.fingerprint = self._resume_fingerprint(train_tokens, val_tokens)
+
+    def _resume_fingerprint(self, train_tokens: np.ndarray, val_tokens: np.ndarray) -> str:
+        """What a resumed run must agree on: everything but the thread count (CPU and CUDA runs
+        differ numerically, so the resolved device type counts, not the `auto` spelling), the
+        number of processes, and the code."""
+        cfg = self.cfg
+        return fingerprint(
+            self.name,
+            asdict(self.model_cfg),
             {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device", "nproc", "backend")},
             self.device.type,
-            world.size,
-            vocab.fingerprint,
+            self.world.size,
+            self.vocab.fingerprint,
             train_tokens,
             val_tokens,
             code_fingerprint(),

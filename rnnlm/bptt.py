@@ -1,9 +1,19 @@
-"""Backpropagation through time written out, for the scratch cells of rnnlm.models.
+"""Backpropagation through time written out, for the scratch cells of rnnlm.models (``bptt: fused``).
 
 Each Function below runs the equations of its cell (``rnn_step``, ``lstm_step``, ``gru_step`` in
 rnnlm/models.py) over all time steps, keeping the activations; its backward walks the steps in
 reverse (d2l 9.7). tests/test_models.py checks loss and gradients against autograd
-differentiating those equations. This is the speed path only: read the equations there first.
+differentiating those equations (``bptt: autograd``). This is the speed path only: read the
+equations there first. What makes it fast without changing the maths (bench/throughput.py
+measures it against the book's formulation):
+
+* one-hot inputs: ``one_hot(x) @ W_xh + b`` is row ``x`` of ``W_xh + b``, so it is a row lookup --
+  the same numbers, no V-wide matmul;
+* the input projections ``X_t W_x*`` of all time steps are one matmul before the time loop, and
+  the gates' hidden projections ``H_{t-1} W_h*`` are one matmul per step, on the gate matrices
+  laid side by side (LAYOUT below);
+* one autograd node for the whole sequence: per step one matmul and a few elementwise products,
+  and the gradient of ``W_h`` summed over the steps in one matmul.
 """
 
 from __future__ import annotations
@@ -11,6 +21,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+# Gate order of the stacked matrices [W_h<g> ...] (LAYOUT) and [W_x<g> ...], [b_<g> ...]
+# (INPUT_LAYOUT) inside a layer. LSTM: the candidate first, so one tanh covers [C~] and one
+# sigmoid covers [I | F | O]. GRU: the two orders differ so that the written-out backward finds
+# every gradient it needs already side by side in one buffer (see GRUThroughTime).
+LAYOUT = {"rnn": ("h",), "lstm": ("c", "i", "f", "o"), "gru": ("r", "z", "h")}
+INPUT_LAYOUT = {**LAYOUT, "gru": ("h", "r", "z")}
 
 # Per step the backward is one matmul,
 # dH_{t-1} = dPre_t W_h^T (+ dOut_{t-1}), and a few elementwise products giving dPre_t, the

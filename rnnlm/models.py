@@ -1,27 +1,18 @@
 """Recurrent language models: RNN, LSTM and GRU, each from scratch or from ``torch.nn``.
 
-The scratch cells are the textbook's equations ("Dive into Deep Learning", ch. 9-10), with
-parameters named after them. These things make them fast without changing the maths
-(bench/throughput.py measures them against the book's formulation):
+The scratch cells are the textbook's equations ("Dive into Deep Learning" 9.5, 10.1, 10.2), one
+time step each, right below, with parameters named after them (``W_xi``, ``W_hi``, ``b_i``, ...).
+``bptt: fused`` (the default of a model section) runs the same equations over a whole sequence
+with backpropagation through time written out (rnnlm/bptt.py, the speed path);
+``bptt: autograd`` lets autograd differentiate the steps below. With the same weights, scratch
+and torch give the same logits (tests/test_models.py copies the weights across).
 
-* one-hot inputs: ``one_hot(x) @ W_xh + b`` is row ``x`` of ``W_xh + b``, so it is a row
-  lookup -- the same numbers, no V-wide matmul;
-* the input projections ``X_t W_x*`` of all time steps are one matmul before the time loop,
-  and the gates' hidden projections ``H_{t-1} W_h*`` are one matmul per step, on the
-  gate matrices laid side by side;
-* backpropagation through time is written out (d2l 9.7) instead of left to autograd: one
-  autograd node for the whole sequence, per step one matmul and a few elementwise products,
-  and the gradient of ``W_h`` summed over the steps in one matmul (rnnlm/bptt.py;
-  ``ScratchLayer.bptt = "autograd"`` differentiates the step equations instead, same numbers up
-  to rounding).
-
-Shapes follow ``torch.nn``: inputs (batch, time), hidden state (layers, batch, hidden), and
-for the LSTM a pair (H, C). With the same weights, scratch and torch give the same logits
-(tests/test_models.py copies the weights across).
+Shapes follow ``torch.nn``: inputs (batch, time), hidden state (layers, batch, hidden), and for
+the LSTM a pair (H, C). B = batch, H = hidden size, V = vocabulary size.
 
 GRU note: ``torch.nn.GRU`` (like cuDNN) applies the reset gate after the hidden matmul,
-``H~ = tanh(X W_xh + b_xh + R * (H W_hh + b_hh))``; the book writes ``(R * H) W_hh``. The
-scratch GRU uses torch's form so the two implementations are interchangeable.
+``H~ = tanh(X W_xh + b_xh + R * (H W_hh + b_hh))``; the book writes ``(R * H) W_hh``. The scratch
+GRU uses torch's form so the two implementations are interchangeable.
 """
 
 from __future__ import annotations
@@ -33,30 +24,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import bptt
-from .params import CELLS, IMPLS  # defined once, where params.yaml is checked
+from .bptt import INPUT_LAYOUT, LAYOUT
+from .params import BPTT, CELLS, IMPLS  # defined once, where params.yaml is checked
 
-GATES = {"rnn": ("h",), "lstm": ("i", "f", "o", "c"), "gru": ("r", "z", "h")}
-# Gate order of the stacked matrices [W_h<g> ...] (LAYOUT) and [W_x<g> ...], [b_<g> ...]
-# (INPUT_LAYOUT) inside a layer. LSTM: the candidate first, so one tanh covers [C~] and one
-# sigmoid covers [I | F | O]. GRU: the two orders differ so that the written-out backward finds
-# every gradient it needs already side by side in one buffer (see bptt.GRUThroughTime).
-LAYOUT = {"rnn": ("h",), "lstm": ("c", "i", "f", "o"), "gru": ("r", "z", "h")}
-INPUT_LAYOUT = {**LAYOUT, "gru": ("h", "r", "z")}
+GATES = {"rnn": ("h",), "lstm": ("i", "f", "o", "c"), "gru": ("r", "z", "h")}  # W_x<g>, W_h<g>, b_<g>
 
 
 # --- the equations ------------------------------------------------------------------------
-# One time step of each cell, as the textbook writes it ("Dive into Deep Learning" 9.5, 10.1,
-# 10.2). xw = X_t W_x* + b_* for all gates at once (INPUT_LAYOUT order), W_h = [W_h* ...] side by
-# side (LAYOUT order), so each step is one matmul. ScratchLayer runs these under autograd
-# (``bptt = "autograd"``); its default runs the same equations with the backward pass written out
-# (rnnlm/bptt.py), and tests/test_models.py keeps the two equal.
+# One time step of each cell. xw = X_t W_x* + b_* for all gates at once, (B, G*H) for G gates;
+# W_h = [W_h* ...] side by side, (H, G*H), so each step is one matmul (gate orders: bptt.LAYOUT).
 def rnn_step(xw, H, W_h):
+    # H: (B, H)
     # H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h)
     return torch.tanh(torch.addmm(xw, H, W_h))
 
 
 def lstm_step(xw, state, W_h):
-    H, C = state
+    H, C = state  # (B, H) each
     n = H.shape[-1]
     # pre-activations [C~ | I | F | O] = X_t W_x* + H_{t-1} W_h* + b_*, all gates in one matmul
     pre = torch.addmm(xw, H, W_h)
@@ -68,7 +52,7 @@ def lstm_step(xw, state, W_h):
 
 
 def gru_step(xw, H, W_h, b_hh):
-    n = H.shape[-1]
+    n = H.shape[-1]  # H: (B, H), b_hh: (H,)
     hw = H @ W_h  # [H W_hr | H W_hz | H W_hh]; xw = [X W_xh + b_h | X W_xr + b_r | X W_xz + b_z]
     # R_t, Z_t = sigmoid(X_t W_x* + H_{t-1} W_h* + b_*)
     R, Z = torch.sigmoid(xw[:, n:] + hw[:, : 2 * n]).chunk(2, dim=-1)
@@ -83,18 +67,15 @@ class ScratchLayer(nn.Module):
     ``ids_input=True`` means the layer reads token ids (one-hot inputs of size ``input_size``):
     X_t W_x is then a row lookup.
 
-    ``bptt`` (a class attribute) picks how gradients are computed: ``"fused"`` runs the time loop
-    in an autograd Function whose backward is backpropagation through time written out
-    (rnnlm/bptt.py); ``"autograd"`` loops over the ``<cell>_step`` equations above and lets
-    autograd differentiate them (slower; also works for double backward).
-    Both give the same numbers up to float rounding.
+    ``bptt`` picks how gradients are computed: ``"fused"`` runs the time loop in an autograd
+    Function whose backward is backpropagation through time written out (rnnlm/bptt.py);
+    ``"autograd"`` loops over the ``<cell>_step`` equations above and lets autograd differentiate
+    them (slower; also works for double backward). Both give the same numbers up to rounding.
     """
 
-    bptt = "fused"  # or "autograd"
-
-    def __init__(self, cell: str, input_size: int, hidden: int, ids_input: bool = False):
+    def __init__(self, cell: str, input_size: int, hidden: int, ids_input: bool = False, bptt: str = "fused"):
         super().__init__()
-        self.cell, self.hidden, self.ids_input = cell, hidden, ids_input
+        self.cell, self.hidden, self.ids_input, self.bptt = cell, hidden, ids_input, bptt
         self.gates = GATES[cell]
         bound = 1.0 / math.sqrt(hidden)
 
@@ -151,11 +132,12 @@ class ScratchLayer(nn.Module):
 class ScratchRecurrent(nn.Module):
     """A stack of ScratchLayers with dropout between layers, mirroring nn.RNN/LSTM/GRU."""
 
-    def __init__(self, cell, input_size, hidden, layers, dropout, ids_input=False):
+    def __init__(self, cell, input_size, hidden, layers, dropout, ids_input=False, bptt="fused"):
         super().__init__()
         self.cell = cell
         self.layers = nn.ModuleList(
-            ScratchLayer(cell, input_size if i == 0 else hidden, hidden, ids_input and i == 0) for i in range(layers)
+            ScratchLayer(cell, input_size if i == 0 else hidden, hidden, ids_input and i == 0, bptt)
+            for i in range(layers)
         )
         self.dropout = nn.Dropout(dropout)
 
@@ -193,12 +175,15 @@ class RNNLM(nn.Module):
         tie_weights: bool = False,
         softmax: str = "full",
         cutoffs: tuple[int, ...] | list[int] = (),
+        bptt: str = "fused",
     ):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}")
         if impl not in IMPLS:
             raise ValueError(f"unknown impl {impl!r}")
+        if bptt not in BPTT:
+            raise ValueError(f"unknown bptt {bptt!r}")
         if tie_weights and (embedding != hidden or softmax != "full"):
             raise ValueError("tie_weights needs embedding == hidden and softmax 'full'")
         cutoffs = list(cutoffs) if softmax == "adaptive" else []
@@ -215,6 +200,7 @@ class RNNLM(nn.Module):
             tie_weights=tie_weights,
             softmax=softmax,
             cutoffs=cutoffs,
+            bptt=bptt,
         )
         self.cell, self.impl, self.vocab_size = cell, impl, vocab_size
         self.hidden, self.num_layers = hidden, layers
@@ -226,7 +212,7 @@ class RNNLM(nn.Module):
             cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
             self.rnn = cls(input_size, hidden, num_layers=layers, dropout=inter)
         else:
-            self.rnn = ScratchRecurrent(cell, input_size, hidden, layers, inter, ids_input=embedding == 0)
+            self.rnn = ScratchRecurrent(cell, input_size, hidden, layers, inter, ids_input=embedding == 0, bptt=bptt)
         if softmax == "adaptive":
             self.decoder = None
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, cutoffs, div_value=4.0)

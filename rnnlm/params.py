@@ -26,6 +26,7 @@ PARAMS_FILE = "params.yaml"
 MODELS = ("rnn", "lstm", "gru")  # the committed params.yaml's model sections (its `models` list)
 CELLS = ("rnn", "lstm", "gru")
 IMPLS = ("scratch", "torch")
+BPTT = ("fused", "autograd")
 MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")  # a model's name is a path part and a stage name part
 SPLIT_NAMES = ("train", "val", "test")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -167,6 +168,7 @@ class ModelConfig:
     tie_weights: bool = spec()
     softmax: str = spec(choices=("full", "adaptive"))
     cutoffs: list[int] = spec(_cutoffs_check)
+    bptt: str = spec(choices=BPTT)
 
 
 @dataclass(frozen=True)

@@ -105,21 +105,25 @@ def test_state_shapes_and_detach(impl):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("embedding", [0, 5])
-def test_hand_written_bptt_matches_autograd(cell, embedding, monkeypatch):
-    """The scratch layers' written-out backpropagation through time (bptt="fused") gives the
-    same loss and gradients as autograd differentiating the step equations (bptt="autograd")."""
+def test_hand_written_bptt_matches_autograd(cell, embedding):
+    """The scratch layers' written-out backpropagation through time (``bptt: fused``) gives the
+    same loss and gradients as autograd differentiating the step equations (``bptt: autograd``)."""
     torch.manual_seed(3)
-    model = RNNLM(cell, "scratch", 11, hidden=8, layers=2, dropout=0.0, embedding=embedding).double()
+    fused = RNNLM(cell, "scratch", 11, hidden=8, layers=2, dropout=0.0, embedding=embedding).double()
+    autograd = RNNLM(cell, "scratch", 11, hidden=8, layers=2, dropout=0.0, embedding=embedding, bptt="autograd")
+    autograd = autograd.double()
+    autograd.load_state_dict(fused.state_dict())
+    assert fused.config["bptt"] == "fused" and autograd.config["bptt"] == "autograd"
+    assert {layer.bptt for layer in autograd.rnn.layers} == {"autograd"}
     X = torch.randint(0, 11, (4, 6))
     Y = torch.randint(0, 11, (4, 6))
-    state0 = model.begin_state(4)
+    state0 = fused.begin_state(4)
     state0 = tuple(torch.randn_like(s) for s in state0) if cell == "lstm" else torch.randn_like(state0)
     leaves = state0 if cell == "lstm" else (state0,)
     for s in leaves:
         s.requires_grad_(True)  # the initial state's gradient (what flows into a previous minibatch)
 
-    def grads(mode):
-        monkeypatch.setattr(ScratchLayer, "bptt", mode)
+    def grads(model):
         model.zero_grad()
         for s in leaves:
             s.grad = None
@@ -130,8 +134,8 @@ def test_hand_written_bptt_matches_autograd(cell, embedding, monkeypatch):
         named = {n: p.grad.clone() for n, p in model.named_parameters()}
         return loss.detach(), {**named, **{f"state0[{i}]": s.grad.clone() for i, s in enumerate(leaves)}}
 
-    loss_f, g_fused = grads("fused")
-    loss_a, g_auto = grads("autograd")
+    loss_f, g_fused = grads(fused)
+    loss_a, g_auto = grads(autograd)
     torch.testing.assert_close(loss_f, loss_a, rtol=1e-12, atol=1e-12)
     assert g_fused.keys() == g_auto.keys()
     for name in g_auto:

@@ -479,3 +479,17 @@ def test_busy_cores_sees_a_spinning_process():
 def _spin():
     while True:
         pass
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_bptt_autograd_trains_like_the_fused_default(tmp_path, cell):
+    """``bptt: autograd`` (autograd through the step equations) is a params choice of a scratch
+    model section, and trains to the fused path's numbers up to rounding."""
+    fused, a = run(tmp_path / "fused", cell, "scratch", epochs=1)
+    auto, b = run(tmp_path / "autograd", cell, "scratch", epochs=1, model={"bptt": "autograd"})
+    assert (
+        {layer.bptt for layer in auto.model.rnn.layers}
+        == {"autograd"}
+        != {layer.bptt for layer in fused.model.rnn.layers}
+    )
+    assert b["best_val_perplexity"] == pytest.approx(a["best_val_perplexity"], rel=1e-4)

@@ -155,6 +155,40 @@ def tiny_project(tmp_path) -> Project:
     return make_project(tmp_path / "proj")
 
 
+# every stage of the default pipeline, as `dvc repro` names them
+ALL_STAGES = [
+    "code",
+    "check-params",
+    "download",
+    "clean",
+    "vocab",
+    "train@rnn",
+    "train@lstm",
+    "train@gru",
+    "evaluate",
+    "sample",
+    "report",
+]
+
+
+def save_model_file(path, model, vocab, name: str, step: int, val_perplexity: float) -> None:
+    """``model`` saved as the train stage saves a model file."""
+    from rnnlm.checkpoint import cpu_state_dict, save_checkpoint
+
+    save_checkpoint(
+        path,
+        {
+            "model_config": dict(model.config),
+            "vocab_fingerprint": vocab.fingerprint,
+            "vocab_size": len(vocab),
+            "state_dict": cpu_state_dict(model),
+            "name": name,
+            "step": step,
+            "val_perplexity": val_perplexity,
+        },
+    )
+
+
 def config(name: str, updates: dict | None = None):
     """Section ``name`` of the committed params.yaml (which holds every default) with ``updates``
     applied, as its validated config object (a ModelConfig for rnn/lstm/gru)."""

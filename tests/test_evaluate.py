@@ -13,11 +13,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import config, deep_update, run_stage_script
+from conftest import config, deep_update, run_stage_script, save_model_file
 from ngram_helpers import log_prob, prob
 
 from rnnlm import evaluate as ev
-from rnnlm.checkpoint import cpu_state_dict, save_checkpoint
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.fileio import write_json, write_text
 from rnnlm.metrics import model_nll
@@ -54,18 +53,7 @@ def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEX
     for i, m in enumerate(models):
         torch.manual_seed(i)
         model = RNNLM(m, "torch", len(vocab), hidden=8, layers=1, dropout=0.0, embedding=4)
-        save_checkpoint(
-            root / "models" / f"{m}.pt",
-            {
-                "model_config": dict(model.config),
-                "vocab_fingerprint": vocab.fingerprint,
-                "vocab_size": len(vocab),
-                "state_dict": cpu_state_dict(model),
-                "name": m,
-                "step": epochs,
-                "val_perplexity": 10.0 + i,
-            },
-        )
+        save_model_file(root / "models" / f"{m}.pt", model, vocab, m, epochs, 10.0 + i)
         live = root / "metrics" / "train" / m
         val = [20.0 / (e + 1) + i for e in range(epochs)]
         train = [25.0 / (e + 1) + i for e in range(epochs)]

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import config
+from conftest import config, save_model_file
 
 from rnnlm import generate as gen
-from rnnlm.checkpoint import cpu_state_dict, save_checkpoint
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.fileio import write_json
 from rnnlm.models import RNNLM
@@ -224,18 +223,7 @@ def _project(root: Path, vocab: Vocab, models=("rnn", "lstm", "gru")):
     write_json(root / "data" / "vocab.json", vocab.to_dict())
     for i, m in enumerate(models):
         model = make_model(vocab, m, seed=i)
-        save_checkpoint(
-            root / "models" / f"{m}.pt",
-            {
-                "model_config": dict(model.config),
-                "vocab_fingerprint": vocab.fingerprint,
-                "vocab_size": len(vocab),
-                "state_dict": cpu_state_dict(model),
-                "name": m,
-                "step": 2,
-                "val_perplexity": 9.0,
-            },
-        )
+        save_model_file(root / "models" / f"{m}.pt", model, vocab, m, 2, 9.0)
 
 
 CFG = config(

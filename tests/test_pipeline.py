@@ -5,25 +5,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_project, ran_stages
+from conftest import ALL_STAGES, make_project, ran_stages
 
 from rnnlm.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.integration
-
-ALL_STAGES = [
-    "code",
-    "check-params",
-    "download",
-    "clean",
-    "vocab",
-    "train@rnn",
-    "train@lstm",
-    "train@gru",
-    "evaluate",
-    "sample",
-    "report",
-]
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import SHARED_DATA, VENV_BIN, Project, make_project, ran_stages
+from conftest import ALL_STAGES, SHARED_DATA, VENV_BIN, Project, make_project, ran_stages
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rnnlm.checkpoint import load_checkpoint, load_model  # noqa: E402
@@ -34,19 +34,6 @@ from rnnlm.errors import RnnlmError  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-ALL_STAGES = [
-    "code",
-    "check-params",
-    "download",
-    "clean",
-    "vocab",
-    "train@rnn",
-    "train@lstm",
-    "train@gru",
-    "evaluate",
-    "sample",
-    "report",
-]
 # The LSTM gets epochs long enough to interrupt one mid-run: a 64-wide LSTM trained 6 epochs in
 # about 1 s on a fast CPU, before the signal landed; 256 wide and 8 epochs leave seconds of margin.
 LSTM_EPOCHS = 8

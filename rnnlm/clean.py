@@ -74,6 +74,17 @@ def _decodes(data: bytes, encoding: str) -> bool:
     return len(data) > 0
 
 
+def check_not_wide(data: bytes, name: str | os.PathLike) -> None:
+    """One error naming the encoding when ``data`` (a whole text, or its first 4,096 bytes) is
+    UTF-16/32, not UTF-8."""
+    encoding = wide_encoding(data)
+    if encoding:
+        raise RnnlmError(
+            f"{name}: {encoding} text, not UTF-8; convert it first, e.g. iconv -f {encoding.split()[0]} "
+            "-t UTF-8 FILE > FILE.utf8"
+        )
+
+
 def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>", at: tuple[int, int] = (0, 0)) -> str:
     """Decode ``data`` as strict UTF-8 (a leading byte-order mark is dropped).
 
@@ -82,12 +93,8 @@ def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>", at: tuple[int,
     line breaks before ``data`` when it is a piece of a longer text (offsets count from its start).
     """
     start, lines = at
-    encoding = wide_encoding(data) if start == 0 else None
-    if encoding:
-        raise RnnlmError(
-            f"{name}: {encoding} text, not UTF-8; convert it first, e.g. iconv -f {encoding.split()[0]} "
-            "-t UTF-8 FILE > FILE.utf8"
-        )
+    if start == 0:
+        check_not_wide(data, name)
     nul = data.find(b"\x00")
     if nul >= 0:
         raise RnnlmError(

@@ -55,7 +55,7 @@ def replace_dir(staged: Path, path: Path) -> None:
     if path.exists():
         os.replace(path, old)
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged, path)
+    shutil.move(staged, path)  # a rename; a copy when the two lie on different file systems
     shutil.rmtree(old, ignore_errors=True)
 
 

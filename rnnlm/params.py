@@ -407,21 +407,13 @@ def _check_listed(params: dict, models: tuple[str, ...]) -> None:
         raise ParamError("models", f"lists {missing[0]!r}, which has no section in params.yaml")
 
 
-def section_of(params: dict, name: str) -> Any:
-    """Section ``name`` as params.yaml gives it; a model section whose cell names another model
-    section (``lstm_big: {cell: lstm, hidden: 512}``) takes that section's model keys it does not
-    set itself (not its train overrides)."""
-    raw = params.get(name)
-    cell = raw.get("cell") if isinstance(raw, dict) else None
-    base = params.get(cell) if cell in CELLS and cell != name else None
-    if not isinstance(base, dict):
-        return raw
-    return {**{k: v for k, v in base.items() if k in fields_of(ModelConfig) and k != "cell"}, **raw}
-
-
 def unlisted_models(params: dict, models: tuple[str, ...]) -> list[str]:
     """Model sections (they name a cell) that ``models`` does not list: kept, checked, not trained."""
-    return [k for k, v in params.items() if k not in models and isinstance(v, dict) and "cell" in v]
+    return [
+        k
+        for k, v in params.items()
+        if k not in models and k not in SCHEMA and k != "models" and isinstance(v, dict) and "cell" in v
+    ]
 
 
 def validate_all(params: dict) -> dict:
@@ -430,7 +422,7 @@ def validate_all(params: dict) -> dict:
     _check_listed(params, models)
     models = (*models, *unlisted_models(params, models))
     # a model section's train overrides are checked here too, and dropped from its ModelConfig
-    return {name: validate_section(name, section_of(params, name), models) for name in (*SCHEMA, *models)}
+    return {name: validate_section(name, params.get(name), models) for name in (*SCHEMA, *models)}
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None = None):
@@ -465,5 +457,5 @@ def load_model_config(
             f"unknown model {model!r}{did_you_mean(model, models)}; params.yaml's models: {', '.join(models)}"
         )
     train = validate_section("train", params.get("train"))
-    model_cfg, overrides = _model_section(model, _section(model, section_of(params, model)))
+    model_cfg, overrides = _model_section(model, _section(model, params.get(model)))
     return model_cfg, dataclasses.replace(train, **overrides)

@@ -26,7 +26,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .clean import _GUTENBERG_END, _GUTENBERG_START, check_kept, check_left, clean_like_corpus, clean_piece, decode_utf8
+from .clean import (
+    _GUTENBERG_END,
+    _GUTENBERG_START,
+    check_kept,
+    check_left,
+    check_not_wide,
+    clean_like_corpus,
+    clean_piece,
+    decode_utf8,
+)
 from .errors import RnnlmError
 
 PIECE = 2**20  # bytes read, cleaned and tokenized at a time
@@ -61,12 +70,15 @@ def opened(name: str, label: str) -> Iterator[BinaryIO]:
         yield f
 
 
-def cut(data: bytes, eos: bool, anywhere: bool) -> int:
-    """Where to end a piece of ``data``: after its last line break; else (unless ``eos``, whose
-    line ends are tokens) after its last space; else, when ``anywhere``, at the last character
-    boundary before its last byte (a ``\r\n`` inside ``data`` has a line break to cut after
-    instead). 0 when there is none."""
+def cut(data: bytes, eos: bool, anywhere: bool, cr: bool = False) -> int:
+    """Where to end a piece of ``data``: after its last line break (with ``cr``, cleaning reads a
+    lone ``\r`` as one too); else (unless ``eos``, whose line ends are tokens) after its last
+    space; else, when ``anywhere``, at the last character boundary before its last byte (a
+    ``\r\n`` inside ``data`` has a line break to cut after instead). 0 when there is none."""
     i = data.rfind(b"\n") + 1
+    r = data.rfind(b"\r", 0, len(data) - 1) + 1 if cr else 0
+    if r > i and data[r] != 0x0A:  # a \r that is not the first half of \r\n
+        i = r
     if not i and not eos:
         i = data.rfind(b" ") + 1
     if not i and anywhere:
@@ -74,13 +86,16 @@ def cut(data: bytes, eos: bool, anywhere: bool) -> int:
     return i
 
 
-def pieces(f: BinaryIO, start: int, end: int, label: str, eos: bool, anywhere: bool, bar: tqdm) -> Iterator[str]:
-    """The text of bytes [start, end) of ``f``, decoded (errors name the offset in the file) in pieces."""
-    f.seek(start)
-    offset, lines, rest = start, 0, b""
+def pieces(f: BinaryIO, start: int, end: int, label: str, cuts: tuple[bool, bool, bool], bar: tqdm) -> Iterator[str]:
+    """The text of bytes [start, end) of ``f``, decoded (errors name the offset and line in the
+    file) in pieces cut where :func:`cut` says (``cuts``: its eos, anywhere, cr)."""
+    f.seek(0)
+    lines = sum(block.count(b"\n") for block in iter(lambda: f.read(min(PIECE, start - f.tell())), b""))
+    offset, rest = start, b""
     while offset < end:
         data = rest + f.read(min(PIECE, end - offset - len(rest)))
-        i = len(data) if offset + len(data) >= end else cut(data, eos, anywhere)
+        i = len(data) if offset + len(data) >= end else cut(data, *cuts)
+        eos = cuts[0]
         if not i:
             where = "line break" if eos else "line break or space"
             raise RnnlmError(
@@ -95,18 +110,19 @@ def pieces(f: BinaryIO, start: int, end: int, label: str, eos: bool, anywhere: b
 
 def gutenberg_range(f: BinaryIO, size: int) -> tuple[int, int] | None:
     """The bytes of ``f`` that :func:`rnnlm.clean.strip_gutenberg` keeps, found line by line;
-    None without markers."""
-    start = end = first_end = None
-    pos, line_start, in_start_line = 0, True, False
+    None without markers. A UTF-8 byte-order mark is not text (decode_utf8 drops it)."""
     f.seek(0)
+    bom = 3 if f.read(3) == b"\xef\xbb\xbf" else 0
+    start = end = first_end = None
+    pos, line_start, in_start_line = bom, True, False
+    f.seek(bom)
     for line in iter(lambda: f.readline(MARKER_LINE), b""):
         if in_start_line:  # the START line goes on past a read: the body starts at its line break
             k = min((i for i in (line.find(b"\r"), line.find(b"\n")) if i >= 0), default=len(line))
             start, in_start_line = pos + k, k == len(line)
         elif line_start and end is None:
             text = line.decode("utf-8", "replace")
-            bom = 1 if pos == 0 and text.startswith("\ufeff") else 0  # decode_utf8 drops it
-            if start is None and (m := _GUTENBERG_START.match(text, bom)):
+            if start is None and (m := _GUTENBERG_START.match(text)):
                 start = pos + len(text[: m.end()].encode())
                 in_start_line = m.end() == len(text)
             elif _GUTENBERG_END.match(text):
@@ -117,7 +133,7 @@ def gutenberg_range(f: BinaryIO, size: int) -> tuple[int, int] | None:
         line_start, pos = line.endswith(b"\n"), pos + len(line)
     if start is None and first_end is None:
         return None
-    start, end = (0, first_end) if start is None else (start, size if end is None else end)
+    start, end = (bom, first_end) if start is None else (start, size if end is None else end)
     return _without_blank_lines(f, start, end)
 
 
@@ -136,9 +152,8 @@ def _without_blank_lines(f: BinaryIO, start: int, end: int) -> tuple[int, int]:
         start += len(lines.pop(0).encode())
     data, tail, pos = b"", "", end
     while not tail.strip():
-        pos = max(start, pos - PIECE)
-        f.seek(pos)
-        data = f.read(min(PIECE, end - pos)) + data
+        f.seek(new := max(start, pos - PIECE))
+        data, pos = f.read(pos - new) + data, new
         skip = next(i for i in range(len(data) + 1) if i == len(data) or data[i] & 0xC0 != 0x80)
         tail = data[skip:].decode("utf-8", "replace")
     lines = tail[len(tail.rstrip()) - 1 :].splitlines(keepends=True)
@@ -155,7 +170,7 @@ def streamed_ids(f: BinaryIO, size: int, vocab, clean: dict, label: str, raw: bo
     chars_in = chars_out = 0
     has_text = has_out = False
     joiner = ""
-    for text in pieces(f, *body, label, vocab.eos, anywhere, bar):
+    for text in pieces(f, *body, label, (vocab.eos, anywhere, not raw), bar):
         out = text if raw else clean_piece(text, mode)
         if mode == "letters" and not raw and out:
             out, joiner = joiner + out, " "  # letters joins its lines with one space
@@ -223,6 +238,7 @@ def score_file(model, vocab, name: str, clean: dict, raw: bool, device, progress
     label = "<stdin>" if name == "-" else name
     scorer = Scorer(model, vocab.unk, device)
     with opened(name, label) as f:
+        check_not_wide(f.read(4096), label)  # before a cut can split a UTF-16/32 code unit
         size = f.seek(0, os.SEEK_END)
         f.seek(0)
         with tqdm(total=size, desc=label, unit="B", unit_scale=True, disable=not progress, leave=False) as bar:

@@ -379,3 +379,14 @@ def test_an_endless_binary_input_stops_at_its_first_nul(trained, capsys, monkeyp
         and out == ""
         and err.startswith(f"error: {label}: a binary file, not text (NUL byte at offset {offset})")
     )
+
+
+def test_a_long_utf16_text_is_named_as_such(trained, tmp_path, capsys, monkeypatch):
+    """A UTF-16 file longer than a piece was called binary: its first piece, cut after a line
+    break, had an odd length. The encoding is checked on the text's first bytes."""
+    _, _, alone, _ = trained
+    path = tmp_path / "wide.txt"
+    path.write_bytes("the time traveller\n".encode("utf-16") * 20)
+    monkeypatch.setattr(score, "PIECE", 64)
+    code, out, err = rnnlm(capsys, "score", "--model", str(alone), str(path))
+    assert code == 1 and out == "" and err.startswith(f"error: {path}: UTF-16LE text, not UTF-8; convert it first")

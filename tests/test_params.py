@@ -31,9 +31,10 @@ def test_project_params_file_is_valid():
     assert [validate_section(m, params[m]).cell for m in params["models"]] == ["rnn", "lstm", "gru"]
 
 
-def test_a_model_section_names_its_cell_and_takes_the_rest_from_that_cells_section(tmp_path):
+def test_a_model_section_names_its_cell(tmp_path):
     committed = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    big = {**committed, "models": ["lstm", "lstm_big"], "lstm_big": {"cell": "lstm", "hidden": 512, "epochs": 2}}
+    lstm_big = {**committed["lstm"], "hidden": 512, "epochs": 2}
+    big = {**committed, "models": ["lstm", "lstm_big"], "lstm_big": lstm_big}
     model_cfg, train = load_model_config("lstm_big", write(tmp_path, big))
     assert model_cfg.cell == "lstm" and model_cfg.hidden == 512 and model_cfg.layers == committed["lstm"]["layers"]
     assert train.epochs == 2
@@ -42,8 +43,12 @@ def test_a_model_section_names_its_cell_and_takes_the_rest_from_that_cells_secti
     assert set(validate_all(big)) == {*SCHEMA, "lstm", "lstm_big", "rnn", "gru"}
     with pytest.raises(ParamError, match=r"gru\.hidden: expected an integer"):
         validate_all({**big, "gru": {**committed["gru"], "hidden": "big"}})
+    # every key is set in the section itself (DVC tracks a stage's params by section)
+    with pytest.raises(ParamError, match=r"lstm_big: impl, hidden, .*bptt: missing"):
+        load_model_config("lstm_big", write(tmp_path, {**big, "lstm_big": {"cell": "lstm"}}))
     cases = [
         ({"lstn": {"hidden": 12}}, r"^params\.yaml: lstn: unknown section; did you mean lstm\?$"),
+        ({"train": {**committed["train"], "cell": "lstm"}}, r"train\.cell: unknown key"),
         ({"models": ["rnn", "lstm", "gru", "extra"]}, r"models: lists 'extra', which has no section in params\.yaml"),
         ({"models": ["rnn", "../x"]}, r"models: '\.\./x' is not a model section name"),
         ({"models": ["rnn", "train"]}, r"models: 'train' is not a model section name"),

@@ -68,10 +68,11 @@ def test_changing_one_model_reruns_only_its_training_and_downstream(built):
 
 
 def test_a_second_section_of_one_cell_trains_and_is_scored_beside_the_others(built):
-    """Model sections name their cell: `lstm_big: {cell: lstm, hidden: ...}` listed in `models`
-    trains as train@lstm_big (lstm's other keys), with no code change, and nothing else retrains."""
+    """Model sections name their cell: a section `lstm_big` (lstm's keys, another hidden size)
+    listed in `models` trains as train@lstm_big with no code change, and nothing else retrains."""
     proj, _ = built
-    proj.set_params({"models": ["rnn", "lstm", "gru", "lstm_big"], "lstm_big": {"cell": "lstm", "hidden": 20}})
+    big = {**proj.params()["lstm"], "cell": "lstm", "hidden": 20}
+    proj.set_params({"models": ["rnn", "lstm", "gru", "lstm_big"], "lstm_big": big})
     out = proj.repro()
     assert sorted(ran_stages(out.stdout)) == sorted(["check-params", "train@lstm_big", "evaluate", "sample", "report"])
     p = proj.path

@@ -31,6 +31,11 @@ TEXTS = {
     "end marker only": BODY + FOOTER,
     "plain": BODY,
     "blank body": HEADER + "\n  \n" + FOOTER,
+    # found in review: a BOM before a marker on line 1, or before blank lines; a long blank tail
+    "bom and start on line 1": "\ufeff" + HEADER[HEADER.index("***") :] + BODY + FOOTER,
+    "bom, blank lines, end marker only": "\ufeff\n \n\n" + BODY + FOOTER,
+    "long blank tail": HEADER + "content line one\nlast words\n" + " \n" * 200 + "\t\n" * 50 + FOOTER,
+    "lone cr line ends": BODY.replace("\r\n", "\r").replace("\n", "\r"),
 }
 
 
@@ -127,3 +132,26 @@ def test_memory_does_not_grow_with_the_text(monkeypatch, tmp_path):
     finally:
         tracemalloc.stop()
     assert n > 4_000_000 - 70_000 and peak < 40 * 2**16, peak  # the whole text's ids alone: 32 MiB
+
+
+def test_an_invalid_byte_is_named_at_the_same_offset_and_line_as_in_the_whole_text(monkeypatch):
+    data = (HEADER + BODY).encode() + b"\xff" + (BODY + FOOTER).encode()
+    vocab = Vocab.build(list(BODY), "char")
+    try:
+        decode_utf8(data, "t")
+    except RnnlmError as exc:
+        whole = str(exc)
+    monkeypatch.setattr(score, "PIECE", 64)
+    with pytest.raises(RnnlmError) as streamed:
+        list(
+            score.streamed_ids(
+                io.BytesIO(data),
+                len(data),
+                vocab,
+                {"mode": "raw", "strip_gutenberg": True},
+                "t",
+                False,
+                tqdm(disable=True),
+            )
+        )
+    assert str(streamed.value) == whole and "(line 61)" in whole

@@ -5,7 +5,7 @@
     rnnlm info   --model models/lstm.pt
 
 A model file carries its vocabulary, tokenizer and cleaning (see rnnlm.checkpoint), so a file
-copied alone works. Sampling is the sample stage's own function (:func:`rnnlm.generate.sample_one`):
+copied alone works. Sampling is the sample stage's own function (:func:`rnnlm.sample.sample_one`):
 with the same seed `rnnlm sample` prints the sample stage's text. `rnnlm score` reads a text as a
 stream (:mod:`rnnlm.score`) and scores it as the evaluate stage does: a held-out split gets the
 evaluate stage's perplexity.
@@ -25,10 +25,10 @@ import torch
 from .checkpoint import load_packaged
 from .device import resolve_device
 from .errors import ParamError, RnnlmError, stage_main
-from .generate import sample_one
 from .metrics import bits_per_token, perplexity
 from .models import num_parameters
 from .params import DEVICES, STRATEGIES, validate_section
+from .sample import sample_one
 from .score import score_file
 
 # The tool's own sampling defaults (outside a project there is no params.yaml to read them from);

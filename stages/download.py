@@ -1,7 +1,7 @@
 """Stage `download`: fetch the corpus named by params `download` into data/raw/.
 
 Outputs data/raw/corpus.txt, or data/raw/{train,val,test}.txt for a corpus that comes split (ptb,
-or a {train, val, test} mapping), and data/raw/source.json (see rnnlm.corpus.fetch_corpus).
+or a {train, val, test} mapping), and data/raw/source.json (see rnnlm.download.fetch_corpus).
 A local corpus file must lie under data/corpora/, this stage's DVC dependency, so that DVC
 tracks its content; a link there may point only inside the project.
 Prints one line per file written.
@@ -10,7 +10,7 @@ Prints one line per file written.
 from pathlib import Path
 
 from rnnlm import params
-from rnnlm.corpus import LOCAL_DIR, fetch_corpus, link_target
+from rnnlm.download import LOCAL_DIR, fetch_corpus, link_target
 from rnnlm.errors import stage_main
 
 

@@ -3,8 +3,8 @@ prefix (params `sample`, `download.corpus` for the default prefixes); writes sam
 samples/samples.md."""
 
 from rnnlm.errors import stage_main
-from rnnlm.generate import run_sample
 from rnnlm.params import load_models, load_section
+from rnnlm.sample import run_sample
 
 
 @stage_main

@@ -14,9 +14,9 @@ from conftest import config
 from rnnlm import cli, score
 from rnnlm.checkpoint import load_checkpoint, load_model
 from rnnlm.errors import RnnlmError
-from rnnlm.generate import sample_one
 from rnnlm.metrics import model_nll, perplexity
 from rnnlm.prepare import heldout_text
+from rnnlm.sample import sample_one
 from rnnlm.train import Trainer, TrainPaths
 from rnnlm.vocab import Vocab, tokenize
 

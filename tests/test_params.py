@@ -217,8 +217,8 @@ def test_a_section_that_is_not_a_mapping_is_named():
 def test_the_corpus_name_is_normalised_once_for_every_stage():
     """download.corpus: "timemachine " was timemachine for download but not for sample, whose
     default prefixes ("time traveller") are looked up by name."""
-    from rnnlm.generate import default_prefixes
     from rnnlm.params import validate_section
+    from rnnlm.sample import default_prefixes
 
     base = committed_params()["download"]
     cfg = validate_section("download", {**base, "corpus": " timemachine \t"})

@@ -1,4 +1,4 @@
-"""Tests for rnnlm.generate: strategies, determinism, state carrying, prefixes, masking, outputs."""
+"""Tests for rnnlm.sample: strategies, determinism, state carrying, prefixes, masking, outputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import config, save_model_file
 
-from rnnlm import generate as gen
+from rnnlm import sample as gen
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.fileio import write_json
 from rnnlm.models import RNNLM

@@ -1,4 +1,4 @@
-"""Tests for rnnlm.corpus: catalog, mirrors, checksums, safe zip extraction, the network path.
+"""Tests for rnnlm.download: catalog, mirrors, checksums, safe zip extraction, the network path.
 
 Network tests talk only to an http.server on 127.0.0.1 started here.
 """
@@ -20,8 +20,8 @@ import pytest
 import yaml
 from conftest import SHARED_DATA
 
-from rnnlm import corpus
-from rnnlm.corpus import CATALOG, extract_zip_text, fetch_corpus, resolve_corpus, sha256_file
+from rnnlm import download as corpus
+from rnnlm.download import CATALOG, extract_zip_text, fetch_corpus, resolve_corpus, sha256_file
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.params import DownloadConfig
 

@@ -170,7 +170,7 @@ def clean_text(text: str, mode: str = "letters", max_chars: int = 0, strip_guten
     check_kept(mode, len(text) if text.strip() else 0, len(out))
     if max_chars:
         out = out[:max_chars]
-    check_left(out, mode, max_chars, strip_gutenberg)
+    check_left(bool(out.strip()), mode, max_chars, strip_gutenberg)
     return out
 
 
@@ -198,8 +198,9 @@ def check_kept(mode: str, chars_in: int, chars_out: int) -> None:
         )
 
 
-def check_left(out: str, mode: str, max_chars: int = 0, strip_gutenberg: bool = False) -> None:
-    if not out.strip():
+def check_left(has_text: bool, mode: str, max_chars: int = 0, strip_gutenberg: bool = False) -> None:
+    """The error for a cleaning that left nothing but whitespace (``has_text`` False)."""
+    if not has_text:
         limit = f", clean.max_chars={max_chars}" if max_chars else ""
         raise RnnlmError(
             f"cleaning left no text (clean.mode={mode}{limit}, clean.strip_gutenberg={strip_gutenberg}); "

@@ -86,16 +86,18 @@ def cut(data: bytes, eos: bool, anywhere: bool, cr: bool = False) -> int:
     return i
 
 
-def pieces(f: BinaryIO, start: int, end: int, label: str, cuts: tuple[bool, bool, bool], bar: tqdm) -> Iterator[str]:
-    """The text of bytes [start, end) of ``f``, decoded (errors name the offset and line in the
-    file) in pieces cut where :func:`cut` says (``cuts``: its eos, anywhere, cr)."""
-    f.seek(0)
-    lines = sum(block.count(b"\n") for block in iter(lambda: f.read(min(PIECE, start - f.tell())), b""))
-    offset, rest = start, b""
+def pieces(
+    f: BinaryIO, body: tuple[int, int, int], label: str, cuts: tuple[bool, bool, bool], bar: tqdm
+) -> Iterator[str]:
+    """The text of bytes [start, end) of ``f`` (``body``: start, end and the line breaks before
+    start), decoded in pieces cut where :func:`cut` says (``cuts``: its eos, anywhere, cr); errors
+    name the offset and line in the file."""
+    offset, end, lines = body
+    eos, rest = cuts[0], b""
+    f.seek(offset)
     while offset < end:
         data = rest + f.read(min(PIECE, end - offset - len(rest)))
         i = len(data) if offset + len(data) >= end else cut(data, *cuts)
-        eos = cuts[0]
         if not i:
             where = "line break" if eos else "line break or space"
             raise RnnlmError(
@@ -108,13 +110,14 @@ def pieces(f: BinaryIO, start: int, end: int, label: str, cuts: tuple[bool, bool
         offset, lines = offset + len(data), lines + data.count(b"\n")
 
 
-def gutenberg_range(f: BinaryIO, size: int) -> tuple[int, int] | None:
-    """The bytes of ``f`` that :func:`rnnlm.clean.strip_gutenberg` keeps, found line by line;
-    None without markers. A UTF-8 byte-order mark is not text (decode_utf8 drops it)."""
+def gutenberg_range(f: BinaryIO, size: int) -> tuple[int, int, int] | None:
+    """The bytes of ``f`` that :func:`rnnlm.clean.strip_gutenberg` keeps, found line by line:
+    (start, end, line breaks before start); None without markers. A UTF-8 byte-order mark is not
+    text (decode_utf8 drops it)."""
     f.seek(0)
     bom = 3 if f.read(3) == b"\xef\xbb\xbf" else 0
     start = end = first_end = None
-    pos, line_start, in_start_line = bom, True, False
+    pos, line_start, in_start_line, breaks, start_breaks = bom, True, False, 0, 0
     f.seek(bom)
     for line in iter(lambda: f.readline(MARKER_LINE), b""):
         if in_start_line:  # the START line goes on past a read: the body starts at its line break
@@ -123,7 +126,7 @@ def gutenberg_range(f: BinaryIO, size: int) -> tuple[int, int] | None:
         elif line_start and end is None:
             text = line.decode("utf-8", "replace")
             if start is None and (m := _GUTENBERG_START.match(text)):
-                start = pos + len(text[: m.end()].encode())
+                start, start_breaks = pos + len(text[: m.end()].encode()), breaks
                 in_start_line = m.end() == len(text)
             elif _GUTENBERG_END.match(text):
                 if start is not None:
@@ -131,25 +134,28 @@ def gutenberg_range(f: BinaryIO, size: int) -> tuple[int, int] | None:
                 elif first_end is None:
                     first_end = pos
         line_start, pos = line.endswith(b"\n"), pos + len(line)
+        breaks += line_start
     if start is None and first_end is None:
         return None
     start, end = (bom, first_end) if start is None else (start, size if end is None else end)
-    return _without_blank_lines(f, start, end)
+    return _without_blank_lines(f, start, end, start_breaks)
 
 
-def _without_blank_lines(f: BinaryIO, start: int, end: int) -> tuple[int, int]:
-    """[start, end) less its whitespace-only lines at either end (the last kept line keeps its break)."""
+def _without_blank_lines(f: BinaryIO, start: int, end: int, breaks: int) -> tuple[int, int, int]:
+    """[start, end) less its whitespace-only lines at either end (the last kept line keeps its
+    break), with the count of line breaks before start (``breaks`` before the given one)."""
     decoder, head, pos = codecs.getincrementaldecoder("utf-8")("replace"), "", start
     f.seek(start)
     while not head.strip() and pos < end:
         block = f.read(min(PIECE, end - pos))
         head, pos = head + decoder.decode(block, pos + len(block) >= end), pos + len(block)
     if not head.strip():
-        return start, start
+        return start, start, breaks
     head = head[: len(head) - len(head.lstrip()) + 1]
     lines = head.splitlines(keepends=True)
     while lines and not lines[0].strip():
-        start += len(lines.pop(0).encode())
+        dropped = lines.pop(0)
+        start, breaks = start + len(dropped.encode()), breaks + dropped.count("\n")
     data, tail, pos = b"", "", end
     while not tail.strip():
         f.seek(new := max(start, pos - PIECE))
@@ -159,18 +165,18 @@ def _without_blank_lines(f: BinaryIO, start: int, end: int) -> tuple[int, int]:
     lines = tail[len(tail.rstrip()) - 1 :].splitlines(keepends=True)
     while lines and not lines[-1].strip():
         end -= len(lines.pop().encode())
-    return start, end
+    return start, end, breaks
 
 
 def streamed_ids(f: BinaryIO, size: int, vocab, clean: dict, label: str, raw: bool, bar: tqdm) -> Iterator[np.ndarray]:
     """Token ids of a long text, piece by piece, as :func:`text_ids` gives them for the whole."""
     mode = clean.get("mode", "raw")
-    body = (gutenberg_range(f, size) if clean.get("strip_gutenberg") and not raw else None) or (0, size)
+    body = (gutenberg_range(f, size) if clean.get("strip_gutenberg") and not raw else None) or (0, size, 0)
     anywhere = vocab.level == "char" and (raw or mode != "letters")
     chars_in = chars_out = 0
     has_text = has_out = False
     joiner = ""
-    for text in pieces(f, *body, label, (vocab.eos, anywhere, not raw), bar):
+    for text in pieces(f, body, label, (vocab.eos, anywhere, not raw), bar):
         out = text if raw else clean_piece(text, mode)
         if mode == "letters" and not raw and out:
             out, joiner = joiner + out, " "  # letters joins its lines with one space
@@ -178,11 +184,11 @@ def streamed_ids(f: BinaryIO, size: int, vocab, clean: dict, label: str, raw: bo
         has_text, has_out = has_text or bool(text.strip()), has_out or bool(out.strip())
         yield vocab.encode(vocab.tokenize(out))
     try:
-        if not has_text and body == (0, size):
+        if not has_text and body[:2] == (0, size):
             raise RnnlmError(f"the input is whitespace only ({chars_in:,} characters)")
         if not raw:
             check_kept(mode, chars_in if has_text else 0, chars_out)
-            check_left("x" if has_out else "", mode, 0, bool(clean.get("strip_gutenberg")))
+            check_left(has_out, mode, 0, bool(clean.get("strip_gutenberg")))
     except RnnlmError as exc:
         raise RnnlmError(f"{label}: {exc}") from None
 

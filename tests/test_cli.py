@@ -207,6 +207,8 @@ def test_a_text_with_no_vocabulary_token_is_refused(trained, tmp_path, capsys):
     assert code == 1 and "no token is in the model's vocabulary" in err
     code, _, err = rnnlm(capsys, "score", "--model", str(alone), str(tmp_path / "absent.txt"))
     assert code == 1 and err == f"error: {tmp_path / 'absent.txt'}: no such file\n"
+    code, _, err = rnnlm(capsys, "score", "--model", str(alone), str(tmp_path))
+    assert code == 1 and err == f"error: {tmp_path}: a directory, not a text file\n"
 
 
 def test_word_level_models_score_and_sample_in_words(tmp_path, capsys):

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import committed_params, config
+from conftest import committed_params, config, run_stage_script
 
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.params import (
@@ -227,3 +227,11 @@ def test_the_corpus_name_is_normalised_once_for_every_stage():
         "download", {**base, "corpus": {"train": " a.txt", "val": {"source": "b.txt "}, "test": "c"}}
     )
     assert split.corpus == {"train": "a.txt", "val": {"source": "b.txt"}, "test": "c"}
+
+
+def test_check_params_names_the_model_sections_it_does_not_train(tmp_path):
+    committed = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    write(tmp_path, {**committed, "models": ["lstm"]})
+    run = run_stage_script("check_params", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "check-params: not trained (not in models): gru, rnn"  # in file order

@@ -23,7 +23,7 @@ from conftest import SHARED_DATA
 from rnnlm import download as corpus
 from rnnlm.download import CATALOG, extract_zip_text, fetch_corpus, resolve_corpus, sha256_file
 from rnnlm.errors import ParamError, RnnlmError
-from rnnlm.params import DownloadConfig
+from rnnlm.params import DownloadConfig, validate_section
 
 TEXT = b"It was the best of times,\nit was the worst of times.\n"
 TEXT_SHA = hashlib.sha256(TEXT).hexdigest()
@@ -709,7 +709,8 @@ def test_split_params_are_checked(tmp_path):
     with pytest.raises(
         ParamError, match=r"download\.corpus: .*names exactly train, val and test, got \['test', 'train', 'valid'\]"
     ):
-        resolve_corpus(cfg({"train": files["train"], "valid": files["val"], "test": files["test"]}))
+        # params.py checks the split names when it reads the section, before resolve_corpus sees them
+        validate_section("download", vars(cfg({"train": files["train"], "valid": files["val"], "test": files["test"]})))
     with pytest.raises(
         ParamError, match=r"download\.corpus\.train: 'timemachine' is neither an http\(s\) URL nor a local file"
     ):

@@ -1,20 +1,11 @@
 """Clean the raw corpus into the text the vocabulary stage reads (the ``clean`` stage).
 
-Modes (``clean.mode``):
+``clean.mode`` is one of these rules, then ``clean.max_chars`` (0 = all) keeps the first N characters:
 
-``letters``
-    The d2l rule, line by line: ``re.sub('[^A-Za-z]+', ' ', line).strip().lower()``; empty lines
-    are dropped. Unlike d2l (which keeps a list of lines), the cleaned lines are joined with a
-    single space ``' '``, not ``'\\n'``: the output is one line of ``a-z`` and single spaces, so
-    the d2l time machine gives exactly 27 distinct characters (26 letters and space), the
-    vocabulary the book reports, even though the vocabulary stage treats newline as a character.
-``lines``
-    Every character is kept; each line break (``\\r\\n``, ``\\r`` or ``\\n``) becomes one space, as
-    the Jay Chou lyrics examples do.
-``raw``
-    Every character is kept; line endings are normalised to ``\\n``.
-
-``clean.max_chars`` (0 = all) then keeps the first N characters of the cleaned text.
+- ``letters``: d2l's ``re.sub('[^A-Za-z]+', ' ', line).strip().lower()``, empty lines dropped, the lines
+  joined by one space (d2l keeps a list of lines), so the time machine has the book's 27 characters.
+- ``lines``: every character kept; each line break (``\\r\\n``, ``\\r`` or ``\\n``) becomes one space.
+- ``raw``: every character kept; line endings become ``\\n``.
 """
 
 from __future__ import annotations
@@ -22,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import string
+from collections import Counter
 from pathlib import Path
 
 from . import fileio
@@ -30,19 +23,17 @@ from .params import SPLIT_NAMES, CleanConfig
 
 MODES = ("letters", "lines", "raw")
 MIN_KEPT = 0.10  # mode letters refuses a text it would shrink below this share (another script)
+LETTERS_WARN = 0.01  # and warns when it drops more than this share as letters of other scripts
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _NON_LETTERS = re.compile(r"[^A-Za-z]+")
-# Marker lines such as "*** START OF THE PROJECT GUTENBERG EBOOK THE TIME MACHINE ***"
-# (also "THIS", "EBOOK"/"E-BOOK", any case, with or without spaces after the asterisks).
+# "*** START OF THE PROJECT GUTENBERG EBOOK THE TIME MACHINE ***" (also THIS, E-BOOK, any case, any spacing)
 _GUTENBERG_START, _GUTENBERG_END = (
     re.compile(
         rf"^[ \t]*\*{{3}}[ \t]*{word} OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b[^\r\n]*", re.IGNORECASE | re.MULTILINE
     )
     for word in ("START", "END")
 )
-
-
 BOMS = (
     (b"\xff\xfe\x00\x00", "UTF-32LE"),
     (b"\x00\x00\xfe\xff", "UTF-32BE"),
@@ -51,14 +42,20 @@ BOMS = (
 )
 
 
+# --------------------------------------------------------------------------- decoding
 def wide_encoding(data: bytes) -> str | None:
-    """The UTF-16/32 encoding ``data`` is in, by its byte-order mark, or for UTF-16 without one,
-    by its NUL bytes (most of the odd or the even bytes of a Latin-script text); None otherwise."""
+    """The UTF-16/32 encoding of ``data``, by its byte-order mark, or for UTF-16 without one by its
+    NUL bytes (most odd or even bytes of a Latin-script text); None otherwise."""
     head = data[:4096]
     for bom, name in BOMS:
-        if data.startswith(bom):
-            unit = 4 if name.startswith("UTF-32") else 2  # a real one has whole code units and decodes
-            return name if len(data) % unit == 0 and _decodes(head[: len(head) // 4 * 4], name) else None
+        if data.startswith(bom):  # a real one has whole code units and decodes
+            whole = head[: len(head) // 4 * 4]
+            try:
+                whole.decode(name)
+            except UnicodeDecodeError:
+                return None
+            unit = 4 if name.startswith("UTF-32") else 2
+            return name if whole and len(data) % unit == 0 else None
     if len(head) >= 4 and b"\x00" in head:
         for name, zeros, chars in (("UTF-16LE", head[1::2], head[0::2]), ("UTF-16BE", head[0::2], head[1::2])):
             if zeros.count(0) > 0.9 * len(zeros) and chars.count(0) < 0.5 * len(chars):  # not all NULs
@@ -66,17 +63,8 @@ def wide_encoding(data: bytes) -> str | None:
     return None
 
 
-def _decodes(data: bytes, encoding: str) -> bool:
-    try:
-        data.decode(encoding)
-    except UnicodeDecodeError:
-        return False
-    return len(data) > 0
-
-
 def check_not_wide(data: bytes, name: str | os.PathLike) -> None:
-    """One error naming the encoding when ``data`` (a whole text, or its first 4,096 bytes) is
-    UTF-16/32, not UTF-8."""
+    """One error naming the encoding when ``data`` (a text, or its first 4,096 bytes) is UTF-16/32."""
     encoding = wide_encoding(data)
     if encoding:
         raise RnnlmError(
@@ -86,12 +74,8 @@ def check_not_wide(data: bytes, name: str | os.PathLike) -> None:
 
 
 def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>", at: tuple[int, int] = (0, 0)) -> str:
-    """Decode ``data`` as strict UTF-8 (a leading byte-order mark is dropped).
-
-    Invalid bytes raise :class:`RnnlmError` naming ``name``, the byte offset and the line; the
-    text is never decoded with replacement characters or another codec. ``at``: the bytes and
-    line breaks before ``data`` when it is a piece of a longer text (offsets count from its start).
-    """
+    """``data`` as strict UTF-8 (a leading byte-order mark dropped); an error names the offset and line.
+    ``at``: the bytes and line breaks before ``data`` when it is a piece of a longer text."""
     start, lines = at
     if start == 0:
         check_not_wide(data, name)
@@ -113,33 +97,24 @@ def decode_utf8(data: bytes, name: str | os.PathLike = "<bytes>", at: tuple[int,
     return text[1:] if start == 0 and text.startswith("\ufeff") else text
 
 
+# --------------------------------------------------------------------------- cleaning
 def gutenberg_span(text: str) -> tuple[int, int] | None:
-    """Return (start, end) of the body between Project Gutenberg markers, or None without markers.
-
-    The body starts after the START marker line and ends before the END marker line. With only
-    one of the markers, the other end of the text is the bound.
-    """
+    """(start, end) of the body between the Project Gutenberg START and END marker lines (with one
+    marker, the text's other end), or None without markers."""
     start_m = _GUTENBERG_START.search(text)
     end_m = _GUTENBERG_END.search(text, start_m.end() if start_m else 0)
     if start_m is None and end_m is None:
         return None
-    start = start_m.end() if start_m else 0
-    end = end_m.start() if end_m else len(text)
-    return start, end
+    return (start_m.end() if start_m else 0), (end_m.start() if end_m else len(text))
 
 
 def strip_gutenberg(text: str) -> str:
-    """Drop a Project Gutenberg header and footer, when present.
-
-    Keeps the lines strictly between the ``*** START OF THE/THIS PROJECT GUTENBERG EBOOK ... ***``
-    line and the ``*** END OF ...`` line, without the blank lines at either end of that body (the
-    line break that ends the last body line is kept). Text without markers is returned unchanged.
-    """
+    """The body between Project Gutenberg markers without its blank first and last lines (the last
+    body line keeps its line break); a text without markers unchanged."""
     span = gutenberg_span(text)
     if span is None:
         return text
-    body = text[span[0] : span[1]]
-    lines = body.splitlines(keepends=True)
+    lines = text[span[0] : span[1]].splitlines(keepends=True)
     while lines and not lines[0].strip():
         lines.pop(0)
     while lines and not lines[-1].strip():
@@ -150,20 +125,16 @@ def strip_gutenberg(text: str) -> str:
 _strip_gutenberg = strip_gutenberg  # clean_text's parameter shadows the name
 
 
-LETTERS_WARN = 0.01  # letters mode warns when it drops more than this share of a text as letters of other scripts
-
-
 def clean_text(text: str, mode: str = "letters", max_chars: int = 0, strip_gutenberg: bool = False) -> str:
-    """Clean ``text`` by ``mode`` (see the module docstring), then keep ``max_chars`` characters.
-
-    ``max_chars`` 0 keeps all. Raises :class:`RnnlmError` for an unknown mode, a negative
-    ``max_chars``, or an empty (or whitespace-only) result.
-    """
+    """``text`` cleaned by ``mode``, then cut to ``max_chars`` (0 = all); an error if nothing is left."""
     if mode not in MODES:
         raise RnnlmError(f"clean.mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if max_chars < 0:
         raise RnnlmError(f"clean.max_chars: must be >= 0, got {max_chars}")
-    check_not_blank(text)
+    if not text.strip():
+        raise RnnlmError(
+            "the input is empty" if not text else f"the input is whitespace only ({len(text):,} characters)"
+        )
     if strip_gutenberg:
         text = _strip_gutenberg(text)
     out = clean_piece(text, mode)
@@ -175,19 +146,12 @@ def clean_text(text: str, mode: str = "letters", max_chars: int = 0, strip_guten
 
 
 def clean_piece(text: str, mode: str) -> str:
-    """The mode's rule alone. It is local, so a text cut after a line break or a space cleans to
+    """The mode's rule alone. It is line-local, so a text cut after a line break or a space cleans to
     the concatenation of its pieces' cleanings (for ``letters``, joined by one space)."""
     if mode == "letters":
         cleaned = (_NON_LETTERS.sub(" ", line).strip().lower() for line in _NEWLINE.split(text))
         return " ".join(line for line in cleaned if line)
     return _NEWLINE.sub(" " if mode == "lines" else "\n", text)
-
-
-def check_not_blank(text: str) -> None:
-    if not text.strip():
-        raise RnnlmError(
-            "the input is empty" if not text else f"the input is whitespace only ({len(text):,} characters)"
-        )
 
 
 def check_kept(mode: str, chars_in: int, chars_out: int) -> None:
@@ -198,27 +162,27 @@ def check_kept(mode: str, chars_in: int, chars_out: int) -> None:
         )
 
 
-def check_left(has_text: bool, mode: str, max_chars: int = 0, strip_gutenberg: bool = False) -> None:
+def check_left(has_text: bool, mode: str, max_chars: int, strip_gutenberg: bool) -> None:
     """The error for a cleaning that left nothing but whitespace (``has_text`` False)."""
-    if not has_text:
-        limit = f", clean.max_chars={max_chars}" if max_chars else ""
-        raise RnnlmError(
-            f"cleaning left no text (clean.mode={mode}{limit}, clean.strip_gutenberg={strip_gutenberg}); "
-            + (
-                "mode 'letters' keeps only A-Z/a-z, try mode 'lines' or 'raw' for other scripts"
-                if mode == "letters"
-                else "the input is empty or whitespace only"
-            )
-        )
+    if has_text:
+        return
+    limit = f", clean.max_chars={max_chars}" if max_chars else ""
+    if mode == "letters":
+        hint = "mode 'letters' keeps only A-Z/a-z, try mode 'lines' or 'raw' for other scripts"
+    else:
+        hint = "the input is empty or whitespace only"
+    raise RnnlmError(
+        f"cleaning left no text (clean.mode={mode}{limit}, clean.strip_gutenberg={strip_gutenberg}); {hint}"
+    )
 
 
 def clean_like_corpus(text: str, clean: dict) -> str:
-    """``text`` cleaned the way a model's corpus was (``clean``: its mode and Gutenberg rule, as
-    recorded in the model file; ``max_chars`` does not apply). A text that cleaning would change
-    only by trimming whitespace at its ends is kept as written, so a held-out split (which may
-    begin with a space) is scored on exactly the tokens the evaluate stage scored. A line end is
-    never kept as written where the corpus's mode joins lines (its tokens have none): "text\\n"
-    is scored as "text" whatever else it holds."""
+    """``text`` cleaned as a model's corpus was (``clean``: the mode and Gutenberg rule its file records).
+
+    A text that cleaning would only trim at its ends is kept as written, so a held-out split (which
+    may begin with a space) is scored on the tokens the evaluate stage scored; but where the mode
+    joins lines, a line end is never kept ("text\\n" is scored as "text").
+    """
     mode = clean.get("mode", "raw")
     cleaned = clean_text(text, mode, 0, bool(clean.get("strip_gutenberg", False)))
     joins_lines = mode != "raw" and ("\n" in text or "\r" in text)
@@ -226,57 +190,44 @@ def clean_like_corpus(text: str, clean: dict) -> str:
 
 
 def count_lines(text: str) -> int:
-    """Lines in ``text``: line breaks (``\\r\\n``, ``\\r``, ``\\n``), plus an unterminated last line."""
+    """Line breaks (``\\r\\n``, ``\\r``, ``\\n``), plus an unterminated last line."""
     if not text:
         return 0
-    breaks = len(_NEWLINE.findall(text))
-    return breaks + (0 if text.endswith(("\n", "\r")) else 1)
+    return len(_NEWLINE.findall(text)) + (0 if text.endswith(("\n", "\r")) else 1)
 
 
-def text_stats(text: str) -> dict:
-    return {"chars": len(text), "lines": count_lines(text), "distinct_chars": len(set(text))}
-
-
+# --------------------------------------------------------------------------- the stage
 def run_clean_dir(
-    cfg: CleanConfig,
-    raw_dir: str | os.PathLike = "data/raw",
-    out_dir: str | os.PathLike = "data/clean",
-    metrics_path: str | os.PathLike = "metrics/clean.json",
+    cfg: CleanConfig, raw_dir: str | os.PathLike, out_dir: str | os.PathLike, metrics_path: str | os.PathLike
 ) -> dict:
-    """The clean stage: ``raw_dir/corpus.txt`` -> ``out_dir/corpus.txt``, or for a pre-split corpus
-    each of ``raw_dir/{train,val,test}.txt`` -> ``out_dir/{train,val,test}.txt`` (``clean.max_chars``
-    applies to each file). Writes ``metrics_path`` with the metrics of :func:`run_clean`, per
-    split under ``splits`` for a pre-split corpus; returns them."""
+    """The clean stage: ``raw_dir/corpus.txt``, or each of a pre-split corpus's ``{train,val,test}.txt``,
+    cleaned into ``out_dir``; writes and returns the metrics (per file under ``splits``)."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    names = list(SPLIT_NAMES) if (raw_dir / "train.txt").exists() else ["corpus"]
-    stale = ["corpus"] if names != ["corpus"] else SPLIT_NAMES
+    presplit = (raw_dir / "train.txt").exists()
+    names = SPLIT_NAMES if presplit else ("corpus",)
     per = {n: clean_file(cfg, raw_dir / f"{n}.txt", out_dir / f"{n}.txt") for n in names}
-    for n in stale:
+    for n in ("corpus",) if presplit else SPLIT_NAMES:  # the other layout's files, from an earlier run
         (out_dir / f"{n}.txt").unlink(missing_ok=True)
-    metrics = (
-        per["corpus"]
-        if names == ["corpus"]
-        else {**{k: sum(m[k] for m in per.values()) for k in ("chars_in", "chars_out", "bytes_out")}, "splits": per}
-    )
+    if presplit:
+        totals = {k: sum(m[k] for m in per.values()) for k in ("chars_in", "chars_out", "bytes_out")}
+        metrics = {**totals, "splits": per}
+    else:
+        metrics = per["corpus"]
     fileio.write_json(out_dir / "source.json", text_source(raw_dir / "source.json", cfg))
     fileio.write_json(metrics_path, metrics)
     return metrics
 
 
 def text_source(raw_source: Path, cfg: CleanConfig) -> dict:
-    """Where the clean text came from and how it was cleaned: the corpus and its sha256 (per file of
-    a pre-split corpus) from the download stage's record, and the clean mode. It travels with the
+    """The corpus, its sha256 (per file of a pre-split one) and how it was cleaned. It travels with the
     vocabulary into every model file, so a model can clean a new text the way its corpus was."""
     try:
         raw = json.loads(Path(raw_source).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raw = {}
     sha = {k: v.get("sha256") for k, v in raw["splits"].items()} if "splits" in raw else raw.get("sha256")
-    return {
-        "corpus": raw.get("corpus"),
-        "sha256": sha,
-        "clean": {"mode": cfg.mode, "strip_gutenberg": cfg.strip_gutenberg},
-    }
+    clean = {"mode": cfg.mode, "strip_gutenberg": cfg.strip_gutenberg}
+    return {"corpus": raw.get("corpus"), "sha256": sha, "clean": clean}
 
 
 def _came_from(raw_path: Path) -> str:
@@ -289,18 +240,8 @@ def _came_from(raw_path: Path) -> str:
         return ""
 
 
-def clean_file(
-    cfg: CleanConfig,
-    raw_path: str | os.PathLike = "data/raw/corpus.txt",
-    out_path: str | os.PathLike = "data/clean/corpus.txt",
-) -> dict:
-    """Read ``raw_path``, clean by ``cfg`` (the ``clean`` params section), write ``out_path``
-    (UTF-8) atomically; return the metrics.
-
-    Metrics: ``mode``, ``max_chars``, ``strip_gutenberg``, ``gutenberg_markers`` (whether markers
-    were found), ``chars_in``/``chars_out``, ``lines_in``/``lines_out``,
-    ``distinct_chars_in``/``distinct_chars_out``, ``bytes_out``.
-    """
+def clean_file(cfg: CleanConfig, raw_path: str | os.PathLike, out_path: str | os.PathLike) -> dict:
+    """Clean ``raw_path`` into ``out_path`` (UTF-8, written atomically); return its metrics."""
     raw_path = Path(raw_path)
     try:
         data = raw_path.read_bytes()
@@ -309,46 +250,35 @@ def clean_file(
     except OSError as exc:
         raise RnnlmError(f"{raw_path}: cannot read: {exc.strerror or exc}") from None
     text = decode_utf8(data, f"{raw_path}{_came_from(raw_path)}")
-    mode, max_chars, strip = cfg.mode, cfg.max_chars, cfg.strip_gutenberg
     try:
-        out = clean_text(text, mode, max_chars, strip)
+        out = clean_text(text, cfg.mode, cfg.max_chars, cfg.strip_gutenberg)
     except RnnlmError as exc:
         raise RnnlmError(f"{raw_path}: {exc}") from None
-    s_in, s_out = text_stats(text), text_stats(out)
     encoded = out.encode("utf-8")
     metrics = {
-        "mode": mode,
-        "max_chars": max_chars,
-        "strip_gutenberg": strip,
+        "mode": cfg.mode,
+        "max_chars": cfg.max_chars,
+        "strip_gutenberg": cfg.strip_gutenberg,
         "gutenberg_markers": gutenberg_span(text) is not None,
-        "chars_in": s_in["chars"],
-        "chars_out": s_out["chars"],
-        "lines_in": s_in["lines"],
-        "lines_out": s_out["lines"],
-        "distinct_chars_in": s_in["distinct_chars"],
-        "distinct_chars_out": s_out["distinct_chars"],
+        "chars_in": len(text),
+        "chars_out": len(out),
+        "lines_in": count_lines(text),
+        "lines_out": count_lines(out),
+        "distinct_chars_in": len(set(text)),
+        "distinct_chars_out": len(set(out)),
         "bytes_out": len(encoded),
     }
-    if mode == "letters":
-        metrics["letters_dropped"] = letters_dropped(text)
+    if cfg.mode == "letters":  # the letters of other scripts it drops (Chinese, accented, Cyrillic...)
+        dropped = Counter(ch for ch in text if ch.isalpha() and ch not in string.ascii_letters)
+        common = sorted(dropped, key=lambda c: (-dropped[c], c))[:5]
+        metrics["letters_dropped"] = {"chars": dropped.total(), "distinct": len(dropped), "examples": "".join(common)}
     fileio.write_bytes(out_path, encoded)
     return metrics
 
 
-def letters_dropped(text: str) -> dict:
-    """What ``letters`` mode drops that is a letter in some script (Chinese characters, accented
-    or Cyrillic letters: words, not punctuation): their count, distinct count and a few examples."""
-    counts: dict[str, int] = {}
-    for ch in text:
-        if ch.isalpha() and not ("a" <= ch.lower() <= "z" and ch.isascii()):
-            counts[ch] = counts.get(ch, 0) + 1
-    common = sorted(counts, key=lambda c: (-counts[c], c))[:5]
-    return {"chars": sum(counts.values()), "distinct": len(counts), "examples": "".join(common)}
-
-
 def letters_warning(m: dict) -> str | None:
-    """A warning when ``letters`` mode dropped more than LETTERS_WARN of a text's characters as
-    letters of other scripts (the text-share refusal in :func:`clean_text` does not see a mixed text)."""
+    """A warning when ``letters`` mode dropped over LETTERS_WARN of a text as letters of other scripts
+    (the MIN_KEPT refusal does not see a mixed text)."""
     dropped = m.get("letters_dropped") or {}
     if dropped.get("chars", 0) <= LETTERS_WARN * m["chars_in"]:
         return None

@@ -1,11 +1,8 @@
-"""params.yaml: one typed, validated config object per section.
+"""params.yaml: one typed, validated config object per section (its comments say what each key means).
 
-params.yaml is the one source of the defaults: it lists every key, and a key missing from it is
-an error, not a value from somewhere else. Each stage builds the config objects of the sections
-it reads once, at its start (:func:`load_section`, :func:`load_model_config`); every value is
-checked for type, range and allowed names there, and the library trusts the objects it is given.
-Unknown keys and sections are reported with the nearest valid name, so ``lstm.hiden: 512`` fails
-loudly instead of silently training another size.
+params.yaml holds every default: a key missing there is an error. Each stage validates the sections it
+reads once, at its start, and the library trusts the objects it is given. An unknown key or section is
+reported with the nearest valid name, so ``lstm.hiden: 512`` fails instead of training another size.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,44 +24,31 @@ MODELS = ("rnn", "lstm", "gru")  # the committed params.yaml's model sections (i
 CELLS = ("rnn", "lstm", "gru")
 IMPLS = ("scratch", "torch")
 BPTT = ("fused", "autograd")
-MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")  # a model's name is a path part and a stage name part
 SPLIT_NAMES = ("train", "val", "test")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 STRATEGIES = ("greedy", "temperature", "top_k")
+MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")  # a model's name is a path part and a stage name part
 
 
-def spec(check: Callable[[Any], str | None] | None = None, choices: tuple = ()):
-    """A config field's validation (params.yaml's comments say what each key means): ``check``
-    returns a problem or None; ``choices`` are the allowed values."""
-    return field(metadata={"check": check, "choices": choices})
+# --------------------------------------------------------------------------- value checks
+def spec(rule: tuple | Callable[[Any], str | None]):
+    """A field's check beyond its type: the allowed values (a tuple), or a function returning the problem or None."""
+    return dataclasses.field(metadata={"rule": rule})
 
 
-def positive(v):
-    return None if v > 0 else f"must be positive, got {v!r}"
+def must_be(says: str, ok: Callable[[Any], bool]) -> Callable[[Any], str | None]:
+    return lambda v: None if ok(v) else f"must be {says}, got {v!r}"
 
 
-def non_negative(v):
-    return None if v >= 0 else f"must be >= 0, got {v!r}"
+def bounded(low, high):  # values past what torch and numpy take would overflow there
+    return must_be(f"in [{low:g}, {high:g}]", lambda v: low <= v <= high)
 
 
-def bounded(low, high):
-    """A check for ``low <= v <= high`` (values past what the libraries take overflow there)."""
-
-    def check(v):
-        return None if low <= v <= high else f"must be in [{low:g}, {high:g}], got {v!r}"
-
-    return check
-
-
+positive = must_be("positive", lambda v: v > 0)
+non_negative = must_be(">= 0", lambda v: v >= 0)
+probability = must_be("in [0, 1)", lambda v: 0 <= v < 1)
+factor = must_be("in (0, 1]", lambda v: 0 < v <= 1)
 SEED = bounded(0, 2**32 - 1)  # torch.manual_seed and numpy take it, with the epoch mixed in
-
-
-def unit_interval_open(v):  # dropout-like: [0, 1)
-    return None if 0 <= v < 1 else f"must be in [0, 1), got {v!r}"
-
-
-def factor(v):  # lr decay factor: (0, 1]
-    return None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"
 
 
 def _split_check(v):
@@ -86,8 +70,7 @@ def _cutoffs_check(v):
 
 
 def _corpus_check(v):
-    """``download.corpus``: one source (a string), or {train, val, test} sources, each a string or
-    {source, sha256}."""
+    """One source (a string), or {train, val, test} sources, each a string or {source, sha256}."""
     if isinstance(v, str):
         return None
     if set(v) != set(SPLIT_NAMES):
@@ -106,28 +89,28 @@ def _corpus_check(v):
 @dataclass(frozen=True)
 class DownloadConfig:
     corpus: str | dict = spec(_corpus_check)
-    sha256: str = spec()
-    member: str = spec()
-    mirrors: list[str] = spec()
+    sha256: str
+    member: str
+    mirrors: list[str]
     timeout: float = spec(lambda v: positive(v) or bounded(0, 3600)(v))  # seconds; an hour at most
     retries: int = spec(bounded(0, 100))
 
 
 @dataclass(frozen=True)
 class CleanConfig:
-    mode: str = spec(choices=("letters", "lines", "raw"))
+    mode: str = spec(("letters", "lines", "raw"))
     max_chars: int = spec(non_negative)
-    strip_gutenberg: bool = spec()
+    strip_gutenberg: bool
 
 
 @dataclass(frozen=True)
 class VocabConfig:
-    level: str = spec(choices=("char", "word"))
+    level: str = spec(("char", "word"))
     min_freq: int = spec(positive)
-    reserved: list[str] = spec()
+    reserved: list[str]
     split: list[float] = spec(_split_check)
-    tokenizer: str = spec(choices=("regex", "whitespace"))
-    eos: bool = spec()
+    tokenizer: str = spec(("regex", "whitespace"))
+    eos: bool
 
 
 @dataclass(frozen=True)
@@ -139,54 +122,54 @@ class TrainConfig:
     max_minutes: float = spec(non_negative)
     eval_every: int = spec(non_negative)
     eval_tokens: int = spec(non_negative)
-    optimizer: str = spec(choices=("sgd", "adam", "adamw"))
+    optimizer: str = spec(("sgd", "adam", "adamw"))
     lr: float = spec(positive)
     weight_decay: float = spec(non_negative)
     clip_theta: float = spec(non_negative)
-    sampling: str = spec(choices=("random", "sequential"))
+    sampling: str = spec(("random", "sequential"))
     seed: int = spec(SEED)
-    device: str = spec(choices=DEVICES)
+    device: str = spec(DEVICES)
     threads: int = spec(non_negative)
-    precision: str = spec(choices=("auto", "fp32", "bf16", "fp16"))
+    precision: str = spec(("auto", "fp32", "bf16", "fp16"))
     nproc: int = spec(positive)
-    backend: str = spec(choices=("auto", "gloo", "nccl"))
+    backend: str = spec(("auto", "gloo", "nccl"))
     patience: int = spec(non_negative)
     lr_decay: float = spec(factor)
-    lr_schedule: str = spec(choices=("plateau", "cosine"))
+    lr_schedule: str = spec(("plateau", "cosine"))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """A model section's own keys (its other keys override ``train`` values for that model)."""
 
-    cell: str = spec(choices=CELLS)
-    impl: str = spec(choices=IMPLS)
+    cell: str = spec(CELLS)
+    impl: str = spec(IMPLS)
     hidden: int = spec(positive)
     layers: int = spec(positive)
-    dropout: float = spec(unit_interval_open)
+    dropout: float = spec(probability)
     embedding: int = spec(non_negative)
-    tie_weights: bool = spec()
-    softmax: str = spec(choices=("full", "adaptive"))
+    tie_weights: bool
+    softmax: str = spec(("full", "adaptive"))
     cutoffs: list[int] = spec(_cutoffs_check)
-    bptt: str = spec(choices=BPTT)
+    bptt: str = spec(BPTT)
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     ngram_order: int = spec(positive)
     batch_size: int = spec(positive)
-    device: str = spec(choices=DEVICES)
+    device: str = spec(DEVICES)
 
 
 @dataclass(frozen=True)
 class SampleConfig:
-    prefixes: list[str] = spec()
+    prefixes: list[str]
     length: int = spec(non_negative)
-    strategy: str = spec(choices=STRATEGIES)
+    strategy: str = spec(STRATEGIES)
     temperature: float = spec(non_negative)
     top_k: int = spec(positive)
     seed: int = spec(SEED)
-    device: str = spec(choices=DEVICES)
+    device: str = spec(DEVICES)
 
 
 SCHEMA: dict[str, type] = {
@@ -203,87 +186,63 @@ def fields_of(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
-# --------------------------------------------------------------------------- checking values
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+# --------------------------------------------------------------------------- checking a section
+TYPES = {  # a field's annotation: (the Python types of its values, what an error says they are)
+    "int": (int, "an integer"),
+    "float": ((int, float), "a number"),
+    "str": (str, "a string"),
+    "bool": (bool, "true or false"),
+    "str | dict": ((str, dict), "a catalog name, URL or path, or a {train, val, test} mapping"),
+    "list[str]": (list, "a list of strings"),
+    "list[int]": (list, "a list of integers"),
+    "list[float]": (list, "a list of numbers"),
+}
 
 
-def _as_float(v):
-    if isinstance(v, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+def _converted(kind: str, v: Any) -> Any:
+    """``v`` as a value of annotation ``kind``, or None if it is not one."""
+    if kind == "float" and isinstance(v, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
         try:
             v = float(v)
         except ValueError:
             return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if not isinstance(v, TYPES[kind][0]) or (isinstance(v, bool) and kind != "bool"):
         return None
-    return float(v)
-
-
-def _typed(kind: str, v: Any) -> tuple[bool, Any]:
-    """(ok, value converted to ``kind``)."""
-    if kind == "int":
-        return _is_int(v), v
     if kind == "float":
-        x = _as_float(v)
-        return x is not None, x
-    if kind == "str":
-        return isinstance(v, str), v
-    if kind == "bool":
-        return isinstance(v, bool), v
-    if kind == "str | dict":
-        return isinstance(v, (str, dict)), v
-    v = [] if v is None else v
-    if not isinstance(v, list):
-        return False, v
-    if kind == "list[str]":
-        return all(isinstance(x, str) for x in v), v
-    if kind == "list[int]":
-        return all(_is_int(x) for x in v), v
-    floats = [_as_float(x) for x in v]  # list[float]
-    return None not in floats, floats
-
-
-EXPECTED = {
-    "int": "an integer",
-    "float": "a number",
-    "str": "a string",
-    "bool": "true or false",
-    "str | dict": "a catalog name, URL or path, or a {train, val, test} mapping",
-    "list[str]": "a list of strings",
-    "list[int]": "a list of integers",
-    "list[float]": "a list of numbers",
-}
+        return float(v) if math.isfinite(v) else None
+    if kind.startswith("list["):
+        items = [_converted(kind[5:-1], x) for x in v]
+        return None if None in items else items
+    return v
 
 
 def check_value(key: str, f: dataclasses.Field, v: Any) -> Any:
-    """``v`` checked against field ``f`` (type, choices, range); ParamError naming ``key`` if wrong."""
-    ok, v2 = _typed(f.type, v)
-    if not ok:
-        what = "a finite number" if f.type == "float" and isinstance(v, float) else EXPECTED[f.type]
+    """``v`` checked against field ``f`` (type, allowed values, range); ParamError naming ``key`` if wrong."""
+    value = _converted(f.type, v)
+    if value is None:
+        what = "a finite number" if f.type == "float" and isinstance(v, float) else TYPES[f.type][1]
         raise ParamError(key, f"expected {what}, got {v!r}")
-    choices, check = f.metadata["choices"], f.metadata["check"]
-    if choices and v2 not in choices:
-        raise ParamError(key, f"unknown value {v2!r}{did_you_mean(v2, choices)}; choose one of {', '.join(choices)}")
-    problem = check(v2) if check else None
+    rule = f.metadata.get("rule")
+    if isinstance(rule, tuple) and value not in rule:
+        raise ParamError(key, f"unknown value {value!r}{did_you_mean(value, rule)}; choose one of {', '.join(rule)}")
+    problem = rule(value) if callable(rule) else None
     if problem:
         raise ParamError(key, problem)
-    return v2
+    return value
 
 
-def _unknown(name: str, key: str, valid) -> ParamError:
-    did = did_you_mean(key, valid, f"; did you mean {name}.{{}}?")
-    return ParamError(f"{name}.{key}", f"unknown key{did} (valid: {', '.join(valid)})")
-
-
-def _checked(name: str, raw: dict, required: dict, optional: dict | None = None) -> dict:
-    """Every key of ``raw`` checked against the ``required`` (and ``optional``) fields."""
-    spec_ = {**required, **(optional or {})}
+def _checked(name: str, raw: Any, required: dict, optional: dict | None = None) -> dict:
+    """Section ``name``'s values, each checked against its field; every ``required`` key must be set."""
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamError(name, f"must be a mapping, got {raw!r}")
+    allowed = {**required, **(optional or {})}
     out = {}
-    for key, v in raw.items():
-        if key not in spec_:
-            raise _unknown(name, key, spec_)
+    for key, v in (raw or {}).items():
+        if key not in allowed:
+            did = did_you_mean(key, allowed, f"; did you mean {name}.{{}}?")
+            raise ParamError(f"{name}.{key}", f"unknown key{did} (valid: {', '.join(allowed)})")
         if v is not None:
-            out[key] = check_value(f"{name}.{key}", spec_[key], v)
+            out[key] = check_value(f"{name}.{key}", allowed[key], v)
     missing = [k for k in required if k not in out]
     if missing:
         where = f"{name}.{missing[0]}" if len(missing) == 1 else f"{name}: {', '.join(missing)}"
@@ -293,25 +252,11 @@ def _checked(name: str, raw: dict, required: dict, optional: dict | None = None)
     return out
 
 
-def _section(name: str, raw: Any) -> dict:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ParamError(name, f"must be a mapping, got {raw!r}")
-    return raw
-
-
-def _check_vocab(cfg: VocabConfig) -> None:
-    if cfg.level == "char":
-        for key, bad in (("tokenizer", "whitespace"), ("eos", True)):
-            if getattr(cfg, key) == bad:
-                raise ParamError(
-                    f"vocab.{key}",
-                    f"{bad!r} is for vocab.level: word; the char level keeps every character (newlines included)",
-                )
-
-
-def _check_model(name: str, m: ModelConfig) -> None:
+def _model_section(name: str, raw: Any) -> tuple[ModelConfig, dict]:
+    """(model ``name``'s own config, its overrides of ``train`` values), checked together."""
+    own = fields_of(ModelConfig)
+    values = _checked(name, raw, own, optional=fields_of(TrainConfig))
+    m = ModelConfig(**{k: values[k] for k in own})
     if m.tie_weights and m.embedding != m.hidden:
         raise ParamError(
             f"{name}.tie_weights", f"needs {name}.embedding == {name}.hidden (got {m.embedding} and {m.hidden})"
@@ -324,53 +269,30 @@ def _check_model(name: str, m: ModelConfig) -> None:
             f"{m.cutoffs} is unused: {name}.softmax is {m.softmax}, which has no "
             "clusters; set softmax: adaptive, or cutoffs: []",
         )
-
-
-def _model_section(name: str, raw: dict) -> tuple[ModelConfig, dict]:
-    """(the model's own config, its overrides of ``train`` values)."""
-    own = fields_of(ModelConfig)
-    values = _checked(name, raw, own, optional=fields_of(TrainConfig))
-    model = ModelConfig(**{k: values[k] for k in own})
-    _check_model(name, model)
-    return model, {k: v for k, v in values.items() if k not in own}
-
-
-def validate_models(raw: Any) -> tuple[str, ...]:
-    """``models``: the model sections to train, evaluate and sample, by name."""
-    if raw is None:
-        return MODELS
-    if not isinstance(raw, list) or not raw or not all(isinstance(m, str) for m in raw):
-        raise ParamError("models", f"expected a non-empty list of section names, got {raw!r}")
-    for m in raw:
-        if not MODEL_NAME.match(m) or m in SCHEMA or m == "models":
-            raise ParamError(
-                "models",
-                f"{m!r} is not a model section name: use letters, digits and _ "
-                f"(starting with a letter), and none of {', '.join(SCHEMA)}",
-            )
-    if len(set(raw)) < len(raw):
-        raise ParamError("models", f"{raw} names a section twice")
-    return tuple(raw)
+    return m, {k: v for k, v in values.items() if k not in own}
 
 
 def validate_section(name: str, raw: Any, models: tuple[str, ...] = MODELS):
-    """Section ``name`` of params.yaml as its config object; ParamError on any problem.
-    ``models``: the model section names (params.yaml's ``models``)."""
-    if name not in SCHEMA and name not in models:
-        raise RnnlmError(f"unknown params section {name!r}")
-    raw = _section(name, raw)
+    """Section ``name`` of params.yaml as its config object (``models``: the model section names)."""
     if name in models:
         return _model_section(name, raw)[0]
+    if name not in SCHEMA:
+        raise RnnlmError(f"unknown params section {name!r}")
     cfg = SCHEMA[name](**_checked(name, raw, fields_of(SCHEMA[name])))
-    if name == "vocab":
-        _check_vocab(cfg)
+    if name == "vocab" and cfg.level == "char":
+        for key, bad in (("tokenizer", "whitespace"), ("eos", True)):
+            if getattr(cfg, key) == bad:
+                raise ParamError(
+                    f"vocab.{key}",
+                    f"{bad!r} is for vocab.level: word; the char level keeps every character (newlines included)",
+                )
     if name == "download":  # "timemachine " is timemachine for every stage that reads it
         cfg = dataclasses.replace(cfg, corpus=_stripped(cfg.corpus))
     return cfg
 
 
 def _stripped(corpus):
-    """download.corpus with the spaces around each name, path or URL removed."""
+    """download.corpus without the spaces around each name, path or URL."""
     if isinstance(corpus, str):
         return corpus.strip()
     return {k: {**v, "source": v["source"].strip()} if isinstance(v, dict) else v.strip() for k, v in corpus.items()}
@@ -391,37 +313,48 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict:
 
 
 def check_sections(params: dict) -> tuple[str, ...]:
-    """Reject unknown top-level sections among ``params`` (typo guard for section names); returns
-    the model section names (``models``)."""
-    models = validate_models(params.get("models"))
+    """The model section names (``models``), checked, after rejecting unknown top-level sections (typos)."""
+    models = params.get("models")
+    if models is None:
+        models = MODELS
+    elif not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        raise ParamError("models", f"expected a non-empty list of section names, got {models!r}")
+    for m in models:
+        if not MODEL_NAME.match(m) or m in SCHEMA or m == "models":
+            raise ParamError(
+                "models",
+                f"{m!r} is not a model section name: use letters, digits and _ "
+                f"(starting with a letter), and none of {', '.join(SCHEMA)}",
+            )
+    if len(set(models)) < len(models):
+        raise ParamError("models", f"{models} names a section twice")
     known = [*SCHEMA, "models", *models, *unlisted_models(params, models)]
     for key in params:
         if key not in known:
             raise ParamError(str(key), f"unknown section{did_you_mean(key, known, '; did you mean {}?')}")
-    return models
-
-
-def _check_listed(params: dict, models: tuple[str, ...]) -> None:
-    missing = [m for m in models if m not in params]
-    if missing:
-        raise ParamError("models", f"lists {missing[0]!r}, which has no section in params.yaml")
+    return tuple(models)
 
 
 def unlisted_models(params: dict, models: tuple[str, ...]) -> list[str]:
     """Model sections (they name a cell) that ``models`` does not list: kept, checked, not trained."""
-    return [
-        k
-        for k, v in params.items()
-        if k not in models and k not in SCHEMA and k != "models" and isinstance(v, dict) and "cell" in v
-    ]
+    others = [k for k in params if k not in models and k not in SCHEMA and k != "models"]
+    return [k for k in others if isinstance(params[k], dict) and "cell" in params[k]]
+
+
+def load_models(path: str | Path = PARAMS_FILE, params: dict | None = None) -> tuple[str, ...]:
+    """The model section names of params.yaml (``models``), every one checked to have a section."""
+    params = read_params(path) if params is None else params
+    models = check_sections(params)
+    missing = [m for m in models if m not in params]
+    if missing:
+        raise ParamError("models", f"lists {missing[0]!r}, which has no section in params.yaml")
+    return models
 
 
 def validate_all(params: dict) -> dict:
-    """Every section of ``params`` validated, unknown sections included (the check-params stage)."""
-    models = check_sections(params)
-    _check_listed(params, models)
+    """Every section of ``params`` validated, unlisted model sections included (the check-params stage)."""
+    models = load_models(params=params)
     models = (*models, *unlisted_models(params, models))
-    # a model section's train overrides are checked here too, and dropped from its ModelConfig
     return {name: validate_section(name, params.get(name), models) for name in (*SCHEMA, *models)}
 
 
@@ -430,17 +363,8 @@ def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None 
     return validate_section(name, params.get(name), check_sections(params))
 
 
-def load_models(path: str | Path = PARAMS_FILE, params: dict | None = None) -> tuple[str, ...]:
-    """The model section names of params.yaml (``models``), every section checked to exist."""
-    params = read_params(path) if params is None else params
-    models = check_sections(params)
-    _check_listed(params, models)
-    return models
-
-
 def model_key(model: str, key: str, params: dict) -> str:
-    """Where ``model``'s value of a train key comes from: ``<model>.<key>`` when its section sets
-    it, else ``train.<key>`` (what an error message names)."""
+    """Where ``model``'s train value ``key`` is set, for an error to name: ``<model>.<key>`` or ``train.<key>``."""
     section = params.get(model)
     return f"{model}.{key}" if isinstance(section, dict) and key in section else f"train.{key}"
 
@@ -448,8 +372,7 @@ def model_key(model: str, key: str, params: dict) -> str:
 def load_model_config(
     model: str, path: str | Path = PARAMS_FILE, params: dict | None = None
 ) -> tuple[ModelConfig, TrainConfig]:
-    """(model section, effective train config) for ``model``: keys of ``train`` that also appear
-    in the model section are overridden for that model."""
+    """(model section, effective train config) for ``model``: its section's train keys override ``train``'s."""
     params = read_params(path) if params is None else params
     models = check_sections(params)
     if model not in models:
@@ -457,5 +380,5 @@ def load_model_config(
             f"unknown model {model!r}{did_you_mean(model, models)}; params.yaml's models: {', '.join(models)}"
         )
     train = validate_section("train", params.get("train"))
-    model_cfg, overrides = _model_section(model, _section(model, params.get(model)))
+    model_cfg, overrides = _model_section(model, params.get(model))
     return model_cfg, dataclasses.replace(train, **overrides)

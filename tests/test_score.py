@@ -102,11 +102,8 @@ def test_the_scorer_fed_in_pieces_gives_the_whole_texts_nll(monkeypatch):
     ids[5] = 0
     results = []
     for sizes in ([1000], [1, 299, 300, 400], [256, 1, 743]):
-        scorer = score.Scorer(model, vocab.unk, "cpu")
-        for a, b in itertools.pairwise([0, *itertools.accumulate(sizes)]):
-            scorer.feed(ids[a:b])
-        scorer.feed(ids[:0], last=True)
-        results.append(scorer.result("t", vocab))
+        pieces = [ids[a:b] for a, b in itertools.pairwise([0, *itertools.accumulate(sizes)])]
+        results.append(score.score_ids(model, vocab, pieces, "cpu", "t"))
     nll, n, unk = results[0]
     assert n == 999 and unk == int((ids[1:] == 0).sum()) >= 1
     assert all(r[1:] == (n, unk) and r[0] == pytest.approx(nll, rel=1e-12) for r in results)

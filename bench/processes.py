@@ -7,7 +7,7 @@ committed params.yaml, a step budget (``--steps``) and the same global minibatch
 * 1 process with 1 thread,
 * ``--nproc`` processes with cores / nproc threads each,
 
-and reports the training tokens/s each run wrote to metrics/train/lstm/timing.json (validation
+and reports the training tokens/s each run wrote to metrics/timing/lstm.json (validation
 excluded) and the wall time (process start-up and torchrun's rendezvous included), as ratios
 against the first row. On a 2-core CPU no speed-up is expected: the point of several processes is
 several GPUs or machines; here the rows show what the gradient all-reduce costs. Each run works in
@@ -68,7 +68,7 @@ def run(model: str, steps: int, nproc: int, threads: int, env: dict | None = Non
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             sys.exit(f"error: {nproc} process(es) x {threads} thread(s) failed:\n{proc.stderr.strip()}")
-        timing = json.loads((work / "metrics" / "train" / model / "timing.json").read_text())
+        timing = json.loads((work / "metrics" / "timing" / f"{model}.json").read_text())
     return {
         "processes": nproc,
         "threads": timing["threads"],

@@ -6,14 +6,22 @@ cleaning>, "vocab_fingerprint": ..., "state_dict": ..., "step": ..., "val_perple
 a model file is self-contained (:func:`load_packaged` needs nothing beside it). Loading never
 unpickles arbitrary objects (``torch.load(..., weights_only=True)``), so a tampered file cannot
 run code; a truncated, foreign or old-style file gives one clear error.
+
+A resume state (``checkpoints/<name>.resume.pt``, :func:`resume_payload`) is a model file plus what
+continuing a run needs: the optimizer's, lr schedule's and loss scaler's states, the position, the
+carried hidden state, every rank's random state, the history and the run's fingerprint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import RnnlmError
@@ -27,6 +35,24 @@ VERSION = 2  # 2: the vocabulary travels inside the file
 
 def cpu_state_dict(module: torch.nn.Module) -> dict:
     return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
+
+
+def model_payload(
+    name: str, model_config: dict, vocab: Vocab, state_dict: dict, step: int, val_ppl: float, precision: str
+) -> dict:
+    """A model file's content (as :func:`save_checkpoint` takes it): weights, config, vocabulary,
+    and the precision it was trained in (the results table's ``impl`` says ``torch (bf16)``)."""
+    return {
+        "name": name,
+        "model_config": dict(model_config),
+        "vocab": vocab.to_dict(),
+        "vocab_fingerprint": vocab.fingerprint,
+        "vocab_size": len(vocab),
+        "state_dict": state_dict,
+        "step": step,
+        "val_perplexity": val_ppl,
+        "precision": precision,
+    }
 
 
 def model_files(root: Path, models) -> dict[str, Path]:
@@ -128,3 +154,85 @@ def load_packaged(path: str | os.PathLike, device="cpu") -> tuple[RNNLM, Vocab, 
         raise RnnlmError(f"{path}: {exc}") from None
     model, ckpt = load_model(path, vocab.fingerprint, device, ckpt=ckpt)
     return model, vocab, ckpt
+
+
+# --- the resume state ----------------------------------------------------------------------------
+def fingerprint(*parts) -> str:
+    """sha256 of ``parts``: numpy arrays by their bytes, anything else as sorted JSON."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(memoryview(np.ascontiguousarray(p)).cast("B"))  # no copy of a big split
+        else:
+            h.update(json.dumps(p, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def resume_fingerprint(name, model_cfg, cfg, device_type, nproc, vocab, train_tokens, val_tokens, code) -> str:
+    """What a resumed run must agree on: everything but the thread count (CPU and CUDA runs
+    differ numerically, so the resolved device type counts, not the `auto` spelling), the
+    number of processes, and the code (its fingerprint ``code``)."""
+    return fingerprint(
+        name,
+        asdict(model_cfg),
+        {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device", "nproc", "backend")},
+        device_type,
+        nproc,
+        vocab.fingerprint,
+        train_tokens,
+        val_tokens,
+        code,
+    )
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's torch random state (and its GPU's)."""
+    rng = {"cpu": torch.random.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def resume_payload(model_file: dict, fingerprint: str, optimizer, scheduler, scaler, progress: dict) -> dict:
+    """A resume state: ``model_file`` (:func:`model_payload`), the run's ``fingerprint``, the
+    optimizer's, lr schedule's and loss scaler's states, and ``progress`` (position, carried state,
+    every rank's random state, history, best point, ...)."""
+    return {
+        **model_file,
+        "fingerprint": fingerprint,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        **progress,
+    }
+
+
+def read_resume(path: Path, fingerprint: str, name: str, log) -> dict | None:
+    """The resume state at ``path`` if it is one of this run (``fingerprint``); else None, with a
+    line to ``log`` saying why it starts over."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = load_checkpoint(path)
+    except RnnlmError as exc:
+        log(f"{name}: ignoring unreadable resume state ({exc}); starting over")
+        return None
+    if ckpt.get("fingerprint") != fingerprint:
+        log(f"{name}: resume state is for other params, data or code; starting over")
+        return None
+    log(f"{name}: resuming after step {ckpt['position']['step']} (from {path})")
+    return ckpt
+
+
+def restore_resume(ckpt: dict, model, optimizer, scheduler, scaler, rank: int, device: torch.device) -> None:
+    """Load a resume state into the run's objects, and rank ``rank``'s random state."""
+    model.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler"):
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    rng = ckpt["rng"][rank]
+    torch.random.set_rng_state(rng["cpu"])
+    if "cuda" in rng and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)

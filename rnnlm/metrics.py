@@ -26,15 +26,11 @@ def bits_per_token(nll_sum: float, count: int) -> float:
 def model_token_nll(
     model, tokens: np.ndarray, batch_size: int, num_steps: int, device="cpu", progress: str | None = None
 ) -> np.ndarray:
-    """NLL (nats, float64) of each of tokens[1:] given its preceding tokens, in order.
-
-    The split is laid out as ``batch_size`` contiguous streams (see ``eval_streams``) walked
-    ``num_steps`` at a time with the hidden state carried; dropout is off; every target is scored
-    once. With ``batch_size=1`` every token is conditioned on all the tokens before it (exact).
-    With B > 1 each stream starts from a zero state, so the first tokens of streams 2..B see less
-    context: faster, and slightly pessimistic. ``num_steps`` never changes the result.
-    ``progress``: a tqdm bar with this label, counting tokens (None: no bar).
-    """
+    """NLL (nats, float64) of each of tokens[1:] given the tokens before it, in order: the split
+    as ``batch_size`` contiguous streams (``eval_streams``) walked ``num_steps`` at a time, dropout
+    off. With ``batch_size=1`` every token sees all the tokens before it (exact); with more, each
+    stream starts from a zero state: faster, slightly pessimistic. ``num_steps`` never changes the
+    result. ``progress``: label of a tqdm bar counting tokens (None: no bar)."""
     was_training = model.training
     model.eval()
     X, Y, M = eval_streams(np.asarray(tokens), batch_size)
@@ -54,16 +50,14 @@ def model_token_nll(
 
 
 def model_nll(model, tokens: np.ndarray, batch_size: int, num_steps: int, device="cpu") -> tuple[float, int]:
-    """Total NLL (nats) of tokens[1:] given their preceding tokens, and the count (see
-    :func:`model_token_nll`)."""
+    """Total NLL (nats) of tokens[1:] and their count (:func:`model_token_nll`)."""
     nll = model_token_nll(model, tokens, batch_size, num_steps, device)
     return float(nll.sum()), len(nll)
 
 
 def mixture_weight(log_p: np.ndarray, log_q: np.ndarray, tol: float = 1e-7, max_iter: int = 1000) -> float:
-    """The weight ``lam`` maximising the likelihood of ``lam * p + (1 - lam) * q`` (EM; Mikolov 2011).
-
-    ``log_p`` and ``log_q`` are the two models' log-probabilities of the same targets."""
+    """The ``lam`` maximising the likelihood of ``lam * p + (1 - lam) * q`` (EM; Mikolov 2011),
+    from two models' log-probabilities of the same targets."""
     p, q = np.exp(log_p), np.exp(log_q)
     lam = 0.5
     for _ in range(max_iter):

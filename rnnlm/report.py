@@ -1,13 +1,11 @@
 """The report stage's work: one self-contained HTML page, ``reports/report.html``.
 
 It shows the corpus summary (metrics/corpus.json), the headline numbers (metrics/eval.json), the
-results table (metrics/eval/results.csv, read with pandas), the figures (learning
-curves, test perplexity, Zipf plot) embedded as base64 ``data:`` URIs, and the samples
-(samples/<model>.txt, HTML-escaped). Plain HTML and inline CSS: no JavaScript, no network
-resources, no timestamps (the same inputs give the same bytes).
-
-This module reads only files, so it imports nothing from the rest of the package beyond the
-file and error helpers and the results table (the stage's DVC deps list exactly those).
+results table (metrics/eval/results.csv) with each model's training time and throughput
+(metrics/timing/<model>.json) joined in, the figures as base64 ``data:`` URIs and the samples
+(samples/<model>.txt). Plain HTML and inline CSS: no JavaScript, no network resources, no
+timestamps, so the same inputs give the same bytes. It reads files only, so it imports nothing
+of the package beyond the file and error helpers and the results table.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import pandas as pd
 
 from .errors import RnnlmError
 from .fileio import read_stage_json, stage_output, write_text
-from .results import TEXT_COLUMNS, display_table, read_results
+from .results import TEXT_COLUMNS, display_table, read_results, with_timing
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TITLE = "Recurrent language models: results"
@@ -60,7 +58,6 @@ pre { background: #f7f7f7; border: 1px solid #ddd; padding: .7em; white-space: p
 """
 
 
-# --- inputs ---------------------------------------------------------------------------------
 def png_data_uri(path: Path, stage: str) -> str:
     data = stage_output(path, stage).read_bytes()
     if not data.startswith(PNG_MAGIC):
@@ -68,70 +65,71 @@ def png_data_uri(path: Path, stage: str) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-# --- pieces ---------------------------------------------------------------------------------
-def results_html(df: pd.DataFrame) -> str:
-    """The results table (:func:`rnnlm.results.display_table` of results.csv) as an HTML table.
+def read_timing(timing_dir: Path, models: list[str]) -> dict[str, dict]:
+    """{model: {train_seconds, tokens_per_second}} from the train stages' metrics/timing/<model>.json."""
+    out = {}
+    for m in models:
+        rec = read_stage_json(timing_dir / f"{m}.json", f"train@{m}")
+        try:
+            out[m] = {k: float(rec[k]) for k in ("train_seconds", "tokens_per_second")}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RnnlmError(f"{timing_dir / f'{m}.json'}: lacks {exc}; rerun `dvc repro train@{m}`") from None
+    return out
 
-    Rows whose ``kind`` is ``ngram`` get class ``baseline``; the first row (the table is sorted by
-    test perplexity) class ``best``; number columns class ``num`` (right-aligned).
-    """
+
+def results_html(df: pd.DataFrame) -> str:
+    """:func:`rnnlm.results.display_table` as an HTML table. Classes: ``baseline`` on n-gram rows,
+    ``best`` on the first row (the table is sorted by test perplexity), ``num`` on number columns."""
     shown = display_table(df)
     num = ["" if c in TEXT_COLUMNS else ' class="num"' for c in df.columns]
-    out = [
-        "<table>",
-        "<thead><tr>" + "".join(f"<th{n}>{html.escape(h)}</th>" for n, h in zip(num, shown.columns)) + "</tr></thead>",
-        "<tbody>",
-    ]
+
+    def cells(tag: str, values) -> str:
+        return "".join(f"<{tag}{n}>{html.escape(str(v))}</{tag}>" for n, v in zip(num, values))
+
+    out = ["<table>", f"<thead><tr>{cells('th', shown.columns)}</tr></thead>", "<tbody>"]
     for r, (kind, row) in enumerate(zip(df["kind"], shown.itertuples(index=False))):
         classes = (["baseline"] if kind == "ngram" else []) + (["best"] if r == 0 else [])
         attr = f' class="{" ".join(classes)}"' if classes else ""
-        out.append(f"<tr{attr}>" + "".join(f"<td{n}>{html.escape(str(v))}</td>" for n, v in zip(num, row)) + "</tr>")
-    out += ["</tbody>", "</table>"]
-    return "\n".join(out)
+        out.append(f"<tr{attr}>{cells('td', row)}</tr>")
+    return "\n".join([*out, "</tbody>", "</table>"])
 
 
-def _flatten(d, prefix=()):
+def _flatten(d: dict, prefix: tuple[str, ...] = ()):
+    """(key path, value) of every leaf of a nested dict."""
     for k, v in d.items():
         if isinstance(v, dict):
-            yield from _flatten(v, prefix + (str(k),))
+            yield from _flatten(v, (*prefix, str(k)))
         else:
-            yield prefix + (str(k),), v
-
-
-def _fmt_value(key: tuple[str, ...], v) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return f"{v:.3%}" if any("rate" in k for k in key) else f"{v:.6g}"
-    if isinstance(v, list):
-        return ", ".join(str(x) for x in v)
-    return str(v)
+            yield (*prefix, str(k)), v
 
 
 def corpus_html(corpus: dict) -> str:
+    """metrics/corpus.json as a table, one row per value: "tokens (train)", rates in per cent."""
     rows = []
     for key, v in _flatten(corpus):
         label = key[0].replace("_", " ") + (f" ({', '.join(key[1:])})" if len(key) > 1 else "")
-        cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-        rows.append(f"<tr><th>{html.escape(label)}</th><td{cls}>{html.escape(_fmt_value(key, v))}</td></tr>")
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if isinstance(v, float):
+            text = f"{v:.3%}" if any("rate" in k for k in key) else f"{v:.6g}"
+        elif isinstance(v, list):
+            text = ", ".join(map(str, v))
+        else:
+            text = f"{v:,}" if number else str(v)
+        cls = ' class="num"' if number else ""
+        rows.append(f"<tr><th>{html.escape(label)}</th><td{cls}>{html.escape(text)}</td></tr>")
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
 
 def headline_html(ev: dict) -> str:
-    unit = "bits/char" if ev.get("level") == "char" else "bits/word" if ev.get("level") == "word" else "bits/token"
+    """The best model's and the best baseline's test scores, and what every row scores."""
+    unit = {"char": "bits/char", "word": "bits/word"}.get(ev.get("level"), "bits/token")
     parts = []
     for group, label in (("models", "Best recurrent model"), ("baselines", "best baseline")):
-        entries = ev.get(group) or {}
-        if not entries:
-            continue
-        name = min(entries, key=lambda n: entries[n]["test"]["perplexity"])
-        test = entries[name]["test"]
-        parts.append(
-            f"{label}: <b>{html.escape(name)}</b>, test perplexity {test['perplexity']:.3f} "
-            f"({test['bits_per_token']:.3f} {unit})"
-        )
+        if entries := ev.get(group):
+            name = min(entries, key=lambda n: entries[n]["test"]["perplexity"])
+            test = entries[name]["test"]
+            scores = f"test perplexity {test['perplexity']:.3f} ({test['bits_per_token']:.3f} {unit})"
+            parts.append(f"{label}: <b>{html.escape(name)}</b>, {scores}")
     if not parts:
         return ""
     tokens = ev.get("targets", {})
@@ -145,27 +143,27 @@ def headline_html(ev: dict) -> str:
 
 
 def samples_html(samples_dir: Path, order: list[str]) -> str:
+    """Each samples/<name>.txt under a heading, those of ``order`` first."""
     stage_output(samples_dir, "sample")
     files = {p.stem: p for p in samples_dir.glob("*.txt")}
     if not files:
         raise RnnlmError(f"{samples_dir}: no samples (*.txt); run `dvc repro sample` first")
     names = [m for m in order if m in files] + sorted(set(files) - set(order))
-    out = []
-    for name in names:
-        text = files[name].read_text(encoding="utf-8")
-        out.append(f"<h3>{html.escape(name)}</h3>\n<pre>{html.escape(text)}</pre>")
-    return "\n".join(out)
+    return "\n".join(
+        f"<h3>{html.escape(n)}</h3>\n<pre>{html.escape(files[n].read_text(encoding='utf-8'))}</pre>" for n in names
+    )
 
 
-# --- the page ------------------------------------------------------------------------------
 def build_report(root: str | Path = ".") -> str:
     """The report page's HTML, from the pipeline's outputs under ``root``."""
     root = Path(root)
     corpus = read_stage_json(root / "metrics" / "corpus.json", "vocab")
     ev = read_stage_json(root / "metrics" / "eval.json", "evaluate")
     results = read_results(stage_output(root / "metrics" / "eval" / "results.csv", "evaluate"))
+    models = list(ev.get("models") or {})
+    results = with_timing(results, read_timing(root / "metrics" / "timing", models))
     figures = [(png_data_uri(root / rel, stage), caption) for rel, stage, caption in FIGURES]
-    samples = samples_html(root / "samples", list(ev.get("models") or {}))
+    samples = samples_html(root / "samples", models)
 
     fig_html = "\n".join(
         f'<figure>\n<img src="{uri}" alt="{html.escape(caption)}">\n<figcaption>{html.escape(caption)}'
@@ -198,7 +196,6 @@ Training time and throughput come from the training stages and are not comparabl
 
 def run_report(root: str | Path = ".", out: str | Path = "reports/report.html") -> Path:
     """Write the report page to ``root / out`` atomically; return its path."""
-    root = Path(root)
-    path = root / out
+    path = Path(root) / out
     write_text(path, build_report(root))
     return path

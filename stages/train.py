@@ -1,5 +1,6 @@
 """train@<model> stage: `python -m stages.train lstm` trains params.yaml's `lstm` section (its `cell`) on
-data/tokens and writes models/lstm.pt (best), models/lstm.last.pt, metrics/train/lstm/.
+data/tokens and writes models/lstm.pt (best), models/lstm.last.pt, metrics/train/lstm/ and the
+wall-clock record metrics/timing/lstm.json.
 
 With train.nproc > 1 it relaunches itself as that many processes under torchrun; started by
 torchrun (e.g. on several machines), it is one rank of the run."""
@@ -11,9 +12,8 @@ from rnnlm import distributed
 from rnnlm.device import resolve_device, resolve_precision
 from rnnlm.errors import RnnlmError, stage_main
 from rnnlm.params import load_model_config, model_key, read_params
-from rnnlm.prepare import load_splits
 from rnnlm.train import Trainer, TrainPaths, check_inputs
-from rnnlm.vocab import Vocab
+from rnnlm.vocab import Vocab, load_splits
 
 
 @stage_main

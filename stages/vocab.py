@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rnnlm.errors import stage_main
 from rnnlm.params import load_section
-from rnnlm.prepare import build, read_clean, read_source, write_outputs
+from rnnlm.vocab import build, read_clean, read_source, write_outputs
 
 
 @stage_main

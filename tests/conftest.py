@@ -171,8 +171,8 @@ ALL_STAGES = [
 ]
 
 
-def save_model_file(path, model, vocab, name: str, step: int, val_perplexity: float) -> None:
-    """``model`` saved as the train stage saves a model file."""
+def save_model_file(path, model, vocab, name: str, step: int, val_perplexity: float, **extra) -> None:
+    """``model`` saved as the train stage saves a model file (``extra``: more keys, e.g. precision)."""
     from rnnlm.checkpoint import cpu_state_dict, save_checkpoint
 
     save_checkpoint(
@@ -185,6 +185,7 @@ def save_model_file(path, model, vocab, name: str, step: int, val_perplexity: fl
             "name": name,
             "step": step,
             "val_perplexity": val_perplexity,
+            **extra,
         },
     )
 

@@ -15,10 +15,9 @@ from rnnlm import cli, score
 from rnnlm.checkpoint import load_checkpoint, load_model
 from rnnlm.errors import RnnlmError
 from rnnlm.metrics import model_nll, perplexity
-from rnnlm.prepare import heldout_text
 from rnnlm.sample import sample_one
 from rnnlm.train import Trainer, TrainPaths
-from rnnlm.vocab import Vocab, tokenize
+from rnnlm.vocab import Vocab, heldout_text, tokenize
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding a recondite matter " * 30
 SOURCE = {"corpus": "unit-test", "sha256": "ab" * 32, "clean": {"mode": "letters", "strip_gutenberg": True}}

@@ -23,7 +23,9 @@ from rnnlm.metrics import model_nll
 from rnnlm.models import RNNLM, num_parameters
 from rnnlm.ngram import KneserNeyLM
 from rnnlm.params import MODELS
-from rnnlm.prepare import build, write_outputs
+from rnnlm.report import read_timing
+from rnnlm.results import read_results, with_timing
+from rnnlm.vocab import build, write_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -53,7 +55,9 @@ def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEX
     for i, m in enumerate(models):
         torch.manual_seed(i)
         model = RNNLM(m, "torch", len(vocab), hidden=8, layers=1, dropout=0.0, embedding=4)
-        save_model_file(root / "models" / f"{m}.pt", model, vocab, m, epochs, 10.0 + i)
+        # the lstm as trained with precision bf16; the others without the key (files from before it existed)
+        bf16 = {"precision": "bf16"} if m == "lstm" else {}
+        save_model_file(root / "models" / f"{m}.pt", model, vocab, m, epochs, 10.0 + i, **bf16)
         live = root / "metrics" / "train" / m
         val = [20.0 / (e + 1) + i for e in range(epochs)]
         train = [25.0 / (e + 1) + i for e in range(epochs)]
@@ -70,17 +74,9 @@ def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEX
                 "stopped_early": False,
             },
         )
-        # the lstm as trained with precision bf16; the others without the key (files from before it existed)
         write_json(
-            live / "timing.json",
-            {
-                "train_seconds": 12.5 + i,
-                "tokens": 1000,
-                "tokens_per_second": 80.0 + i,
-                "device": "cpu",
-                "threads": 1,
-                **({"precision": "bf16"} if m == "lstm" else {}),
-            },
+            root / "metrics" / "timing" / f"{m}.json",
+            {"train_seconds": 12.5 + i, "tokens": 1000, "tokens_per_second": 80.0 + i, "device": "cpu", "threads": 1},
         )
         for split, values in (("train", train), ("val", val)):
             rows = "".join(f"{e + 1}\t{v}\n" for e, v in enumerate(values))
@@ -167,13 +163,7 @@ def test_kneser_ney_baseline_scores_the_same_targets_with_the_preceding_context(
 
 # --- tables -----------------------------------------------------------------------------------
 def _rows():
-    base = {
-        "impl": "torch",
-        "train_perplexity": 4.5,
-        "train_seconds": 1.25,
-        "tokens_per_second": 1234.5,
-        "best_step": 2,
-    }
+    base = {"impl": "torch", "train_perplexity": 4.5, "best_step": 2}
     return [
         {
             "name": "lstm",
@@ -193,8 +183,6 @@ def _rows():
             "test_perplexity": 21.0,
             "bits_per_token": 4.39,
             "train_perplexity": math.nan,
-            "train_seconds": math.nan,
-            "tokens_per_second": math.nan,
             "best_step": pd.NA,
         },
         {
@@ -222,8 +210,15 @@ def test_results_table_sorted_by_test_perplexity_with_level_named_bits(level, co
     assert all(f"| {level} " in line for line in lines[2:])  # every row names the token unit
     assert len(lines) == 2 + 3
     assert "4.123 " in lines[2] and "4.1234567" not in md  # rounded
-    assert "2,000" in lines[2] and "1,234" in lines[2]
+    assert "2,000" in lines[2] and "train time" not in md  # no wall times in results.md
     assert "–" in lines[4] and "nan" not in md.lower()
+    # the report's table: the train stages' wall times joined in, blank for the baseline
+    timed = ev.markdown_table(
+        with_timing(df, {m: {"train_seconds": 1.25, "tokens_per_second": 1234.5} for m in ("gru", "lstm")})
+    )
+    lines = timed.strip().splitlines()
+    assert "train time (s)" in lines[0] and "tokens/s" in lines[0] and "1,234" in lines[2] and "1.2 " in lines[2]
+    assert lines[4].count("–") == 4 and "nan" not in timed.lower()
 
 
 # --- the stage's work end to end --------------------------------------------------------------
@@ -264,15 +259,18 @@ def test_run_evaluate_writes_every_output(tmp_path):
         "val_perplexity",
         "test_perplexity",
         "bits_per_char",
-        "train_seconds",
-        "tokens_per_second",
         "best_step",
     ]
     assert sorted(csv["name"]) == sorted([*MODELS, *(f"{m}+kneser-ney-3" for m in MODELS), "kneser-ney-3", "unigram"])
     assert set(csv["unit"]) == {"char"}
     assert list(csv["test_perplexity"]) == sorted(csv["test_perplexity"])
     rows = csv.set_index("name")
-    assert rows.loc["gru", "train_seconds"] == 14.5 and rows.loc["rnn", "tokens_per_second"] == 80.0
+    timed = with_timing(read_results(out / "eval" / "results.csv"), read_timing(out / "timing", list(MODELS)))
+    timed = timed.set_index("name")
+    assert timed.loc["gru", "train_seconds"] == 14.5 and timed.loc["rnn", "tokens_per_second"] == 80.0
+    assert pd.isna(timed.loc["unigram", "train_seconds"]) and pd.isna(
+        timed.loc["gru+kneser-ney-3", "tokens_per_second"]
+    )
     assert rows.loc["lstm", "best_step"] == 2 and rows.loc["lstm", "kind"] == "lstm"
     assert (
         rows.loc["lstm+kneser-ney-3", "kind"] == "interpolated" and "x lstm + " in rows.loc["lstm+kneser-ney-3", "impl"]
@@ -282,7 +280,7 @@ def test_run_evaluate_writes_every_output(tmp_path):
     assert rows.loc["lstm", "train_perplexity"] == pytest.approx(25.0 / 2 + 1)
     assert pd.isna(rows.loc["unigram", "train_perplexity"])
     assert rows.loc["lstm", "params"] == data["models"]["lstm"]["params"]
-    assert rows.loc["unigram", "kind"] == "ngram" and pd.isna(rows.loc["unigram", "train_seconds"])
+    assert rows.loc["unigram", "kind"] == "ngram" and pd.isna(rows.loc["unigram", "best_step"])
     assert rows.loc["rnn", "test_perplexity"] == pytest.approx(data["models"]["rnn"]["test"]["perplexity"])
 
     md = (out / "eval" / "results.md").read_text()
@@ -307,9 +305,15 @@ def test_missing_checkpoint_names_the_file_and_the_stage(tmp_path):
 
 def test_missing_training_metrics_name_the_file(tmp_path):
     make_project(tmp_path, models=("gru",))
-    (tmp_path / "metrics" / "train" / "gru" / "timing.json").unlink()
-    with pytest.raises(RnnlmError, match=r"timing\.json.*train@gru"):
+    (tmp_path / "metrics" / "train" / "gru" / "metrics.json").unlink()
+    with pytest.raises(RnnlmError, match=r"metrics\.json.*train@gru"):
         ev.run_evaluate(CFG, tmp_path, models=("gru",), log=lambda s: None)
+    (tmp_path / "metrics" / "timing" / "gru.json").unlink()  # the report's input
+    with pytest.raises(RnnlmError, match=r"timing/gru\.json.*train@gru"):
+        read_timing(tmp_path / "metrics" / "timing", ["gru"])
+    write_json(tmp_path / "metrics" / "timing" / "gru.json", {"train_seconds": 1.0})
+    with pytest.raises(RnnlmError, match=r"timing/gru\.json: lacks 'tokens_per_second'; rerun `dvc repro train@gru`"):
+        read_timing(tmp_path / "metrics" / "timing", ["gru"])
 
 
 def test_checkpoint_of_another_vocabulary_is_refused(tmp_path):

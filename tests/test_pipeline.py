@@ -51,6 +51,20 @@ def test_second_repro_runs_nothing(built):
     assert "up to date" in proj.dvc("status").stdout
 
 
+def test_an_identical_retrain_reruns_only_the_report(built):
+    """Retraining gives the same model, metrics and curves; only the wall times differ, and they
+    live in metrics/timing/, which only the report reads: evaluate and sample stay up to date."""
+    proj, _ = built
+    timing = proj.path / "metrics/timing/rnn.json"
+    before = json.loads(timing.read_text())
+    forced = proj.repro("-f", "-s", "train@rnn")
+    assert ran_stages(forced.stdout) == ["train@rnn"]
+    assert set(json.loads(timing.read_text())) == set(before)
+    out = proj.repro()
+    assert ran_stages(out.stdout) == ["report"]
+    proj.commit("identical retrain")
+
+
 def test_changing_min_freq_reruns_only_vocab(built):
     proj, _ = built
     proj.set_params({"vocab": {"min_freq": 2}})  # every letter is frequent: same vocabulary

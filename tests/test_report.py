@@ -13,7 +13,7 @@ import pytest
 from rnnlm import report
 from rnnlm.errors import RnnlmError
 from rnnlm.fileio import write_bytes, write_json, write_text
-from rnnlm.results import results_table
+from rnnlm.results import results_table, with_timing
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ["metrics/eval/learning_curves.png", "metrics/eval/test_perplexity.png", "metrics/vocab/zipf.png"]
@@ -81,12 +81,12 @@ def make_inputs(root: Path) -> None:
                 "val_perplexity": p * 0.98,
                 "test_perplexity": p,
                 "bits_per_token": math.log2(p),
-                "train_seconds": 3.5 if model else math.nan,
-                "tokens_per_second": 5000.0 if model else math.nan,
                 "best_step": 2 if model else pd.NA,
             }
         )
     write_text(root / "metrics" / "eval" / "results.csv", results_table(rows, "char").to_csv(index=False))
+    for i, m in enumerate(("rnn", "lstm", "gru")):  # the train stages' wall-clock records
+        write_json(root / "metrics" / "timing" / f"{m}.json", {"train_seconds": 3.5 + i, "tokens_per_second": 5000.0})
     for rel in FIGURES:
         _png(root / rel, Path(rel).stem)
     for m in ("rnn", "lstm", "gru"):
@@ -110,6 +110,9 @@ def test_report_has_the_table_the_embedded_images_and_the_samples(tmp_path):
     assert names[-5:] == ["lstm", "gru", "kneser-ney-3", "rnn", "unigram"]
     assert '<tr class="baseline"><td>unigram</td>' in page and '<tr class="best"><td>lstm</td>' in page
     assert "5.250" in page and "bits/char" in page
+    # the wall times, joined in from metrics/timing/ (blank for the baselines)
+    assert '<th class="num">train time (s)</th>' in page and '<td class="num">4.5</td>' in page
+    assert page.count('<td class="num">5,000</td>') == 3
     # corpus summary and headline
     assert "vocab size" in page and "10,800" in page and "0.250%" in page
     assert "Best recurrent model: <b>lstm</b>" in page and "best baseline: <b>kneser-ney-3</b>" in page
@@ -140,6 +143,7 @@ def test_report_is_deterministic(tmp_path):
         ("metrics/vocab/zipf.png", "vocab"),
         ("metrics/corpus.json", "vocab"),
         ("metrics/eval/test_perplexity.png", "evaluate"),
+        ("metrics/timing/lstm.json", "train@lstm"),
     ],
 )
 def test_a_missing_input_names_the_file_and_the_stage(tmp_path, rel, stage):
@@ -175,8 +179,6 @@ def test_results_html_alignment_classes_escaping_and_missing_values():
             "val_perplexity": 1.5,
             "test_perplexity": 1.5,
             "bits_per_token": 0.5,
-            "train_seconds": math.nan,
-            "tokens_per_second": math.nan,
             "best_step": pd.NA,
         },
         {
@@ -187,15 +189,16 @@ def test_results_html_alignment_classes_escaping_and_missing_values():
             "val_perplexity": 2.0,
             "test_perplexity": 2.0,
             "bits_per_token": 1.0,
-            "train_seconds": 3.25,
-            "tokens_per_second": 10.0,
             "best_step": 7,
         },
     ]
-    out = report.results_html(results_table(rows, "word"))
+    out = report.results_html(
+        with_timing(results_table(rows, "word"), {"c": {"train_seconds": 3.25, "tokens_per_second": 10.0}})
+    )
     assert '<th class="num">test ppl</th>' in out and "<th>model</th>" in out and "bits/word" in out
     assert '<tr class="baseline best"><td>a&lt;b</td>' in out and '<td class="num">1,234</td>' in out
     assert '<td class="num">7</td>' in out and '<td class="num">–</td>' in out  # best step; none for an n-gram
+    assert '<td class="num">3.2</td>' in out and '<td class="num">10</td>' in out  # the wall times
 
 
 def test_results_csv_reads_back_as_written(tmp_path):

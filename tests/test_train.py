@@ -57,7 +57,8 @@ def test_outputs_checkpoints_and_dvclive_logs(tmp_path):
     # one validation point per epoch; the x axis is the optimizer step
     assert tsv[0] == "step\tperplexity" and [r.split("\t")[0] for r in tsv[1:]] == ["49", "98"]
     assert summary["step"] == 98 and summary["epochs"] == 2 and summary["stopped_by"] == "epochs"
-    timing = json.loads((paths.live_dir / "timing.json").read_text())
+    timing = json.loads(paths.timing.read_text())
+    assert paths.timing == tmp_path / "metrics/timing/lstm.json" and not (paths.live_dir / "timing.json").exists()
     assert timing["tokens_per_second"] > 0 and timing["device"] == "cpu"
     assert not paths.resume.exists()  # deleted once training completes
     assert not list(tmp_path.rglob("*.tmp"))
@@ -276,7 +277,7 @@ def test_auto_precision_trains_in_what_this_cpu_computes_natively(tmp_path, monk
     calls.clear()
     lines = []
     trainer, auto = run(tmp_path / "auto", epochs=1, precision="auto", log=lines.append)
-    timing = json.loads((trainer.paths.live_dir / "timing.json").read_text())
+    timing = json.loads(trainer.paths.timing.read_text())
     assert timing["cpu_capability"] == cpu_capability()
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     if bf16_native(torch.device("cpu")) and cpu_amx():
@@ -289,6 +290,8 @@ def test_auto_precision_trains_in_what_this_cpu_computes_natively(tmp_path, monk
         assert auto["best_val_perplexity"] == fp32["best_val_perplexity"]
         assert timing["precision"] == "fp32"
     assert f"lstm: training on cpu ({cpu_capability()}) in {timing['precision']}" in lines[0]
+    # the model file records it too: the results table's impl column reads it from there
+    assert load_checkpoint(trainer.paths.best)["precision"] == timing["precision"]
 
 
 @pytest.mark.parametrize("native, amx", [(True, True), (True, False), (False, False)])
@@ -401,7 +404,8 @@ def test_a_run_that_fails_keeps_the_last_runs_metrics(tmp_path, monkeypatch):
     trainer, _ = run(tmp_path, epochs=1)
     live = trainer.paths.live_dir
     before = {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()}
-    assert {"metrics.json", "timing.json"} <= {p.name for p in before}
+    timing = trainer.paths.timing.read_bytes()
+    assert "metrics.json" in {p.name for p in before} and json.loads(timing)["tokens"] > 0
 
     def full_disk(path, payload):
         raise RnnlmError(f"{path}: cannot write the checkpoint: {os.strerror(errno.ENOSPC)}")
@@ -410,6 +414,7 @@ def test_a_run_that_fails_keeps_the_last_runs_metrics(tmp_path, monkeypatch):
     with pytest.raises(RnnlmError, match="No space left on device"):
         run(tmp_path, epochs=2)
     assert {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()} == before
+    assert trainer.paths.timing.read_bytes() == timing
     monkeypatch.undo()
     _, result = run(tmp_path, epochs=2)  # the next run that ends replaces them whole
     summary = json.loads((live / "metrics.json").read_text())

@@ -6,8 +6,7 @@ import pytest
 from conftest import SHARED_DATA, config
 
 from rnnlm.errors import ParamError, RnnlmError
-from rnnlm.prepare import build, load_splits, read_clean, write_outputs
-from rnnlm.vocab import UNK, Vocab, detokenize, split_bounds, tokenize
+from rnnlm.vocab import UNK, Vocab, build, detokenize, load_splits, read_clean, split_bounds, tokenize, write_outputs
 
 
 def test_tokenize_levels():

@@ -628,9 +628,8 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
 def test_training_ignores_a_resume_file_that_would_run_code(main, tmp_path):
     """The resume path loads with weights_only too: a tampered resume file means starting over."""
     from rnnlm.params import load_model_config
-    from rnnlm.prepare import load_splits
     from rnnlm.train import Trainer, TrainPaths
-    from rnnlm.vocab import Vocab
+    from rnnlm.vocab import Vocab, load_splits
 
     p = main.proj.path
     model_cfg, cfg = load_model_config("lstm", p / "params.yaml")

@@ -1,10 +1,10 @@
 """Stage `code`: data/code/<script>.sha256 for every other stage script: a hash of the script and
 of every rnnlm module it imports, directly or not, without comments and docstrings, followed by
-the list of those files. Each stage depends on its own file (see rnnlm/codehash.py)."""
+the list of those files. Each stage depends on its own file (see rnnlm/code.py)."""
 
 from pathlib import Path
 
-from rnnlm.codehash import stage_fingerprints
+from rnnlm.code import stage_fingerprints
 from rnnlm.errors import stage_main
 from rnnlm.fileio import write_text
 

@@ -1,11 +1,11 @@
-"""rnnlm.codehash: which modules a stage runs, and a hash that ignores comments and docstrings."""
+"""rnnlm.code: which modules a stage runs, and a hash that ignores comments and docstrings."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from rnnlm.codehash import closure, source_hash, stage_fingerprints
+from rnnlm.code import closure, source_hash, stage_fingerprints
 
 ROOT = Path(__file__).resolve().parents[1]
 

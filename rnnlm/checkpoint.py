@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import paths
 from .errors import RnnlmError
 from .fileio import write_bytes
 from .models import RNNLM
@@ -57,11 +58,11 @@ def model_payload(
 
 def model_files(root: Path, models) -> dict[str, Path]:
     """``models/<name>.pt`` of each model, every one checked to exist before any slow work."""
-    paths = {m: Path(root) / "models" / f"{m}.pt" for m in models}
-    for m, path in paths.items():
+    files = {m: Path(root) / paths.MODEL_DIR / f"{m}.pt" for m in models}
+    for m, path in files.items():
         if not path.exists():
             raise RnnlmError(f"{path}: checkpoint not found; run `dvc repro train@{m}` first")
-    return paths
+    return files
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:

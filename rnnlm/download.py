@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import fileio
+from . import fileio, paths
 from .errors import ParamError, RnnlmError, did_you_mean
 from .params import SPLIT_NAMES as SPLITS
 from .params import DownloadConfig
@@ -38,7 +38,7 @@ MAX_MEMBER_BYTES = 512 * 1024 * 1024  # bound on the uncompressed size of a zip'
 BACKOFF_BASE_S, BACKOFF_MAX_S = 0.5, 8.0  # the first retry waits 0.5 s, each next one twice as long, 8 s at most
 DEADLINE_FACTOR = 20  # one attempt may take at most this many times download.timeout
 USER_AGENT = "rnnlm-download/0.1 (+python urllib)"
-LOCAL_DIR = Path("data/corpora")  # local corpora in the pipeline: the download stage's DVC dependency
+LOCAL_DIR = paths.CORPORA  # local corpora in the pipeline: the download stage's DVC dependency
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import paths
 from .checkpoint import load_model, model_files
 from .device import resolve_device
 from .errors import ParamError, RnnlmError
@@ -198,8 +199,8 @@ def run_evaluate(
     "markdown": results.md}."""
     root = Path(root)
     device = resolve_device(cfg.device, "evaluate.device")
-    vocab = Vocab.load(root / "data" / "vocab.json")
-    splits = load_splits(root / "data" / "tokens")
+    vocab = Vocab.load(root / paths.VOCAB)
+    splits = load_splits(root / paths.TOKENS)
     _check_splits(splits)
     ckpts = model_files(root, models)
     kn = f"kneser-ney-{cfg.ngram_order}"
@@ -226,7 +227,7 @@ def run_evaluate(
         scores = score_model(model, splits, cfg.batch_size, device)
         precision = str(ckpt.get("precision", "fp32"))  # the precision it was trained in
         impl = model.impl + ("" if precision == "fp32" else f" ({precision})")
-        best_step, train_ppl, curves[m] = read_training(root / "metrics" / "train" / m, m)
+        best_step, train_ppl, curves[m] = read_training(root / paths.TRAIN_METRICS / m, m)
         row = _row(m, model.cell, impl, num_parameters(model), scores, train_perplexity=train_ppl, best_step=best_step)
         del model, ckpt
         add("models", row)
@@ -238,10 +239,10 @@ def run_evaluate(
     eval_json = {"level": vocab.level, "targets": {s: int(len(splits[s]) - 1) for s in SCORED_SPLITS}, **groups}
     table = results_table(rows, vocab.level)
     md = markdown_table(table)
-    out = root / "metrics" / "eval"
+    out = root / paths.EVAL_DIR
     plot_learning_curves(curves, out / "learning_curves.png", vocab.level)
     plot_test_perplexity(table, out / "test_perplexity.png")
     write_text(out / "results.csv", table.to_csv(index=False))
     write_text(out / "results.md", md)
-    write_json(root / "metrics" / "eval.json", eval_json)
+    write_json(root / paths.EVAL, eval_json)
     return {"eval": eval_json, "table": table, "markdown": md}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import paths
 from .errors import RnnlmError
 from .fileio import read_stage_json, stage_output, write_text
 from .results import TEXT_COLUMNS, display_table, read_results, with_timing
@@ -25,16 +26,16 @@ TITLE = "Recurrent language models: results"
 
 FIGURES = (  # (path, producing stage, caption)
     (
-        "metrics/eval/learning_curves.png",
+        paths.EVAL_DIR / "learning_curves.png",
         "evaluate",
         "Learning curves: training (dashed) and validation (solid) perplexity by optimizer step.",
     ),
     (
-        "metrics/eval/test_perplexity.png",
+        paths.EVAL_DIR / "test_perplexity.png",
         "evaluate",
         "Test perplexity of every model, model + Kneser-Ney mixture (dotted) and baseline (hatched grey).",
     ),
-    ("metrics/vocab/zipf.png", "vocab", "Zipf plot of the train split's token frequencies."),
+    (paths.VOCAB_METRICS / "zipf.png", "vocab", "Zipf plot of the train split's token frequencies."),
 )
 
 CSS = """
@@ -157,13 +158,13 @@ def samples_html(samples_dir: Path, order: list[str]) -> str:
 def build_report(root: str | Path = ".") -> str:
     """The report page's HTML, from the pipeline's outputs under ``root``."""
     root = Path(root)
-    corpus = read_stage_json(root / "metrics" / "corpus.json", "vocab")
-    ev = read_stage_json(root / "metrics" / "eval.json", "evaluate")
-    results = read_results(stage_output(root / "metrics" / "eval" / "results.csv", "evaluate"))
+    corpus = read_stage_json(root / paths.CORPUS_METRICS, "vocab")
+    ev = read_stage_json(root / paths.EVAL, "evaluate")
+    results = read_results(stage_output(root / paths.EVAL_DIR / "results.csv", "evaluate"))
     models = list(ev.get("models") or {})
-    results = with_timing(results, read_timing(root / "metrics" / "timing", models))
+    results = with_timing(results, read_timing(root / paths.TIMING, models))
     figures = [(png_data_uri(root / rel, stage), caption) for rel, stage, caption in FIGURES]
-    samples = samples_html(root / "samples", models)
+    samples = samples_html(root / paths.SAMPLES, models)
 
     fig_html = "\n".join(
         f'<figure>\n<img src="{uri}" alt="{html.escape(caption)}">\n<figcaption>{html.escape(caption)}'
@@ -194,7 +195,7 @@ Training time and throughput come from the training stages and are not comparabl
     )
 
 
-def run_report(root: str | Path = ".", out: str | Path = "reports/report.html") -> Path:
+def run_report(root: str | Path = ".", out: str | Path = paths.REPORT) -> Path:
     """Write the report page to ``root / out`` atomically; return its path."""
     path = Path(root) / out
     write_text(path, build_report(root))

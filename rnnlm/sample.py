@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import paths
 from .checkpoint import load_model, model_files
 from .device import resolve_device
 from .fileio import write_text
@@ -138,7 +139,7 @@ def run_sample(cfg: SampleConfig, corpus, root: str | Path = ".", models=MODELS,
     """Sample every model after every prefix; write samples/<model>.txt and samples/samples.md."""
     root = Path(root)
     device = resolve_device(cfg.device, "sample.device")
-    vocab = Vocab.load(root / "data" / "vocab.json")
+    vocab = Vocab.load(root / paths.VOCAB)
     prefixes = list(dict.fromkeys(cfg.prefixes)) or default_prefixes(corpus)
     ckpts = model_files(root, models)
     for p in prefixes:  # warn once per prefix, not once per model
@@ -147,7 +148,7 @@ def run_sample(cfg: SampleConfig, corpus, root: str | Path = ".", models=MODELS,
     for m in models:
         model, _ = load_model(ckpts[m], vocab.fingerprint, device, own=True)
         samples[m] = [(p, sample_one(model, vocab, m, p, cfg, device, warn=None)) for p in prefixes]
-    write_samples(root / "samples", samples, cfg)
+    write_samples(root / paths.SAMPLES, samples, cfg)
     return samples
 
 

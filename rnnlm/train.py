@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import code
+from . import code, paths
 from .batching import as_tensor, batches, check_batchable, num_batches
 from .checkpoint import (
     cpu_state_dict,
@@ -63,12 +63,12 @@ class TrainPaths:
     @classmethod
     def for_model(cls, name: str, root: Path = Path(".")) -> TrainPaths:
         return cls(
-            root / "models" / f"{name}.pt",
-            root / "models" / f"{name}.last.pt",
-            root / "metrics" / "train" / name,
-            root / "checkpoints" / f"{name}.resume.pt",
-            root / "checkpoints" / f"{name}.live",
-            root / "metrics" / "timing" / f"{name}.json",
+            root / paths.MODEL_DIR / f"{name}.pt",
+            root / paths.MODEL_DIR / f"{name}.last.pt",
+            root / paths.TRAIN_METRICS / name,
+            root / paths.CHECKPOINTS / f"{name}.resume.pt",
+            root / paths.CHECKPOINTS / f"{name}.live",
+            root / paths.TIMING / f"{name}.json",
         )
 
 
@@ -502,7 +502,7 @@ class Trainer:
     def publish(self, live, history: list, best: dict, stop: str) -> dict:
         """The run's record. Rank 0 writes the best and last model files, the DVCLive summary and the
         timing record, puts the metrics in place and deletes the resume state."""
-        paths, last = self.paths, history[-1]
+        files, last = self.paths, history[-1]
         tokens, seconds = sum(r["tokens"] for r in history), sum(r["seconds"] for r in history)
         timing = {
             "train_seconds": round(seconds, 3),
@@ -519,13 +519,13 @@ class Trainer:
         if not self.world.writer:
             return result
         live.step = last["step"]  # next_step() left it one past the last point; the summary's step is the last one
-        save_checkpoint(paths.best, self.model_file(best["state_dict"], best["step"], best["val_perplexity"]))
-        save_checkpoint(paths.last, self.model_file(cpu_state_dict(self.model), last["step"], last["val_perplexity"]))
+        save_checkpoint(files.best, self.model_file(best["state_dict"], best["step"], best["val_perplexity"]))
+        save_checkpoint(files.last, self.model_file(cpu_state_dict(self.model), last["step"], last["val_perplexity"]))
         live.summary.update(best=point, params=num_parameters(self.model), steps=last["step"], epochs=last["epoch"])
         live.summary["stopped_by"] = stop
         live.make_summary()
         live.end()
-        write_json(paths.timing, timing)  # beside the metrics: a retrain's new timings change no stage's input
-        replace_dir(paths.live_staging, paths.live_dir)
-        paths.resume.unlink(missing_ok=True)
+        write_json(files.timing, timing)  # beside the metrics: a retrain's new timings change no stage's input
+        replace_dir(files.live_staging, files.live_dir)
+        files.resume.unlink(missing_ok=True)
         return result

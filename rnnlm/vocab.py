@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import paths
 from .errors import ParamError, RnnlmError
 from .fileio import atomic_path, write_json, write_text
 from .params import SPLIT_NAMES as SPLITS
@@ -328,7 +329,7 @@ def load_tokens(path: str | Path) -> np.ndarray:
         raise RnnlmError(f"{path}: not a token array: {exc}") from None
 
 
-def load_splits(root: Path = Path("data/tokens")) -> dict[str, np.ndarray]:
+def load_splits(root: Path = paths.TOKENS) -> dict[str, np.ndarray]:
     return {name: load_tokens(root / f"{name}.npy") for name in SPLITS}
 
 
@@ -348,25 +349,24 @@ def write_outputs(
     vocab,
     encoded,
     stats,
-    data_dir: Path = Path("data"),
-    metrics_dir: Path = Path("metrics"),
+    root: Path = Path("."),
     parts: dict[str, list[str]] | None = None,
 ) -> None:
     """data/vocab.json, data/tokens/*.npy, metrics/corpus.json, metrics/vocab/*; with ``parts``
     (the token strings per split) also data/heldout/{val,test}.txt, the held-out splits as text."""
     from .plots import zipf_plot
 
-    write_json(data_dir / "vocab.json", vocab.to_dict())
+    write_json(root / paths.VOCAB, vocab.to_dict())
     for name in ("val", "test") if parts is not None else ():
-        write_text(data_dir / "heldout" / f"{name}.txt", heldout_text(vocab, parts[name]))
+        write_text(root / paths.HELDOUT / f"{name}.txt", heldout_text(vocab, parts[name]))
     for name, ids in encoded.items():
-        save_tokens(data_dir / "tokens" / f"{name}.npy", ids)
-    write_json(metrics_dir / "corpus.json", stats)
+        save_tokens(root / paths.TOKENS / f"{name}.npy", ids)
+    write_json(root / paths.CORPUS_METRICS, stats)
     table = frequency_table(vocab)
-    write_text(metrics_dir / "vocab" / "token_freq.csv", table.to_csv(index=False))
+    write_text(root / paths.VOCAB_METRICS / "token_freq.csv", table.to_csv(index=False))
     regular = table[table["count"] > 0].sort_values("count", ascending=False)["count"].to_numpy()
     zipf_plot(
         regular,
-        metrics_dir / "vocab" / "zipf.png",
+        root / paths.VOCAB_METRICS / "zipf.png",
         f"Zipf plot: {stats['level']} tokens of the train split ({len(vocab)} types)",
     )

@@ -2,7 +2,7 @@
 
 import sys
 
-from rnnlm import params
+from rnnlm import params, paths
 from rnnlm.clean import letters_warning, run_clean_dir
 from rnnlm.errors import stage_main
 
@@ -10,7 +10,7 @@ from rnnlm.errors import stage_main
 @stage_main
 def main() -> None:
     cfg = params.load_section("clean")
-    m = run_clean_dir(cfg, "data/raw", "data/clean", "metrics/clean.json")
+    m = run_clean_dir(cfg, paths.RAW, paths.CLEAN, paths.CLEAN_METRICS)
     for name, s in m.get("splits", {"corpus": m}).items():
         print(
             f"clean: {name}: mode {s['mode']}: {s['chars_in']} -> {s['chars_out']} characters, "

@@ -4,6 +4,7 @@ the list of those files. Each stage depends on its own file (see rnnlm/code.py).
 
 from pathlib import Path
 
+from rnnlm import paths
 from rnnlm.code import stage_fingerprints
 from rnnlm.errors import stage_main
 from rnnlm.fileio import write_text
@@ -12,7 +13,7 @@ from rnnlm.fileio import write_text
 @stage_main
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
-    out = root / "data" / "code"
+    out = root / paths.CODE
     for name, (digest, files) in stage_fingerprints(root).items():
         if name == Path(__file__).stem:
             continue

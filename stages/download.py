@@ -7,17 +7,15 @@ tracks its content; a link there may point only inside the project.
 Prints one line per file written.
 """
 
-from pathlib import Path
-
-from rnnlm import params
-from rnnlm.download import LOCAL_DIR, fetch_corpus, link_target
+from rnnlm import params, paths
+from rnnlm.download import fetch_corpus, link_target
 from rnnlm.errors import stage_main
 
 
 @stage_main
 def main() -> None:
     cfg = params.load_section("download")
-    rec = fetch_corpus(cfg, Path("data/raw"), local_dir=LOCAL_DIR)  # local files: under data/corpora
+    rec = fetch_corpus(cfg, paths.RAW, local_dir=paths.CORPORA)
     if "splits" not in rec:
         print(f"download: {rec['corpus']}: {_describe(rec)}")
     for split, r in rec.get("splits", {}).items():

@@ -8,7 +8,7 @@ torchrun (e.g. on several machines), it is one rank of the run."""
 import dataclasses
 import sys
 
-from rnnlm import distributed
+from rnnlm import distributed, paths
 from rnnlm.device import resolve_device, resolve_precision
 from rnnlm.errors import RnnlmError, stage_main
 from rnnlm.params import load_model_config, model_key, read_params
@@ -34,7 +34,7 @@ def main():
     relaunch = world is None and cfg.nproc > 1
     if relaunch:
         distributed.check(cfg, device, cfg.nproc, cfg.nproc)
-    vocab = Vocab.load("data/vocab.json")
+    vocab = Vocab.load(paths.VOCAB)
     splits = load_splits()
     if relaunch:
         check_inputs(cfg, splits["train"], splits["val"])
@@ -42,9 +42,9 @@ def main():
         return
     world = world or distributed.World()
     with distributed.process_group(world, cfg) as device:
-        paths = TrainPaths.for_model(name) if world.writer else None
+        files = TrainPaths.for_model(name) if world.writer else None
         result = Trainer(
-            name, model_cfg, cfg, vocab, splits["train"], splits["val"], paths, world=world, device=device
+            name, model_cfg, cfg, vocab, splits["train"], splits["val"], files, world=world, device=device
         ).run()
     if world.writer:
         print(

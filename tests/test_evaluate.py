@@ -51,7 +51,7 @@ def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEX
     """data/vocab.json, data/tokens, metrics/corpus.json + zipf.png, models/<m>.pt and fake training
     metrics (as the train stage writes them) for ``models``. Returns the vocabulary."""
     vocab, encoded, stats, _ = build(text, config("vocab", {"level": level, "split": [0.8, 0.1, 0.1]}))
-    write_outputs(vocab, encoded, stats, root / "data", root / "metrics")
+    write_outputs(vocab, encoded, stats, root)
     for i, m in enumerate(models):
         torch.manual_seed(i)
         model = RNNLM(m, "torch", len(vocab), hidden=8, layers=1, dropout=0.0, embedding=4)

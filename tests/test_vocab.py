@@ -74,7 +74,7 @@ def test_vocabulary_comes_from_train_split_only(tmp_path):
     assert stats["oov_rate"] == {"val": 1.0, "test": 1.0}
     assert stats["tokens"] == {"train": 90, "val": 5, "test": 5}
     assert set(encoded["test"]) == {0}
-    write_outputs(vocab, encoded, stats, tmp_path / "data", tmp_path / "metrics")
+    write_outputs(vocab, encoded, stats, tmp_path)
     splits = load_splits(tmp_path / "data" / "tokens")
     assert [len(splits[s]) for s in ("train", "val", "test")] == [90, 5, 5]
     assert (tmp_path / "metrics/vocab/zipf.png").read_bytes()[:4] == b"\x89PNG"

@@ -113,6 +113,9 @@ def resolve_corpus(cfg: DownloadConfig, base_dir=None, local_dir=None) -> Source
         raise ParamError("download.member", f"{member!r}: {problem}")
     if entry:
         return entry.splits or entry
+    if isinstance(corpus, str) and not corpus.strip():
+        names = ", ".join(CATALOG)
+        raise ParamError("download.corpus", f"must not be empty; choose one of {names}, an http(s) URL or a file path")
     if isinstance(corpus, str):
         return replace(_source(corpus, base, "download.corpus", sha, local_dir), member=member)
     if member:
@@ -122,6 +125,8 @@ def resolve_corpus(cfg: DownloadConfig, base_dir=None, local_dir=None) -> Source
         src, key = corpus[split], f"download.corpus.{split}"
         source, sha = (src["source"], src.get("sha256", "")) if isinstance(src, dict) else (src, "")
         param = f"{key}.source" if isinstance(src, dict) else key
+        if not isinstance(source, str) or not source.strip():
+            raise ParamError(key, f"must name a file or an http(s) URL, got {source!r}")
         specs[split] = _source(source, base, key, _sha256(sha, f"{key}.sha256"), local_dir, param)
     return specs
 
@@ -138,7 +143,7 @@ def _source(text: str, base: Path, key: str, sha: str | None, local_dir=None, pa
     or an existing file: relative to ``base``, or beside the workspace of which ``base`` is DVC's copy."""
     scheme = urllib.parse.urlsplit(text).scheme
     if scheme.lower() in ("http", "https"):
-        name = Path(urllib.parse.unquote(urllib.parse.urlsplit(text).path)).name
+        name = urllib.parse.unquote(urllib.parse.urlsplit(text).path).rsplit("/", 1)[-1]  # "" for a URL ending in /
         mirror_name = name if sha and name not in ("", "..") and "\\" not in name else None
         return Source(text, "url", (text,), mirror_name, sha, key=key)
     if "://" in text:
@@ -197,7 +202,10 @@ def link_target(path) -> str | None:
 
 def sha256_file(path) -> str:
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()  # streamed: a corpus may be larger than memory
+        h = hashlib.sha256()
+        for chunk in iter(lambda: f.read(1 << 16), b""):  # streamed: a corpus may be larger than memory
+            h.update(chunk)
+        return h.hexdigest()
 
 
 def extract_zip_text(zip_path, dest, expected_member: str | None = None, limit: int = MAX_MEMBER_BYTES):
@@ -211,11 +219,13 @@ def extract_zip_text(zip_path, dest, expected_member: str | None = None, limit: 
                 if ".." in re.split(r"[/\\]", name):
                     raise RnnlmError(f"zip member {name!r} has a '..' component; refusing to extract")
             files = [i for i in zf.infolist() if not i.is_dir()]
-            names = ", ".join(i.filename for i in files) or "none"
+            names = ", ".join(i.filename for i in files[:10]) + (", ..." if len(files) > 10 else "") or "none"
             if expected_member is not None:
                 found = [i for i in files if i.filename == expected_member][:1]
                 if not found:
                     raise RnnlmError(f"zip has no member {expected_member!r} (download.member; members: {names})")
+            elif not files:
+                raise RnnlmError("zip archive holds no file")
             else:
                 found = files if len(files) == 1 else [i for i in files if i.filename.lower().endswith(".txt")]
                 if len(found) != 1:
@@ -246,7 +256,13 @@ def _get(url: str, out, timeout: float, progress: bool, state: dict) -> None:
         with urllib.request.build_opener(_HttpRedirectsOnly()).open(req, timeout=timeout) as resp:
             with tqdm(total=resp.length, unit="B", unit_scale=True, leave=False, disable=not progress or None) as bar:
                 while chunk := resp.read1(1 << 16):  # what one receive brings
-                    out.write(chunk)
+                    try:
+                        out.write(chunk)
+                    except ValueError:  # closed: the attempt was left behind at its deadline
+                        return
+                    except OSError as exc:  # the disk, not the network: not retried
+                        state["error"] = RnnlmError(f"cannot write a temporary download file: {exc.strerror or exc}")
+                        return
                     state["bytes"] += len(chunk)
                     bar.update(len(chunk))
             if resp.length:  # bytes the Content-Length promised that never came
@@ -258,7 +274,10 @@ def _get(url: str, out, timeout: float, progress: bool, state: dict) -> None:
     except urllib.error.URLError as exc:
         state["error"] = _Transient(f"cannot connect: {exc.reason}")
     except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, bad status lines
-        state["error"] = _Transient(f"{type(exc).__name__} after {state['bytes']} bytes: {exc}")
+        during = f"transfer interrupted after {state['bytes']} bytes: " if state["bytes"] else ""
+        state["error"] = _Transient(f"{during}{type(exc).__name__}: {exc}")
+    except ValueError as exc:  # a URL that urllib cannot use (a bad host name, ...)
+        state["error"] = RnnlmError(f"bad URL: {exc}")
     except Exception as exc:  # an RnnlmError (a redirect, a truncated transfer), or a bug
         state["error"] = exc
 
@@ -270,7 +289,8 @@ def download(url: str, dest, timeout: float = 30.0, retries: int = 3, progress: 
     log(f"downloading {url} ({plan})")
     for attempt in range(1, attempts + 1):
         state = {"bytes": 0, "error": None}
-        with open(dest, "wb") as out:  # closed, an attempt left behind past its deadline can write no more
+        # unbuffered, a write error shows in the thread; closed, a late attempt can write no more
+        with open(dest, "wb", buffering=0) as out:
             thread = threading.Thread(target=_get, args=(url, out, timeout, progress, state), daemon=True)
             thread.start()
             thread.join(limit)
@@ -331,6 +351,10 @@ def _fetch_file(spec: Source, tmp: Path, name: str, cfg: DownloadConfig, base: P
     failures = []
     for kind, label, local in sources:
         try:
+            if kind != "url" and not local.exists():
+                raise RnnlmError("not found")
+            if kind != "url" and not local.is_file():  # a directory, or a FIFO that would never end
+                raise RnnlmError("not a regular file")
             if kind == "url":
                 download(label, local, timeout=cfg.timeout, retries=cfg.retries, progress=progress, log=log)
             record = {"kind": kind, "source": label, "sha256": sha256_file(local), "source_bytes": local.stat().st_size}

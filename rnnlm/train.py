@@ -525,7 +525,7 @@ class Trainer:
         live.summary["stopped_by"] = stop
         live.make_summary()
         live.end()
-        write_json(files.timing, timing)  # beside the metrics: a retrain's new timings change no stage's input
         replace_dir(files.live_staging, files.live_dir)
+        write_json(files.timing, timing)  # beside the metrics: a retrain's new timings change no stage's input
         files.resume.unlink(missing_ok=True)
         return result

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from . import paths
 from .errors import ParamError, RnnlmError
@@ -333,7 +332,9 @@ def load_splits(root: Path = paths.TOKENS) -> dict[str, np.ndarray]:
     return {name: load_tokens(root / f"{name}.npy") for name in SPLITS}
 
 
-def frequency_table(vocab: Vocab) -> pd.DataFrame:
+def frequency_table(vocab: Vocab):
+    import pandas as pd  # here: the sample stage and the CLI import this module too
+
     total = sum(vocab.counts)
     df = pd.DataFrame({"id": range(len(vocab)), "token": vocab.tokens, "count": vocab.counts})
     df["frequency"] = (df["count"] / total).round(8) if total else 0.0

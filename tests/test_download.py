@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import re
 import shutil
 import threading
@@ -879,3 +880,48 @@ def test_the_download_stage_says_where_a_link_points(tmp_path):
         f"download: data/corpora/novel.txt: {len(TEXT)} bytes from data/corpora/novel.txt "
         f"(a link to {tmp_path / 'texts' / 'novel.txt'}), sha256 {TEXT_SHA[:12]}"
     ]
+
+
+# --- what a review of the rewrite found (each was a traceback, a retry or a lost message) -------
+def test_a_url_urllib_cannot_use_is_one_clear_error(tmp_path):
+    with pytest.raises(RnnlmError, match=r"url http://a\.\.b/x\.txt: bad URL: "):
+        fetch_corpus(cfg("http://a..b/x.txt"), tmp_path / "raw", progress=False, log=None)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_local_write_error_is_not_retried_as_a_network_error(tmp_path, server):
+    server.routes["/c.txt"] = lambda n: (200, TEXT, {})
+    with pytest.raises(RnnlmError, match=r"^cannot write a temporary download file: No space left on device$"):
+        corpus.download(server.url("/c.txt"), "/dev/full", timeout=5.0, retries=3, progress=False)
+    assert server.hits == {"/c.txt": 1}
+
+
+def test_a_mirror_entry_that_is_no_regular_file_is_skipped(tmp_path, monkeypatch):
+    def offline(url, *a, **k):
+        raise RnnlmError("offline")
+
+    monkeypatch.setattr(corpus, "download", offline)
+    for name in ("dir-mirror", "fifo-mirror"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "dir-mirror" / "timemachine.txt").mkdir()
+    os.mkfifo(tmp_path / "fifo-mirror" / "timemachine.txt")  # reading it would never end
+    mirrors = [str(tmp_path / "dir-mirror"), str(tmp_path / "fifo-mirror"), str(tmp_path / "empty")]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RnnlmError) as ei:
+        fetch_corpus(cfg("timemachine", mirrors=mirrors[:2]), tmp_path / "raw", progress=False, log=None)
+    assert str(ei.value).count("timemachine.txt: not a regular file") == 2 and str(ei.value).endswith(": offline")
+    rec = fetch_corpus(cfg("timemachine", mirrors=[*mirrors, str(SHARED_DATA)]), tmp_path / "raw", progress=False)
+    assert rec["source"] == str(SHARED_DATA / "timemachine.txt")
+
+
+def test_empty_sources_and_empty_zips_have_their_own_messages(tmp_path, no_network):
+    with pytest.raises(ParamError, match=r"download\.corpus: must not be empty; choose one of timemachine, "):
+        fetch_corpus(cfg(""), tmp_path / "raw")
+    with pytest.raises(ParamError, match=r"download\.corpus\.val: must name a file or an http\(s\) URL, got ' '"):
+        fetch_corpus(cfg({**_three_files(tmp_path), "val": " "}), tmp_path / "raw")
+    empty = make_zip(tmp_path / "empty.zip", {})
+    with pytest.raises(RnnlmError, match=r"zip archive holds no file"):
+        fetch_corpus(cfg(str(empty)), tmp_path / "raw")
+    many = make_zip(tmp_path / "many.zip", {f"{i}.txt": b"x" for i in range(12)})
+    with pytest.raises(RnnlmError, match=r"members: 0\.txt, 1\.txt, .*, 9\.txt, \.\.\.\)"):
+        fetch_corpus(cfg(str(many)), tmp_path / "raw")

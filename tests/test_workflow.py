@@ -44,7 +44,7 @@ RESUME = Path("checkpoints/lstm.resume.pt")
 # --------------------------------------------------------------------------- helpers
 def train_outputs(root: Path, model: str = "lstm") -> dict:
     """What must be identical between two runs of the same config: the metrics files (not
-    timing.json, which holds wall-clock numbers) and the checkpoints' tensors and metadata."""
+    metrics/timing/, which holds wall-clock numbers) and the checkpoints' tensors and metadata."""
     live = root / "metrics" / "train" / model
     files = {"metrics.json": (live / "metrics.json").read_bytes()}
     for tsv in sorted((live / "plots").rglob("*.tsv")):

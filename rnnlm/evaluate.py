@@ -15,7 +15,14 @@ Outputs: ``metrics/eval/results.{csv,md}`` (:mod:`rnnlm.results`), ``learning_cu
     {"level": "char", "targets": {"val": n, "test": n},  # targets scored per split
      "models":    {"rnn": {"test": {"perplexity", "bits_per_token"}, "val": {"perplexity"}, "params"}, ...},
      "baselines": {"kneser-ney-5": {... same ...}, "unigram": {...}},
-     "interpolated": {"rnn+kneser-ney-5": {... same ..., "weight": lam}, ...}}
+      "interpolated": {"rnn+kneser-ney-5": {... same ..., "weight": lam}, ...},
+     "cache": {"rnn+cache": {... same ..., "window": W, "theta": theta, "weight": lam}, ...},
+     "dynamic": {"rnn+dynamic": {... same ..., "eta": eta, "decay": decay}, ...}}
+
+A cache row (``evaluate.cache``) mixes a model with a neural cache over its own recent outputs
+(:mod:`rnnlm.cache`); a dynamic row (``evaluate.dynamic``) lets the model take gradient steps on
+the text it has scored (:mod:`rnnlm.dynamic`). Their settings are fitted on val alone, and both
+read the text left to right: no token is scored after anything learned from it.
 
 ``bits_per_token`` is per character or per word, after the vocabulary's level; a baseline's
 ``params`` counts the statistics it stores (n-gram counts + discounts).
@@ -30,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paths
+from . import cache, dynamic, paths
 from .checkpoint import load_model, model_files
 from .device import resolve_device
 from .errors import ParamError, RnnlmError
@@ -46,7 +53,12 @@ NUM_STEPS = 64  # time steps per chunk when walking a split (the result does not
 SCORED_SPLITS = ("val", "test")
 MODEL_COLORS = {"rnn": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
 BASELINE_COLOR = "0.6"
-BAR_STYLES = {"ngram": {"hatch": "//"}, "interpolated": {"hatch": "..", "alpha": 0.55}}  # by row kind
+BAR_STYLES = {
+    "ngram": {"hatch": "//"},
+    "interpolated": {"hatch": "..", "alpha": 0.55},
+    "cache": {"hatch": "xx"},
+    "dynamic": {"hatch": "++"},
+}
 
 
 def split_scores(nll_sum: float, count: int) -> dict:
@@ -166,9 +178,35 @@ def plot_test_perplexity(df: pd.DataFrame, path: Path) -> None:
         Patch(facecolor="tab:blue", edgecolor="black", label=mixture, **BAR_STYLES["interpolated"]),
         Patch(facecolor=BASELINE_COLOR, edgecolor="black", label="n-gram baseline", **BAR_STYLES["ngram"]),
     ]
+    if "cache" in set(df["kind"]):
+        handles.insert(2, Patch(facecolor="tab:blue", edgecolor="black", label="model + cache", **BAR_STYLES["cache"]))
+    if "dynamic" in set(df["kind"]):
+        handles.insert(
+            -1, Patch(facecolor="tab:blue", edgecolor="black", label="dynamic evaluation", **BAR_STYLES["dynamic"])
+        )
     ax.legend(handles=handles, fontsize="small")
     ax.grid(True, axis="y", alpha=0.3)
     save_figure(fig, path)
+
+
+def cache_scores(model, splits: dict[str, np.ndarray], device="cpu") -> tuple[dict, dict[str, dict]]:
+    """The neural cache fitted on val ({"window", "theta", "weight"}), and the model + cache's
+    scores on val and test."""
+    out = {s: cache.outputs_and_log_probs(model, splits[s], device) for s in SCORED_SPLITS}
+    targets = {s: np.asarray(splits[s])[1:] for s in SCORED_SPLITS}
+    fitted = cache.fit(out["val"][0], targets["val"], out["val"][1])
+    scores = {}
+    for s in SCORED_SPLITS:
+        cache_lp = cache.cache_log_probs(out[s][0], targets[s], fitted["window"], fitted["theta"])
+        scores[s] = _scores(cache.mix(out[s][1], cache_lp, fitted["weight"]))
+    return fitted, scores
+
+
+def dynamic_scores(model, splits: dict[str, np.ndarray], device="cpu") -> tuple[dict, dict[str, dict]]:
+    """Dynamic evaluation's settings fitted on val ({"eta", "decay"}), and its scores on val and test."""
+    ms = dynamic.mean_squared_grads(model, splits["train"], device)
+    fitted = dynamic.fit(model, splits["val"], ms, device)
+    return fitted, {s: _scores(dynamic.log_probs(model, splits[s], ms, **fitted, device=device)) for s in SCORED_SPLITS}
 
 
 def _row(name: str, kind: str, impl: str, params: int, scores: dict, train_perplexity=math.nan, best_step=pd.NA):
@@ -205,6 +243,7 @@ def run_evaluate(
     ckpts = model_files(root, models)
     kn = f"kneser-ney-{cfg.ngram_order}"
     groups = {"models": {}, "baselines": {}, "interpolated": {}}
+    groups.update({g: {} for g in ("cache", "dynamic") if getattr(cfg, g)})
     rows, curves, baseline_scores = [], {}, {}
 
     def add(group: str, row: dict, label: str = "", **entry) -> None:
@@ -229,8 +268,16 @@ def run_evaluate(
         impl = model.impl + ("" if precision == "fp32" else f" ({precision})")
         best_step, train_ppl, curves[m] = read_training(root / paths.TRAIN_METRICS / m, m)
         row = _row(m, model.cell, impl, num_parameters(model), scores, train_perplexity=train_ppl, best_step=best_step)
-        del model, ckpt
         add("models", row)
+        if cfg.cache:
+            fitted, cached = cache_scores(model, splits, device)
+            impl = f"cache W={fitted['window']}, theta={fitted['theta']:g}, {fitted['weight']:.2f} x cache"
+            add("cache", _row(f"{m}+cache", "cache", impl, row["params"], cached), **fitted)
+        if cfg.dynamic:
+            fitted, dyn = dynamic_scores(model, splits, device)
+            impl = f"dynamic eval, eta={fitted['eta']:g}, decay={fitted['decay']:g}"
+            add("dynamic", _row(f"{m}+dynamic", "dynamic", impl, row["params"], dyn), **fitted)
+        del model, ckpt
         lam, mixed = interpolate(scores, baseline_scores[kn])
         impl = f"{lam:.2f} x {m} + {1 - lam:.2f} x KN-{cfg.ngram_order}"
         mix_row = _row(f"{m}+{kn}", "interpolated", impl, row["params"] + groups["baselines"][kn]["params"], mixed)

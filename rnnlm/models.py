@@ -259,6 +259,10 @@ class RNNLM(nn.Module):
 
         The adaptive softmax scores only the targets' clusters, so this is cheaper than ``forward``."""
         outputs, state = self.features(X, state)
+        return self.output_nll(outputs, Y), state
+
+    def output_nll(self, outputs: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        """:meth:`token_nll` from the last layer's outputs (time, batch, hidden): (batch, time)."""
         targets = Y.T.reshape(-1).long()
         if self.adaptive is not None:  # float32 even under autocast: its index_copy_ mixes dtypes otherwise
             with torch.autocast(outputs.device.type, enabled=False):
@@ -267,7 +271,7 @@ class RNNLM(nn.Module):
         else:
             logits = _at_least_float32(self.decoder(outputs))
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="none")
-        return nll.reshape(Y.shape[1], Y.shape[0]).T, state
+        return nll.reshape(Y.shape[1], Y.shape[0]).T
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:

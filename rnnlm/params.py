@@ -159,6 +159,8 @@ class EvaluateConfig:
     ngram_order: int = spec(positive)
     batch_size: int = spec(positive)
     device: str = spec(DEVICES)
+    cache: bool  # also score each model with a neural cache fitted on val (rnnlm/cache.py)
+    dynamic: bool  # also score each model with dynamic evaluation fitted on val (rnnlm/dynamic.py)
 
 
 @dataclass(frozen=True)

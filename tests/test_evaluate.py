@@ -232,6 +232,13 @@ def test_run_evaluate_writes_every_output(tmp_path):
     assert set(data["models"]) == set(MODELS)
     assert set(data["baselines"]) == {"kneser-ney-3", "unigram"}
     assert set(data["interpolated"]) == {f"{m}+kneser-ney-3" for m in MODELS}
+    assert set(data["cache"]) == {f"{m}+cache" for m in MODELS}
+    for name, entry in data["cache"].items():  # fitted on val: never worse there than the model alone
+        assert set(entry) == {"test", "val", "params", "window", "theta", "weight"} and 0 <= entry["weight"] <= 1
+        assert entry["val"]["perplexity"] <= data["models"][name.split("+")[0]]["val"]["perplexity"] + 1e-6
+    assert set(data["dynamic"]) == {f"{m}+dynamic" for m in MODELS}
+    for entry in data["dynamic"].values():
+        assert set(entry) == {"test", "val", "params", "eta", "decay"} and entry["test"]["perplexity"] > 1
     for name, entry in data["interpolated"].items():
         assert 0 <= entry["weight"] <= 1
         model = data["models"][name.split("+")[0]]
@@ -261,7 +268,8 @@ def test_run_evaluate_writes_every_output(tmp_path):
         "bits_per_char",
         "best_step",
     ]
-    assert sorted(csv["name"]) == sorted([*MODELS, *(f"{m}+kneser-ney-3" for m in MODELS), "kneser-ney-3", "unigram"])
+    mixtures = [f"{m}+{kind}" for m in MODELS for kind in ("kneser-ney-3", "cache", "dynamic")]
+    assert sorted(csv["name"]) == sorted([*MODELS, *mixtures, "kneser-ney-3", "unigram"])
     assert set(csv["unit"]) == {"char"}
     assert list(csv["test_perplexity"]) == sorted(csv["test_perplexity"])
     rows = csv.set_index("name")
@@ -284,7 +292,7 @@ def test_run_evaluate_writes_every_output(tmp_path):
     assert rows.loc["rnn", "test_perplexity"] == pytest.approx(data["models"]["rnn"]["test"]["perplexity"])
 
     md = (out / "eval" / "results.md").read_text()
-    assert md == result["markdown"] and "bits/char" in md and md.count("\n") == 2 + 8
+    assert md == result["markdown"] and "bits/char" in md and md.count("\n") == 2 + 14
     for png in ("learning_curves.png", "test_perplexity.png"):
         assert (out / "eval" / png).read_bytes()[:8] == PNG_MAGIC
     assert any("kneser-ney-3" in line for line in logs)
@@ -427,3 +435,17 @@ def test_atomic_writes_leave_the_umask_alone_and_honour_it(tmp_path, monkeypatch
     path = tmp_path / "out" / "a.json"
     assert path.read_text() == '{\n  "a": 1\n}\n' and path.stat().st_mode & 0o777 == 0o640
     assert [p.name for p in path.parent.iterdir()] == ["a.json"]
+
+
+def test_the_cache_and_dynamic_evaluation_are_fitted_on_val_alone_and_can_be_switched_off(tmp_path):
+    make_project(tmp_path, models=("lstm",))
+    first = ev.run_evaluate(CFG, tmp_path, models=("lstm",), log=lambda s: None)["eval"]
+    test = tmp_path / "data" / "tokens" / "test.npy"
+    np.save(test, np.load(test)[::-1].copy())  # another test text
+    second = ev.run_evaluate(CFG, tmp_path, models=("lstm",), log=lambda s: None)["eval"]
+    for group, fitted in (("cache", ("window", "theta", "weight", "val")), ("dynamic", ("eta", "decay", "val"))):
+        a, b = first[group][f"lstm+{group}"], second[group][f"lstm+{group}"]
+        assert {k: a[k] for k in fitted} == {k: b[k] for k in fitted} and a["test"] != b["test"]
+    off = dataclasses.replace(CFG, cache=False, dynamic=False)
+    off = ev.run_evaluate(off, tmp_path, models=("lstm",), log=lambda s: None)
+    assert not {"cache", "dynamic"} & (set(off["eval"]) | set(off["table"]["kind"]))

@@ -1,0 +1,89 @@
+"""Dynamic evaluation (Krause, Kahembwe, Murray & Renals 2018, "Dynamic Evaluation of Neural
+Sequence Models"): the model keeps learning from the text it has just scored.
+
+The split is read left to right in segments of ``SEGMENT`` tokens. Each segment is scored with the
+current weights first; then one step on that segment's mean loss moves the weights, RMS-normalised
+and pulled back toward the trained weights theta_0:
+
+    theta <- theta - eta * g / (sqrt(MS) + eps) + decay * (theta_0 - theta)
+
+MS is each weight's mean squared gradient on training text (the first ``MS_TOKENS`` tokens of the
+train split), so that eta means the same for every weight. eta and decay are fitted on val alone
+(a grid), then test is scored from the trained weights with them. No token is scored after a step
+that saw it, so appending text never changes an earlier score.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from .models import detach_state
+
+SEGMENT = 20  # tokens scored between two steps
+MS_TOKENS = 20_000  # training tokens whose gradients give MS
+EPS = 1e-8
+ETAS = (1e-4, 3e-4, 1e-3)  # eta is fitted on val among these (decay 0), then decay at that eta
+DECAYS = (0.0, 0.02)
+
+
+def _segments(tokens: np.ndarray, device, segment: int):
+    ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device)[None]
+    for i in range(0, ids.shape[1] - 1, segment):
+        Y = ids[:, i + 1 : i + 1 + segment]
+        yield ids[:, i : i + Y.shape[1]], Y
+
+
+def mean_squared_grads(model, train: np.ndarray, device="cpu", segment: int = SEGMENT) -> list[torch.Tensor]:
+    """MS: each weight's gradient squared, averaged over the segments of the train split's start."""
+    model.eval()
+    ms = [torch.zeros_like(p) for p in model.parameters()]
+    state, n = None, 0
+    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's RNN has no backward in eval mode
+        for X, Y in _segments(np.asarray(train)[: MS_TOKENS + 1], device, segment):
+            model.zero_grad(set_to_none=True)
+            nll, state = model.token_nll(X, Y, state)
+            nll.mean().backward()
+            state, n = detach_state(state), n + 1
+            for m, p in zip(ms, model.parameters()):
+                if p.grad is not None:
+                    m += p.grad.square()
+    model.zero_grad(set_to_none=True)
+    return [m / max(n, 1) for m in ms]
+
+
+def log_probs(model, tokens: np.ndarray, ms, eta: float, decay: float, device="cpu", segment: int = SEGMENT):
+    """log p of each of tokens[1:] under dynamic evaluation; ``model`` itself is left unchanged."""
+    model = copy.deepcopy(model).eval()
+    weights = list(model.parameters())
+    trained = [p.detach().clone() for p in weights]
+    steps = [eta / (m.sqrt() + EPS) for m in ms]
+    state, out = None, []
+    with torch.backends.cudnn.flags(enabled=False):
+        for X, Y in _segments(tokens, device, segment):
+            model.zero_grad(set_to_none=True)
+            nll, state = model.token_nll(X, Y, state)
+            out.append(-nll[0].detach().double().cpu())  # scored before the step that learns from it
+            nll.mean().backward()
+            state = detach_state(state)
+            with torch.no_grad():
+                for p, p0, step in zip(weights, trained, steps):
+                    if p.grad is not None:
+                        p -= step * p.grad
+                    p += decay * (p0 - p)
+    return torch.cat(out).numpy()
+
+
+def fit(model, val: np.ndarray, ms, device="cpu") -> dict:
+    """{"eta", "decay"} maximising the likelihood of the val targets: eta among ETAS (no decay),
+    then each of DECAYS at that eta (a pass over val each)."""
+    score = {}
+    for eta in ETAS:
+        score[eta, DECAYS[0]] = log_probs(model, val, ms, eta, DECAYS[0], device).sum()
+    eta = max(score, key=score.get)[0]
+    for decay in DECAYS[1:]:
+        score[eta, decay] = log_probs(model, val, ms, eta, decay, device).sum()
+    eta, decay = max(score, key=score.get)
+    return {"eta": eta, "decay": decay}

@@ -209,6 +209,20 @@ def dynamic_scores(model, splits: dict[str, np.ndarray], device="cpu") -> tuple[
     return fitted, {s: _scores(dynamic.log_probs(model, splits[s], ms, **fitted, device=device)) for s in SCORED_SPLITS}
 
 
+def adaptive_rows(model, row: dict, splits: dict[str, np.ndarray], cfg: EvaluateConfig, device) -> list:
+    """The model's cache and dynamic-evaluation rows, as ``cfg`` switches them on: (group, row, fitted)."""
+    out = []
+    if cfg.cache:
+        fitted, scores = cache_scores(model, splits, device)
+        impl = f"cache W={fitted['window']}, theta={fitted['theta']:g}, {fitted['weight']:.2f} x cache"
+        out.append(("cache", _row(f"{row['name']}+cache", "cache", impl, row["params"], scores), fitted))
+    if cfg.dynamic:
+        fitted, scores = dynamic_scores(model, splits, device)
+        impl = f"dynamic eval, eta={fitted['eta']:g}, decay={fitted['decay']:g}"
+        out.append(("dynamic", _row(f"{row['name']}+dynamic", "dynamic", impl, row["params"], scores), fitted))
+    return out
+
+
 def _row(name: str, kind: str, impl: str, params: int, scores: dict, train_perplexity=math.nan, best_step=pd.NA):
     """A row of :func:`rnnlm.results.results_table`."""
     return {
@@ -269,14 +283,8 @@ def run_evaluate(
         best_step, train_ppl, curves[m] = read_training(root / paths.TRAIN_METRICS / m, m)
         row = _row(m, model.cell, impl, num_parameters(model), scores, train_perplexity=train_ppl, best_step=best_step)
         add("models", row)
-        if cfg.cache:
-            fitted, cached = cache_scores(model, splits, device)
-            impl = f"cache W={fitted['window']}, theta={fitted['theta']:g}, {fitted['weight']:.2f} x cache"
-            add("cache", _row(f"{m}+cache", "cache", impl, row["params"], cached), **fitted)
-        if cfg.dynamic:
-            fitted, dyn = dynamic_scores(model, splits, device)
-            impl = f"dynamic eval, eta={fitted['eta']:g}, decay={fitted['decay']:g}"
-            add("dynamic", _row(f"{m}+dynamic", "dynamic", impl, row["params"], dyn), **fitted)
+        for group, adaptive_row, fitted in adaptive_rows(model, row, splits, cfg, device):
+            add(group, adaptive_row, **fitted)
         del model, ckpt
         lam, mixed = interpolate(scores, baseline_scores[kn])
         impl = f"{lam:.2f} x {m} + {1 - lam:.2f} x KN-{cfg.ngram_order}"

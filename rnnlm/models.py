@@ -161,6 +161,12 @@ class RNNLM(nn.Module):
     (``softmax: adaptive``, Grave et al. 2017: ``nn.AdaptiveLogSoftmaxWithLoss``) whose cost at
     10k+ words is a fraction of the full one. ``dropout`` applies to the embeddings, between
     layers and to the outputs.
+
+    Two regularisers of AWD-LSTM (Merity, Keskar & Socher 2017), active in training only:
+    ``weight_drop`` drops hidden-to-hidden weights (DropConnect on every W_h; the torch cells keep
+    their fused kernel: the dropped matrices go in with ``torch.func.functional_call``), and
+    ``embedding_dropout`` drops whole rows of the embedding matrix, i.e. every occurrence of a
+    token type in a batch (Gal & Ghahramani 2016). Both scale what they keep by 1 / (1 - p).
     """
 
     def __init__(
@@ -176,6 +182,8 @@ class RNNLM(nn.Module):
         softmax: str = "full",
         cutoffs: tuple[int, ...] | list[int] = (),
         bptt: str = "fused",
+        weight_drop: float = 0.0,
+        embedding_dropout: float = 0.0,
     ):
         super().__init__()
         if cell not in CELLS:
@@ -201,9 +209,12 @@ class RNNLM(nn.Module):
             softmax=softmax,
             cutoffs=cutoffs,
             bptt=bptt,
+            weight_drop=weight_drop,
+            embedding_dropout=embedding_dropout,
         )
         self.cell, self.impl, self.vocab_size = cell, impl, vocab_size
         self.hidden, self.num_layers = hidden, layers
+        self.weight_drop, self.embedding_dropout = weight_drop, embedding_dropout
         self.embedding = nn.Embedding(vocab_size, embedding) if embedding > 0 else None
         input_size = embedding if embedding > 0 else vocab_size
         self.drop = nn.Dropout(dropout)
@@ -234,13 +245,24 @@ class RNNLM(nn.Module):
             state = self.begin_state(X.shape[0], X.device)
         ids = X.T.long()  # time-major inside; token arrays are int32 (compact), indices int64
         if self.embedding is not None:
-            inputs = self.drop(self.embedding(ids))
+            inputs = self.drop(F.embedding(ids, self._embedding_weights()))
         elif self.impl == "scratch":
             inputs = ids  # one-hot handled as a row lookup in the first layer
         else:
             inputs = F.one_hot(ids, self.vocab_size).to(next(self.parameters()).dtype)
-        outputs, state = self.rnn(inputs, state)
+        if self.weight_drop and self.training:  # DropConnect on the hidden-to-hidden weights (W_h)
+            dropped = {n: F.dropout(p, self.weight_drop) for n, p in self.rnn.named_parameters() if _recurrent(n)}
+            outputs, state = torch.func.functional_call(self.rnn, dropped, (inputs, state))
+        else:
+            outputs, state = self.rnn(inputs, state)
         return self.drop(outputs), state
+
+    def _embedding_weights(self) -> torch.Tensor:
+        W = self.embedding.weight
+        if not (self.embedding_dropout and self.training):
+            return W
+        keep = torch.empty(W.shape[0], 1, device=W.device, dtype=W.dtype).bernoulli_(1 - self.embedding_dropout)
+        return W * keep / (1 - self.embedding_dropout)  # a dropped row: that token type is zero everywhere
 
     def forward(self, X: torch.Tensor, state=None):
         """X: (batch, time) token ids. Returns scores (batch, time, vocab) whose softmax is the
@@ -272,6 +294,11 @@ class RNNLM(nn.Module):
             logits = _at_least_float32(self.decoder(outputs))
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="none")
         return nll.reshape(Y.shape[1], Y.shape[0]).T
+
+
+def _recurrent(name: str) -> bool:
+    """Whether a parameter of nn.RNN/LSTM/GRU or ScratchRecurrent is a hidden-to-hidden matrix."""
+    return name.startswith("weight_hh") or ".W_h" in name
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:

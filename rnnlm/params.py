@@ -152,6 +152,8 @@ class ModelConfig:
     softmax: str = spec(("full", "adaptive"))
     cutoffs: list[int] = spec(_cutoffs_check)
     bptt: str = spec(BPTT)
+    weight_drop: float = spec(probability)  # DropConnect on the hidden-to-hidden weights (AWD-LSTM)
+    embedding_dropout: float = spec(probability)  # drops whole token types from the embedding (AWD-LSTM)
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,8 @@ def _model_section(name: str, raw: Any) -> tuple[ModelConfig, dict]:
         )
     if m.tie_weights and m.softmax == "adaptive":
         raise ParamError(f"{name}.tie_weights", "cannot be combined with softmax: adaptive; choose one")
+    if m.embedding_dropout and not m.embedding:
+        raise ParamError(f"{name}.embedding_dropout", f"needs an embedding layer ({name}.embedding > 0)")
     if m.cutoffs and m.softmax != "adaptive":
         raise ParamError(
             f"{name}.cutoffs",

@@ -141,3 +141,50 @@ def test_hand_written_bptt_matches_autograd(cell, embedding):
     for name in g_auto:
         assert g_auto[name].abs().sum() > 0, name  # every parameter gets a gradient
         torch.testing.assert_close(g_fused[name], g_auto[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+# --- AWD-LSTM regularisers (weight drop, embedding dropout) -----------------------------------
+@pytest.mark.parametrize("impl", ["torch", "scratch"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_weight_drop_is_off_in_eval_mode_and_differs_between_training_steps(cell, impl):
+    torch.manual_seed(0)
+    dropped = RNNLM(cell, impl, 11, hidden=8, layers=2, dropout=0.0, embedding=4, weight_drop=0.5)
+    plain = RNNLM(cell, impl, 11, hidden=8, layers=2, dropout=0.0, embedding=4)
+    plain.load_state_dict(dropped.state_dict())
+    weights = {k: v.clone() for k, v in dropped.state_dict().items()}
+    X = torch.randint(0, 11, (3, 7))
+    dropped.eval(), plain.eval()
+    assert torch.equal(dropped(X)[0], plain(X)[0])  # eval: the trained weights, nothing dropped
+    dropped.train()
+    first, second = dropped(X)[0], dropped(X)[0]
+    assert not torch.allclose(first, second) and not torch.allclose(first, plain(X)[0])
+    nll, _ = dropped.token_nll(X, torch.randint(0, 11, (3, 7)))
+    nll.mean().backward()
+    recurrent = [p for n, p in dropped.rnn.named_parameters() if n.startswith("weight_hh") or ".W_h" in n]
+    assert recurrent and all(p.grad is not None and p.grad.abs().sum() > 0 for p in recurrent)
+    assert all(torch.equal(weights[k], v) for k, v in dropped.state_dict().items())  # the weights themselves stay
+
+
+def test_embedding_dropout_drops_whole_token_types_in_training_only():
+    torch.manual_seed(0)
+    model = RNNLM("lstm", "torch", 50, hidden=8, layers=1, dropout=0.0, embedding=6, embedding_dropout=0.5)
+    W = model.embedding.weight
+    model.eval()
+    assert torch.equal(model._embedding_weights(), W)
+    model.train()
+    rows = model._embedding_weights()
+    zero = (rows == 0).all(1)
+    assert 0 < int(zero.sum()) < 50  # some token types dropped, not all
+    assert torch.allclose(rows[~zero], 2 * W[~zero])  # the kept ones scaled by 1 / (1 - p)
+    assert not torch.equal(zero, (model._embedding_weights() == 0).all(1))  # a new draw each step
+
+
+def test_embedding_dropout_needs_an_embedding():
+    from conftest import config
+
+    from rnnlm.errors import ParamError
+
+    with pytest.raises(ParamError, match=r"lstm\.embedding_dropout: needs an embedding layer \(lstm\.embedding > 0\)"):
+        config("lstm", {"embedding": 0, "embedding_dropout": 0.1})
+    with pytest.raises(ParamError, match=r"lstm\.weight_drop"):
+        config("lstm", {"weight_drop": 1.0})

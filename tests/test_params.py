@@ -44,7 +44,7 @@ def test_a_model_section_names_its_cell(tmp_path):
     with pytest.raises(ParamError, match=r"gru\.hidden: expected an integer"):
         validate_all({**big, "gru": {**committed["gru"], "hidden": "big"}})
     # every key is set in the section itself (DVC tracks a stage's params by section)
-    with pytest.raises(ParamError, match=r"lstm_big: impl, hidden, .*bptt: missing"):
+    with pytest.raises(ParamError, match=r"lstm_big: impl, hidden, .*bptt, weight_drop, embedding_dropout: missing"):
         load_model_config("lstm_big", write(tmp_path, {**big, "lstm_big": {"cell": "lstm"}}))
     cases = [
         ({"lstn": {"hidden": 12}}, r"^params\.yaml: lstn: unknown section; did you mean lstm\?$"),
@@ -77,7 +77,7 @@ def test_params_yaml_is_the_one_source_of_defaults(tmp_path):
     lstm = {k: v for k, v in committed["lstm"].items() if k != "hidden"}
     with pytest.raises(ParamError, match=r"lstm\.hidden: missing"):
         load_model_config("lstm", write(tmp_path, {"train": committed["train"], "lstm": lstm}))
-    with pytest.raises(ParamError, match=r"lstm: cell, impl, hidden, .*cutoffs, bptt: missing"):
+    with pytest.raises(ParamError, match=r"lstm: cell, impl, hidden, .*cutoffs, bptt, weight_drop, embedding_dropout: missing"):
         load_model_config("lstm", write(tmp_path, {"train": committed["train"], "lstm": {}}))
 
 

@@ -9,6 +9,9 @@ where y_i is the target that followed h_i. The text is scored left to right: a t
 uses only the tokens before it, so appending text never changes an earlier score. The window W,
 theta and lam are fitted on the val split alone (W and theta on a grid, lam by EM), then applied
 to test. Where the cache is still empty (the first target) the mixture is the model alone.
+
+One pass over a split scores every (W, theta) of the grid at once, keeping only the last
+max(W) outputs: memory grows with the grid times the split, not with the hidden size.
 """
 
 from __future__ import annotations
@@ -20,41 +23,43 @@ from .metrics import mixture_log_probs, mixture_weight
 
 WINDOWS = (100, 500, 2000)  # the grid of W and theta fitted on val
 THETAS = (0.03, 0.1, 0.3, 1.0)
-BLOCK = 256  # targets scored per matrix product
+GRID = [(w, theta) for w in WINDOWS for theta in THETAS]
+NUM_STEPS = 64  # targets per model call (the evaluate stage's chunk: the same model scores)
 
 
 @torch.no_grad()
-def outputs_and_log_probs(
-    model, tokens: np.ndarray, device="cpu", num_steps: int = 64
-) -> tuple[torch.Tensor, np.ndarray]:
-    """The model's last-layer output h_t (float32, on the CPU) and log p_model of each target
-    tokens[t + 1], walking the text in order from a zero state (exact: full context), dropout off."""
+def log_probs(model, tokens: np.ndarray, settings, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """log p_model of each target tokens[t + 1] (the text read in order from a zero state, dropout
+    off), and log p_cache under each (window, theta) of ``settings``: (len(settings), targets)."""
     was_training = model.training
     model.eval()
     ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device)[None]
-    state, hs, lps = None, [], []
-    for i in range(0, ids.shape[1] - 1, num_steps):
-        Y = ids[:, i + 1 : i + 1 + num_steps]
-        h, state = model.features(ids[:, i : i + Y.shape[1]], state)  # (time, 1, hidden)
-        hs.append(h[:, 0].float().cpu())
-        lps.append(-model.output_nll(h, Y)[0].double().cpu())
+    n, keep = ids.shape[1] - 1, max(w for w, _ in settings)
+    model_lp, cache_lp = np.empty(n), np.empty((len(settings), n))
+    keys, key_y, state = torch.empty(0, model.hidden), torch.empty(0, dtype=torch.long), None
+    for a in range(0, n, NUM_STEPS):
+        Y = ids[:, a + 1 : a + 1 + NUM_STEPS]
+        h, state = model.features(ids[:, a : a + Y.shape[1]], state)  # (time, 1, hidden)
+        model_lp[a : a + Y.shape[1]] = -model.output_nll(h, Y)[0].double().cpu().numpy()
+        keys, key_y = torch.cat([keys, h[:, 0].float().cpu()]), torch.cat([key_y, Y[0].cpu()])
+        cache_lp[:, a : a + Y.shape[1]] = block_log_probs(keys, key_y, Y.shape[1], settings)
+        keys, key_y = keys[-keep:], key_y[-keep:]
     model.train(was_training)
-    return torch.cat(hs), torch.cat(lps).numpy()
+    return model_lp, cache_lp
 
 
-def cache_log_probs(h: torch.Tensor, targets: np.ndarray, window: int, theta: float) -> np.ndarray:
-    """log p_cache of each target (-inf where it is not in the window; nan where the window is empty)."""
-    n = len(targets)
-    y = torch.as_tensor(np.asarray(targets), dtype=torch.long)
-    out = torch.empty(n, dtype=torch.float64)
-    for a in range(0, n, BLOCK):
-        b, lo = min(a + BLOCK, n), max(0, a - window)
-        scores = theta * (h[a:b] @ h[lo:b].T).double()  # (targets, earlier outputs)
-        t, i = torch.arange(a, b)[:, None], torch.arange(lo, b)[None]
-        scores = scores.masked_fill((i >= t) | (i < t - window), -torch.inf)
-        same = y[lo:b][None] == y[a:b][:, None]
-        out[a:b] = torch.logsumexp(scores.masked_fill(~same, -torch.inf), 1) - torch.logsumexp(scores, 1)
-    return out.numpy()
+def block_log_probs(keys: torch.Tensor, key_y: torch.Tensor, m: int, settings) -> np.ndarray:
+    """log p_cache of the last ``m`` targets of ``key_y``, each from the outputs ``keys`` before
+    it (-inf: not in the window; nan: the window is empty): (len(settings), m)."""
+    k = len(keys)
+    dots = (keys[k - m :] @ keys.T).double()  # (targets, outputs so far)
+    t, i = torch.arange(k - m, k)[:, None], torch.arange(k)[None]
+    same = key_y[None] == key_y[k - m :, None]
+    out = np.empty((len(settings), m))
+    for j, (window, theta) in enumerate(settings):
+        scores = (theta * dots).masked_fill((i >= t) | (i < t - window), -torch.inf)
+        out[j] = (torch.logsumexp(scores.masked_fill(~same, -torch.inf), 1) - torch.logsumexp(scores, 1)).numpy()
+    return out
 
 
 def mix(model_lp: np.ndarray, cache_lp: np.ndarray, lam: float) -> np.ndarray:
@@ -63,14 +68,13 @@ def mix(model_lp: np.ndarray, cache_lp: np.ndarray, lam: float) -> np.ndarray:
     return mixture_log_probs(cache_lp, model_lp, lam)
 
 
-def fit(h: torch.Tensor, targets: np.ndarray, model_lp: np.ndarray) -> dict:
-    """{"window", "theta", "weight"} maximising the likelihood of the (val) targets."""
+def fit(model_lp: np.ndarray, cache_lp: np.ndarray, settings=GRID) -> dict:
+    """{"window", "theta", "weight"} maximising the likelihood of the (val) targets, from
+    :func:`log_probs` under every one of ``settings``."""
     best = None
-    for window in WINDOWS:
-        for theta in THETAS:
-            cache_lp = cache_log_probs(h, targets, window, theta)
-            lam = mixture_weight(np.where(np.isnan(cache_lp), model_lp, cache_lp), model_lp)
-            ll = float(mix(model_lp, cache_lp, lam).sum())
-            if best is None or ll > best[0]:
-                best = (ll, {"window": window, "theta": theta, "weight": round(lam, 6)})
+    for (window, theta), lp in zip(settings, cache_lp):
+        lam = mixture_weight(np.where(np.isnan(lp), model_lp, lp), model_lp)
+        ll = float(mix(model_lp, lp, lam).sum())
+        if best is None or ll > best[0]:
+            best = (ll, {"window": window, "theta": theta, "weight": round(lam, 6)})
     return best[1]

@@ -192,13 +192,11 @@ def plot_test_perplexity(df: pd.DataFrame, path: Path) -> None:
 def cache_scores(model, splits: dict[str, np.ndarray], device="cpu") -> tuple[dict, dict[str, dict]]:
     """The neural cache fitted on val ({"window", "theta", "weight"}), and the model + cache's
     scores on val and test."""
-    out = {s: cache.outputs_and_log_probs(model, splits[s], device) for s in SCORED_SPLITS}
-    targets = {s: np.asarray(splits[s])[1:] for s in SCORED_SPLITS}
-    fitted = cache.fit(out["val"][0], targets["val"], out["val"][1])
-    scores = {}
-    for s in SCORED_SPLITS:
-        cache_lp = cache.cache_log_probs(out[s][0], targets[s], fitted["window"], fitted["theta"])
-        scores[s] = _scores(cache.mix(out[s][1], cache_lp, fitted["weight"]))
+    fitted = cache.fit(*cache.log_probs(model, splits["val"], cache.GRID, device))
+    chosen, scores = [(fitted["window"], fitted["theta"])], {}
+    for s in SCORED_SPLITS:  # val again with the chosen setting alone: one forward pass
+        model_lp, cache_lp = cache.log_probs(model, splits[s], chosen, device)
+        scores[s] = _scores(cache.mix(model_lp, cache_lp[0], fitted["weight"]))
     return fitted, scores
 
 

@@ -77,7 +77,9 @@ def test_params_yaml_is_the_one_source_of_defaults(tmp_path):
     lstm = {k: v for k, v in committed["lstm"].items() if k != "hidden"}
     with pytest.raises(ParamError, match=r"lstm\.hidden: missing"):
         load_model_config("lstm", write(tmp_path, {"train": committed["train"], "lstm": lstm}))
-    with pytest.raises(ParamError, match=r"lstm: cell, impl, hidden, .*cutoffs, bptt, weight_drop, embedding_dropout: missing"):
+    with pytest.raises(
+        ParamError, match=r"lstm: cell, impl, hidden, .*cutoffs, bptt, weight_drop, embedding_dropout: missing"
+    ):
         load_model_config("lstm", write(tmp_path, {"train": committed["train"], "lstm": {}}))
 
 

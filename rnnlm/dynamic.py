@@ -5,12 +5,15 @@ The split is read left to right in segments of ``SEGMENT`` tokens. Each segment 
 current weights first; then one step on that segment's mean loss moves the weights, RMS-normalised
 and pulled back toward the trained weights theta_0:
 
-    theta <- theta - eta * g / (sqrt(MS) + eps) + decay * (theta_0 - theta)
+    theta <- theta - eta * g / max(sqrt(MS), FLOOR * RMS) + decay * (theta_0 - theta)
 
 MS is each weight's mean squared gradient on training text (the first ``MS_TOKENS`` tokens of the
-train split), so that eta means the same for every weight. eta and decay are fitted on val alone
-(a grid), then test is scored from the trained weights with them. No token is scored after a step
-that saw it, so appending text never changes an earlier score.
+train split), so that eta means the same for every weight; a tenth of RMS, the mean of sqrt(MS)
+over all weights, floors it: a weight that training text barely moved (the output row of a rare
+character, say) would otherwise take a step a million times too large, and the model diverged on
+the Jay Chou lyrics (val perplexity inf; 66.7 with the floor, against 268.2 for the LSTM alone).
+eta and decay are fitted on val alone (a grid), then test is scored from the trained weights. No
+token is scored after a step that saw it, so appending text never changes an earlier score.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from .models import detach_state
 
 SEGMENT = 20  # tokens scored between two steps
 MS_TOKENS = 20_000  # training tokens whose gradients give MS
-EPS = 1e-8
-ETAS = (1e-4, 3e-4, 1e-3)  # eta is fitted on val among these (decay 0), then decay at that eta
+FLOOR = 0.1  # sqrt(MS) is floored at FLOOR x its mean over all weights
+ETAS = (1e-4, 3e-4, 1e-3, 3e-3)  # eta is fitted on val among these (decay 0), then decay at that eta
 DECAYS = (0.0, 0.02)
 
 
@@ -59,7 +62,9 @@ def log_probs(model, tokens: np.ndarray, ms, eta: float, decay: float, device="c
     model = copy.deepcopy(model).eval()
     weights = list(model.parameters())
     trained = [p.detach().clone() for p in weights]
-    steps = [eta / (m.sqrt() + EPS) for m in ms]
+    rms = [m.sqrt() for m in ms]
+    floor = FLOOR * float(sum(r.sum() for r in rms) / sum(r.numel() for r in rms))
+    steps = [eta / r.clamp_min(floor) for r in rms]
     state, out = None, []
     with torch.backends.cudnn.flags(enabled=False):
         for X, Y in _segments(tokens, device, segment):
@@ -80,10 +85,15 @@ def fit(model, val: np.ndarray, ms, device="cpu") -> dict:
     """{"eta", "decay"} maximising the likelihood of the val targets: eta among ETAS (no decay),
     then each of DECAYS at that eta (a pass over val each)."""
     score = {}
+
+    def likelihood(eta, decay) -> float:
+        ll = float(log_probs(model, val, ms, eta, decay, device).sum())
+        return ll if np.isfinite(ll) else -np.inf  # a setting that diverges loses
+
     for eta in ETAS:
-        score[eta, DECAYS[0]] = log_probs(model, val, ms, eta, DECAYS[0], device).sum()
+        score[eta, DECAYS[0]] = likelihood(eta, DECAYS[0])
     eta = max(score, key=score.get)[0]
     for decay in DECAYS[1:]:
-        score[eta, decay] = log_probs(model, val, ms, eta, decay, device).sum()
+        score[eta, decay] = likelihood(eta, decay)
     eta, decay = max(score, key=score.get)
     return {"eta": eta, "decay": decay}

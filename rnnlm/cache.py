@@ -40,7 +40,7 @@ def log_probs(model, tokens: np.ndarray, settings, device="cpu") -> tuple[np.nda
     for a in range(0, n, NUM_STEPS):
         Y = ids[:, a + 1 : a + 1 + NUM_STEPS]
         h, state = model.features(ids[:, a : a + Y.shape[1]], state)  # (time, 1, hidden)
-        model_lp[a : a + Y.shape[1]] = -model.output_nll(h, Y)[0].double().cpu().numpy()
+        model_lp[a : a + Y.shape[1]] = -model.output_nll(h, Y)[0].cpu().double().numpy()  # mps: no float64
         keys, key_y = torch.cat([keys, h[:, 0].float().cpu()]), torch.cat([key_y, Y[0].cpu()])
         cache_lp[:, a : a + Y.shape[1]] = block_log_probs(keys, key_y, Y.shape[1], settings)
         keys, key_y = keys[-keep:], key_y[-keep:]
@@ -75,6 +75,7 @@ def fit(model_lp: np.ndarray, cache_lp: np.ndarray, settings=GRID) -> dict:
     for (window, theta), lp in zip(settings, cache_lp):
         lam = mixture_weight(np.where(np.isnan(lp), model_lp, lp), model_lp)
         ll = float(mix(model_lp, lp, lam).sum())
+        ll = ll if np.isfinite(ll) else -np.inf  # a weight EM could not fit (nan) loses
         if best is None or ll > best[0]:
             best = (ll, {"window": window, "theta": theta, "weight": round(lam, 6)})
     return best[1]

@@ -41,6 +41,7 @@ def _segments(tokens: np.ndarray, device, segment: int):
 
 def mean_squared_grads(model, train: np.ndarray, device="cpu", segment: int = SEGMENT) -> list[torch.Tensor]:
     """MS: each weight's gradient squared, averaged over the segments of the train split's start."""
+    was_training = model.training
     model.eval()
     ms = [torch.zeros_like(p) for p in model.parameters()]
     state, n = None, 0
@@ -54,6 +55,7 @@ def mean_squared_grads(model, train: np.ndarray, device="cpu", segment: int = SE
                 if p.grad is not None:
                     m += p.grad.square()
     model.zero_grad(set_to_none=True)
+    model.train(was_training)
     return [m / max(n, 1) for m in ms]
 
 
@@ -70,7 +72,7 @@ def log_probs(model, tokens: np.ndarray, ms, eta: float, decay: float, device="c
         for X, Y in _segments(tokens, device, segment):
             model.zero_grad(set_to_none=True)
             nll, state = model.token_nll(X, Y, state)
-            out.append(-nll[0].detach().double().cpu())  # scored before the step that learns from it
+            out.append(-nll[0].detach().cpu().double())  # scored before the step that learns from it
             nll.mean().backward()
             state = detach_state(state)
             with torch.no_grad():

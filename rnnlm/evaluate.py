@@ -22,7 +22,8 @@ Outputs: ``metrics/eval/results.{csv,md}`` (:mod:`rnnlm.results`), ``learning_cu
 A cache row (``evaluate.cache``) mixes a model with a neural cache over its own recent outputs
 (:mod:`rnnlm.cache`); a dynamic row (``evaluate.dynamic``) lets the model take gradient steps on
 the text it has scored (:mod:`rnnlm.dynamic`). Their settings are fitted on val alone, and both
-read the text left to right: no token is scored after anything learned from it.
+read the text left to right: no token is scored after anything learned from it. Both score one
+exact stream whatever ``evaluate.batch_size`` (1, the default, scores the model row the same way).
 
 ``bits_per_token`` is per character or per word, after the vocabulary's level; a baseline's
 ``params`` counts the statistics it stores (n-gram counts + discounts).

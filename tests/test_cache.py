@@ -76,3 +76,11 @@ def test_a_repetitive_text_gets_a_cache_that_helps_and_the_fit_reads_val_alone()
     assert (fitted["window"], fitted["theta"]) in cache.GRID
     chosen = cache_lp[cache.GRID.index((fitted["window"], fitted["theta"]))]
     assert cache.mix(model_lp, chosen, fitted["weight"]).sum() > model_lp.sum()
+
+
+def test_a_setting_whose_weight_cannot_be_fitted_is_never_chosen():
+    """Model and cache both ~0 on one target: EM's weight is 0/0 = nan there; that setting loses."""
+    model_lp = np.array([-1.0, -800.0, -2.0])
+    cache_lp = np.array([[np.nan, -800.0, -1.0], [np.nan, -1.0, -0.5]])
+    fitted = cache.fit(model_lp, cache_lp, [(1, 1.0), (2, 1.0)])
+    assert fitted["window"] == 2 and np.isfinite(fitted["weight"])

@@ -22,7 +22,9 @@ def test_without_steps_it_is_the_model_and_the_model_is_left_unchanged(cell, imp
     tokens = np.random.default_rng(0).integers(0, 11, 150)
     model = _model(cell, impl)
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
     ms = dynamic.mean_squared_grads(model, tokens)
+    assert model.training and all(p.grad is None for p in model.parameters())  # the caller's model as it was
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     still = dynamic.log_probs(model, tokens, ms, eta=0.0, decay=0.0)
     assert np.allclose(still, -model_token_nll(model, tokens, 1, 64), atol=1e-6)

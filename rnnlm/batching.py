@@ -86,6 +86,15 @@ def num_batches(n_tokens: int, batch_size: int, num_steps: int, sampling: str) -
     return ((n_tokens - 1) // batch_size) // num_steps
 
 
+def segments(tokens, length: int, device="cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """A whole split as one stream, in order: (X, Y) pieces of ``length`` targets, each (1, time),
+    Y the tokens that follow X (the cache and dynamic evaluation read a split this way)."""
+    ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device)[None]
+    for i in range(0, ids.shape[1] - 1, length):
+        Y = ids[:, i + 1 : i + 1 + length]
+        yield ids[:, i : i + Y.shape[1]], Y
+
+
 def eval_streams(tokens: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Lay a whole split out as ``batch_size`` contiguous streams for evaluation.
 

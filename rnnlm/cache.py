@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .batching import segments
 from .metrics import mixture_log_probs, mixture_weight
 
 WINDOWS = (100, 500, 2000)  # the grid of W and theta fitted on val
@@ -33,17 +34,16 @@ def log_probs(model, tokens: np.ndarray, settings, device="cpu") -> tuple[np.nda
     off), and log p_cache under each (window, theta) of ``settings``: (len(settings), targets)."""
     was_training = model.training
     model.eval()
-    ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device)[None]
-    n, keep = ids.shape[1] - 1, max(w for w, _ in settings)
+    n, keep = len(tokens) - 1, max(w for w, _ in settings)
     model_lp, cache_lp = np.empty(n), np.empty((len(settings), n))
-    keys, key_y, state = torch.empty(0, model.hidden), torch.empty(0, dtype=torch.long), None
-    for a in range(0, n, NUM_STEPS):
-        Y = ids[:, a + 1 : a + 1 + NUM_STEPS]
-        h, state = model.features(ids[:, a : a + Y.shape[1]], state)  # (time, 1, hidden)
-        model_lp[a : a + Y.shape[1]] = -model.output_nll(h, Y)[0].cpu().double().numpy()  # mps: no float64
+    keys, key_y, state, a = torch.empty(0, model.hidden), torch.empty(0, dtype=torch.long), None, 0
+    for X, Y in segments(tokens, NUM_STEPS, device):
+        h, state = model.features(X, state)  # (time, 1, hidden)
+        b = a + Y.shape[1]
+        model_lp[a:b] = -model.output_nll(h, Y)[0].cpu().double().numpy()  # mps: no float64
         keys, key_y = torch.cat([keys, h[:, 0].float().cpu()]), torch.cat([key_y, Y[0].cpu()])
-        cache_lp[:, a : a + Y.shape[1]] = block_log_probs(keys, key_y, Y.shape[1], settings)
-        keys, key_y = keys[-keep:], key_y[-keep:]
+        cache_lp[:, a:b] = block_log_probs(keys, key_y, Y.shape[1], settings)
+        keys, key_y, a = keys[-keep:], key_y[-keep:], b
     model.train(was_training)
     return model_lp, cache_lp
 

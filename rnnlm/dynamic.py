@@ -23,6 +23,7 @@ import copy
 import numpy as np
 import torch
 
+from .batching import segments
 from .models import detach_state
 
 SEGMENT = 20  # tokens scored between two steps
@@ -32,13 +33,6 @@ ETAS = (1e-4, 3e-4, 1e-3, 3e-3)  # eta is fitted on val among these (decay 0), t
 DECAYS = (0.0, 0.02)
 
 
-def _segments(tokens: np.ndarray, device, segment: int):
-    ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device)[None]
-    for i in range(0, ids.shape[1] - 1, segment):
-        Y = ids[:, i + 1 : i + 1 + segment]
-        yield ids[:, i : i + Y.shape[1]], Y
-
-
 def mean_squared_grads(model, train: np.ndarray, device="cpu", segment: int = SEGMENT) -> list[torch.Tensor]:
     """MS: each weight's gradient squared, averaged over the segments of the train split's start."""
     was_training = model.training
@@ -46,7 +40,7 @@ def mean_squared_grads(model, train: np.ndarray, device="cpu", segment: int = SE
     ms = [torch.zeros_like(p) for p in model.parameters()]
     state, n = None, 0
     with torch.backends.cudnn.flags(enabled=False):  # cuDNN's RNN has no backward in eval mode
-        for X, Y in _segments(np.asarray(train)[: MS_TOKENS + 1], device, segment):
+        for X, Y in segments(np.asarray(train)[: MS_TOKENS + 1], segment, device):
             model.zero_grad(set_to_none=True)
             nll, state = model.token_nll(X, Y, state)
             nll.mean().backward()
@@ -69,7 +63,7 @@ def log_probs(model, tokens: np.ndarray, ms, eta: float, decay: float, device="c
     steps = [eta / r.clamp_min(floor) for r in rms]
     state, out = None, []
     with torch.backends.cudnn.flags(enabled=False):
-        for X, Y in _segments(tokens, device, segment):
+        for X, Y in segments(tokens, segment, device):
             model.zero_grad(set_to_none=True)
             nll, state = model.token_nll(X, Y, state)
             out.append(-nll[0].detach().cpu().double())  # scored before the step that learns from it
@@ -83,13 +77,14 @@ def log_probs(model, tokens: np.ndarray, ms, eta: float, decay: float, device="c
     return torch.cat(out).numpy()
 
 
-def fit(model, val: np.ndarray, ms, device="cpu") -> dict:
+def fit(model, val: np.ndarray, ms, device="cpu") -> tuple[dict, np.ndarray]:
     """{"eta", "decay"} maximising the likelihood of the val targets: eta among ETAS (no decay),
-    then each of DECAYS at that eta (a pass over val each)."""
-    score = {}
+    then each of DECAYS at that eta (a pass over val each); and the val log-probs under it."""
+    score, scored = {}, {}
 
     def likelihood(eta, decay) -> float:
-        ll = float(log_probs(model, val, ms, eta, decay, device).sum())
+        scored[eta, decay] = log_probs(model, val, ms, eta, decay, device)
+        ll = float(scored[eta, decay].sum())
         return ll if np.isfinite(ll) else -np.inf  # a setting that diverges loses
 
     for eta in ETAS:
@@ -98,4 +93,4 @@ def fit(model, val: np.ndarray, ms, device="cpu") -> dict:
     for decay in DECAYS[1:]:
         score[eta, decay] = likelihood(eta, decay)
     eta, decay = max(score, key=score.get)
-    return {"eta": eta, "decay": decay}
+    return {"eta": eta, "decay": decay}, scored[eta, decay]

@@ -193,19 +193,21 @@ def plot_test_perplexity(df: pd.DataFrame, path: Path) -> None:
 def cache_scores(model, splits: dict[str, np.ndarray], device="cpu") -> tuple[dict, dict[str, dict]]:
     """The neural cache fitted on val ({"window", "theta", "weight"}), and the model + cache's
     scores on val and test."""
-    fitted = cache.fit(*cache.log_probs(model, splits["val"], cache.GRID, device))
-    chosen, scores = [(fitted["window"], fitted["theta"])], {}
-    for s in SCORED_SPLITS:  # val again with the chosen setting alone: one forward pass
-        model_lp, cache_lp = cache.log_probs(model, splits[s], chosen, device)
-        scores[s] = _scores(cache.mix(model_lp, cache_lp[0], fitted["weight"]))
+    model_lp, grid_lp = cache.log_probs(model, splits["val"], cache.GRID, device)
+    fitted = cache.fit(model_lp, grid_lp)
+    chosen = (fitted["window"], fitted["theta"])
+    scores = {"val": _scores(cache.mix(model_lp, grid_lp[cache.GRID.index(chosen)], fitted["weight"]))}
+    model_lp, cache_lp = cache.log_probs(model, splits["test"], [chosen], device)
+    scores["test"] = _scores(cache.mix(model_lp, cache_lp[0], fitted["weight"]))
     return fitted, scores
 
 
 def dynamic_scores(model, splits: dict[str, np.ndarray], device="cpu") -> tuple[dict, dict[str, dict]]:
     """Dynamic evaluation's settings fitted on val ({"eta", "decay"}), and its scores on val and test."""
     ms = dynamic.mean_squared_grads(model, splits["train"], device)
-    fitted = dynamic.fit(model, splits["val"], ms, device)
-    return fitted, {s: _scores(dynamic.log_probs(model, splits[s], ms, **fitted, device=device)) for s in SCORED_SPLITS}
+    fitted, val_lp = dynamic.fit(model, splits["val"], ms, device)
+    test_lp = dynamic.log_probs(model, splits["test"], ms, **fitted, device=device)
+    return fitted, {"val": _scores(val_lp), "test": _scores(test_lp)}
 
 
 def adaptive_rows(model, row: dict, splits: dict[str, np.ndarray], cfg: EvaluateConfig, device) -> list:

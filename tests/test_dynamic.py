@@ -50,9 +50,10 @@ def test_a_repetitive_text_is_learned_and_the_fit_reads_val_alone():
     val = np.tile(phrase, 40)
     model = _model()
     ms = dynamic.mean_squared_grads(model, rng.integers(0, 11, 500))
-    fitted = dynamic.fit(model, val, ms)
+    fitted, val_lp = dynamic.fit(model, val, ms)
     assert fitted["eta"] in dynamic.ETAS and fitted["decay"] in dynamic.DECAYS
-    assert dynamic.log_probs(model, val, ms, **fitted).sum() > -model_token_nll(model, val, 1, 64).sum() + 30
+    assert np.array_equal(val_lp, dynamic.log_probs(model, val, ms, **fitted))  # the fit's own pass, returned
+    assert val_lp.sum() > -model_token_nll(model, val, 1, 64).sum() + 30
 
 
 def test_a_token_that_training_text_never_showed_does_not_blow_the_model_up():

@@ -56,6 +56,20 @@ def test_a_repetitive_text_is_learned_and_the_fit_reads_val_alone():
     assert val_lp.sum() > -model_token_nll(model, val, 1, 64).sum() + 30
 
 
+def test_the_fit_reads_the_val_prefix_and_scores_all_of_val(monkeypatch):
+    """On a val split longer than FIT_TOKENS the grid sees only its first FIT_TOKENS targets
+    (what follows cannot change the fitted setting), and the returned log-probs cover all of val."""
+    rng = np.random.default_rng(4)
+    model = _model()
+    ms = dynamic.mean_squared_grads(model, rng.integers(0, 11, 500))
+    monkeypatch.setattr(dynamic, "FIT_TOKENS", 60)
+    val = rng.integers(0, 11, 200)
+    other = np.concatenate([val[:61], rng.integers(0, 11, 139)])
+    fitted, val_lp = dynamic.fit(model, val, ms)
+    assert dynamic.fit(model, other, ms)[0] == fitted
+    assert len(val_lp) == 199 and np.array_equal(val_lp, dynamic.log_probs(model, val, ms, **fitted))
+
+
 def test_a_token_that_training_text_never_showed_does_not_blow_the_model_up():
     """A model trained on tokens 0-9 gives the others a tiny probability, so their output rows
     have a near-zero MS; unfloored, one of them showing up took a step large enough to wreck the

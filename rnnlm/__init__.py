@@ -1,4 +1,4 @@
-"""rnnlm: recurrent language models (RNN, LSTM, GRU) as a reproducible DVC pipeline."""
+"""rnnlm: recurrent language models (RNN, LSTM, GRU) and a small Transformer as a reproducible DVC pipeline."""
 
 import os
 

@@ -27,7 +27,7 @@ import torch
 from . import paths
 from .errors import RnnlmError
 from .fileio import write_bytes
-from .models import RNNLM
+from .models import LanguageModel, build
 from .vocab import Vocab
 
 FORMAT = "rnnlm-checkpoint"
@@ -130,21 +130,21 @@ def load_model(
     device="cpu",
     ckpt: dict | None = None,
     own: bool = False,
-) -> tuple[RNNLM, dict]:
+) -> tuple[LanguageModel, dict]:
     """Rebuild the model stored in a checkpoint; refuse one trained on another vocabulary.
     ``own``: as for :func:`load_checkpoint`."""
     ckpt = load_checkpoint(path, own) if ckpt is None else ckpt
     if vocab_fingerprint is not None and ckpt.get("vocab_fingerprint") != vocab_fingerprint:
         raise RnnlmError(f"{path}: trained on a different vocabulary than data/vocab.json; rerun its training stage")
     try:
-        model = RNNLM(**ckpt["model_config"])
+        model = build(ckpt["model_config"])
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise RnnlmError(f"{path}: checkpoint does not match its model config: {str(exc)[:200]}") from None
     return model.to(device), ckpt
 
 
-def load_packaged(path: str | os.PathLike, device="cpu") -> tuple[RNNLM, Vocab, dict]:
+def load_packaged(path: str | os.PathLike, device="cpu") -> tuple[LanguageModel, Vocab, dict]:
     """(model, its vocabulary, the checkpoint) from a model file alone."""
     ckpt = load_checkpoint(path)
     try:

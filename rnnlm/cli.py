@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from . import cache, dynamic, paths
 from .checkpoint import load_packaged
 from .device import resolve_device
 from .errors import ParamError, RnnlmError, stage_main
@@ -27,6 +28,7 @@ from .models import num_parameters
 from .params import DEVICES, STRATEGIES, validate_section
 from .sample import sample_one
 from .score import score_file
+from .vocab import load_tokens
 
 # Outside a project there is no params.yaml: tests/test_cli.py keeps these equal to its `sample` section.
 SAMPLE_DEFAULTS = {"length": 100, "strategy": "top_k", "temperature": 0.8, "top_k": 5, "seed": 0}
@@ -56,12 +58,54 @@ def cmd_sample(args) -> None:
     print(sample_one(model, vocab, ckpt.get("name", ""), args.prefix, cfg, device))
 
 
+def project_eval(model_path: str, ckpt: dict) -> dict | None:
+    """The evaluate stage's metrics/eval.json when the model file sits in its project's models/
+    and is the file that stage scored (the same val perplexity); None otherwise."""
+    path = Path(model_path).resolve().parent.parent / "metrics" / "eval.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        val = data["models"][ckpt.get("name", "")]["val"]["perplexity"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return data if math.isclose(val, ckpt["val_perplexity"], rel_tol=1e-5) else None
+
+
+def adaptive_scorer(args, model, vocab, ckpt, device):
+    """``--cache`` / ``--dynamic``: a function ids -> log-probs of ids[1:] with the settings the
+    evaluate stage fitted on val for this model (and, for dynamic evaluation, the project's
+    training text for its step sizes); None without either flag."""
+    kind = "cache" if args.cache else "dynamic" if args.dynamic else None
+    if kind is None:
+        return None
+    name, data = ckpt.get("name", ""), project_eval(args.model, ckpt)
+    fitted = (data or {}).get(kind, {}).get(f"{name}+{kind}")
+    if fitted is None:
+        raise RnnlmError(
+            f"--{kind}: no {kind} settings fitted for {args.model}: they come from the evaluate stage "
+            f"(evaluate.{kind}: true), read from metrics/eval.json of the project the model file is in"
+        )
+    if kind == "cache":
+
+        def cached(ids):
+            model_lp, cache_lp = cache.log_probs(model, ids, [(fitted["window"], fitted["theta"])], device)
+            return cache.mix(model_lp, cache_lp[0], fitted["weight"])
+
+        return cached
+    train = Path(args.model).resolve().parent.parent / paths.TOKENS / "train.npy"
+    try:
+        ms = dynamic.mean_squared_grads(model, load_tokens(train), device)
+    except (OSError, ValueError) as exc:
+        raise RnnlmError(f"--dynamic: cannot read the training tokens {train}: {exc}") from None
+    return lambda ids: dynamic.log_probs(model, ids, ms, fitted["eta"], fitted["decay"], device)
+
+
 def cmd_score(args) -> None:
-    model, vocab, _, device = _load(args)
+    model, vocab, ckpt, device = _load(args)
     clean = (vocab.source or {}).get("clean", {})
+    scorer = adaptive_scorer(args, model, vocab, ckpt, device)
     rows = []
     for name in args.files:
-        nll, n, unk = score_file(model, vocab, name, clean, args.no_clean, device, sys.stderr.isatty())
+        nll, n, unk = score_file(model, vocab, name, clean, args.no_clean, device, sys.stderr.isatty(), scorer)
         rows.append(("<stdin>" if name == "-" else name, nll, n, unk))
     if len(rows) > 1:
         rows.append(("total", *(sum(r[i] for r in rows) for i in (1, 2, 3))))
@@ -79,27 +123,26 @@ def cmd_info(args) -> None:
     sha = src.get("sha256")
     sha = ", ".join(f"{k} {v[:12]}" for k, v in sha.items()) if isinstance(sha, dict) else (sha or "?")[:12]
     softmax = cfg.get("softmax", "full") + (", tied" if cfg.get("tie_weights") else "")
+    if cfg["cell"] == "transformer":
+        sizes = f"d_model {cfg['d_model']}, layers {cfg['layers']}, heads {cfg['heads']}, context {cfg['context']}"
+    else:
+        sizes = f"hidden {cfg['hidden']}, layers {cfg['layers']}, embedding {cfg['embedding']}"
     lines = [
-        f"model:       {ckpt.get('name', '?')} ({cfg['cell']}, impl {cfg['impl']}), "
+        f"model:       {ckpt.get('name', '?')} ({cfg['cell']}, impl {model.impl}), "
         f"{num_parameters(model):,} parameters",
-        f"sizes:       hidden {cfg['hidden']}, layers {cfg['layers']}, embedding {cfg['embedding']}, "
-        f"dropout {cfg['dropout']}, softmax {softmax}",
+        f"sizes:       {sizes}, dropout {cfg['dropout']}, softmax {softmax}",
         f"vocabulary:  {len(vocab):,} {vocab.level} types"
         + (f", tokenizer {vocab.tokenizer}" if vocab.level == "word" else "")
         + (", <eos> at line ends" if vocab.eos else ""),
         f"corpus:      {src.get('corpus', '?')} (sha256 {sha}), clean mode {src.get('clean', {}).get('mode', '?')}",
         f"trained:     {ckpt.get('step')} steps; val perplexity {val:.6f} (best validation point)",
     ]
-    # The evaluate stage's scores, when models/<name>.pt sits beside metrics/eval.json with the same val perplexity
-    path = Path(args.model).resolve().parent.parent / "metrics" / "eval.json"
-    try:
-        scores = json.loads(path.read_text(encoding="utf-8"))["models"][ckpt.get("name", "")]
-    except (OSError, ValueError, KeyError, TypeError):
-        scores = None
-    if scores is not None and math.isclose(scores.get("val", {}).get("perplexity", -1), val, rel_tol=1e-5):
+    data = project_eval(args.model, ckpt)  # the evaluate stage's scores of this very file, if any
+    if data is not None:
+        scores = data["models"][ckpt["name"]]["test"]
         lines.append(
-            f"evaluated:   test perplexity {scores['test']['perplexity']:.6f}, "
-            f"{scores['test']['bits_per_token']:.6f} bits per token ({path})"
+            f"evaluated:   test perplexity {scores['perplexity']:.6f}, {scores['bits_per_token']:.6f} bits per "
+            f"token ({Path(args.model).resolve().parent.parent / 'metrics' / 'eval.json'})"
         )
     print("\n".join(lines))
 
@@ -129,6 +172,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="UTF-8 text files; - reads stdin")
     clean = "tokenize the text as written (default: clean it the way the model's corpus was)"
     p.add_argument("--no-clean", action="store_true", help=clean)
+    adapt = p.add_mutually_exclusive_group()
+    fitted = "with the settings the evaluate stage fitted on val (metrics/eval.json of the model's project)"
+    adapt.add_argument("--cache", action="store_true", help=f"mix in a neural cache {fitted}")
+    adapt.add_argument("--dynamic", action="store_true", help=f"dynamic evaluation {fitted}")
 
     command("info", "the model card: cell, sizes, parameters, corpus, vocabulary, perplexity", cmd_info)
     return top

@@ -52,7 +52,7 @@ from .vocab import Vocab, load_splits
 
 NUM_STEPS = 64  # time steps per chunk when walking a split (the result does not depend on it)
 SCORED_SPLITS = ("val", "test")
-MODEL_COLORS = {"rnn": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
+MODEL_COLORS = {"rnn": "tab:blue", "lstm": "tab:orange", "gru": "tab:green", "transformer": "tab:purple"}
 BASELINE_COLOR = "0.6"
 BAR_STYLES = {
     "ngram": {"hatch": "//"},
@@ -82,7 +82,7 @@ def _scores(log_probs: np.ndarray) -> dict:
 
 
 def score_model(model, splits: dict[str, np.ndarray], batch_size: int, device="cpu", num_steps: int = NUM_STEPS):
-    """{"val": scores, "test": scores} of a recurrent model (dropout off; exact with batch_size 1)."""
+    """{"val": scores, "test": scores} of a neural model (dropout off; exact with batch_size 1)."""
     return {s: _scores(-model_token_nll(model, splits[s], batch_size, num_steps, device)) for s in SCORED_SPLITS}
 
 
@@ -169,13 +169,13 @@ def plot_test_perplexity(df: pd.DataFrame, path: Path) -> None:
         ax.annotate(f"{ppl:.2f}", (i, ppl), textcoords="offset points", xytext=(0, 3), ha="center", fontsize="small")
     tilted = len(df) > 5
     ax.set_xticks(range(len(df)), list(df["name"]), rotation=30 if tilted else 0, ha="right" if tilted else "center")
-    ax.set(ylabel="test perplexity (lower is better)", title="Test perplexity: recurrent models vs n-gram baselines")
+    ax.set(ylabel="test perplexity (lower is better)", title="Test perplexity: neural models vs n-gram baselines")
     fig.subplots_adjust(bottom=0.22)
     finite = df["test_perplexity"][np.isfinite(df["test_perplexity"])]
     ax.set_ylim(0, (float(finite.max()) if len(finite) else 1.0) * 1.12)
     mixture = "model + Kneser-Ney (weight fitted on val)"
     handles = [
-        Patch(facecolor="tab:blue", edgecolor="black", label="recurrent model"),
+        Patch(facecolor="tab:blue", edgecolor="black", label="neural model"),
         Patch(facecolor="tab:blue", edgecolor="black", label=mixture, **BAR_STYLES["interpolated"]),
         Patch(facecolor=BASELINE_COLOR, edgecolor="black", label="n-gram baseline", **BAR_STYLES["ngram"]),
     ]

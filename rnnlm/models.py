@@ -153,77 +153,16 @@ class ScratchRecurrent(nn.Module):
         return x, torch.stack(new)
 
 
-class RNNLM(nn.Module):
-    """Embedding (or one-hot) -> dropout -> recurrent layers -> dropout -> decoder over the vocabulary.
-
-    The decoder is a linear layer (``softmax: full``), optionally sharing the embedding matrix
-    (``tie_weights``, Press & Wolf 2017; needs embedding == hidden), or an adaptive softmax
+class LanguageModel(nn.Module):
+    """What every model here shares: token ids in, next-token scores out, and a state carried from
+    one call to the next, so a long text can be read in pieces. A subclass defines ``features``
+    (ids (batch, time) -> last-layer outputs (time, batch, hidden) and the new state) and
+    ``begin_state``; the output layer is here: a linear decoder (``softmax: full``), optionally
+    sharing the embedding matrix (``tie_weights``, Press & Wolf 2017), or an adaptive softmax
     (``softmax: adaptive``, Grave et al. 2017: ``nn.AdaptiveLogSoftmaxWithLoss``) whose cost at
-    10k+ words is a fraction of the full one. ``dropout`` applies to the embeddings, between
-    layers and to the outputs.
+    10k+ words is a fraction of the full one."""
 
-    Two regularisers of AWD-LSTM (Merity, Keskar & Socher 2017), active in training only:
-    ``weight_drop`` drops hidden-to-hidden weights (DropConnect on every W_h; the torch cells keep
-    their fused kernel: the dropped matrices go in with ``torch.func.functional_call``), and
-    ``embedding_dropout`` drops whole rows of the embedding matrix, i.e. every occurrence of a
-    token type in a batch (Gal & Ghahramani 2016). Both scale what they keep by 1 / (1 - p).
-    """
-
-    def __init__(
-        self,
-        cell: str,
-        impl: str,
-        vocab_size: int,
-        hidden: int = 256,
-        layers: int = 1,
-        dropout: float = 0.0,
-        embedding: int = 32,
-        tie_weights: bool = False,
-        softmax: str = "full",
-        cutoffs: tuple[int, ...] | list[int] = (),
-        bptt: str = "fused",
-        weight_drop: float = 0.0,
-        embedding_dropout: float = 0.0,
-    ):
-        super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}")
-        if impl not in IMPLS:
-            raise ValueError(f"unknown impl {impl!r}")
-        if bptt not in BPTT:
-            raise ValueError(f"unknown bptt {bptt!r}")
-        if tie_weights and (embedding != hidden or softmax != "full"):
-            raise ValueError("tie_weights needs embedding == hidden and softmax 'full'")
-        cutoffs = list(cutoffs) if softmax == "adaptive" else []
-        if softmax == "adaptive" and not cutoffs:
-            cutoffs = default_cutoffs(vocab_size)
-        self.config = dict(
-            cell=cell,
-            impl=impl,
-            vocab_size=vocab_size,
-            hidden=hidden,
-            layers=layers,
-            dropout=dropout,
-            embedding=embedding,
-            tie_weights=tie_weights,
-            softmax=softmax,
-            cutoffs=cutoffs,
-            bptt=bptt,
-            weight_drop=weight_drop,
-            embedding_dropout=embedding_dropout,
-        )
-        self.cell, self.impl, self.vocab_size = cell, impl, vocab_size
-        self.hidden, self.num_layers = hidden, layers
-        self.weight_drop, self.embedding_dropout = weight_drop, embedding_dropout
-        self.embedding = nn.Embedding(vocab_size, embedding) if embedding > 0 else None
-        input_size = embedding if embedding > 0 else vocab_size
-        self.drop = nn.Dropout(dropout)
-        inter = dropout if layers > 1 else 0.0
-        if impl == "torch":
-            cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
-            self.rnn = cls(input_size, hidden, num_layers=layers, dropout=inter)
-        else:
-            self.rnn = ScratchRecurrent(cell, input_size, hidden, layers, inter, ids_input=embedding == 0, bptt=bptt)
+    def init_output(self, hidden: int, vocab_size: int, softmax: str, cutoffs: list[int], tie_weights: bool):
         if softmax == "adaptive":
             self.decoder = None
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, cutoffs, div_value=4.0)
@@ -232,37 +171,6 @@ class RNNLM(nn.Module):
             self.decoder = nn.Linear(hidden, vocab_size)
             if tie_weights:
                 self.decoder.weight = self.embedding.weight
-
-    def begin_state(self, batch_size: int, device=None):
-        dtype = next(self.parameters()).dtype
-        h = torch.zeros(self.num_layers, batch_size, self.hidden, device=device, dtype=dtype)
-        return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
-
-    def features(self, X: torch.Tensor, state=None):
-        """X: (batch, time) token ids. Returns the last layer's outputs (time, batch, hidden), after
-        dropout, and the final state."""
-        if state is None:
-            state = self.begin_state(X.shape[0], X.device)
-        ids = X.T.long()  # time-major inside; token arrays are int32 (compact), indices int64
-        if self.embedding is not None:
-            inputs = self.drop(F.embedding(ids, self._embedding_weights()))
-        elif self.impl == "scratch":
-            inputs = ids  # one-hot handled as a row lookup in the first layer
-        else:
-            inputs = F.one_hot(ids, self.vocab_size).to(next(self.parameters()).dtype)
-        if self.weight_drop and self.training:  # DropConnect on the hidden-to-hidden weights (W_h)
-            dropped = {n: F.dropout(p, self.weight_drop) for n, p in self.rnn.named_parameters() if _recurrent(n)}
-            outputs, state = torch.func.functional_call(self.rnn, dropped, (inputs, state))
-        else:
-            outputs, state = self.rnn(inputs, state)
-        return self.drop(outputs), state
-
-    def _embedding_weights(self) -> torch.Tensor:
-        W = self.embedding.weight
-        if not (self.embedding_dropout and self.training):
-            return W
-        keep = torch.empty(W.shape[0], 1, device=W.device, dtype=W.dtype).bernoulli_(1 - self.embedding_dropout)
-        return W * keep / (1 - self.embedding_dropout)  # a dropped row: that token type is zero everywhere
 
     def forward(self, X: torch.Tensor, state=None):
         """X: (batch, time) token ids. Returns scores (batch, time, vocab) whose softmax is the
@@ -296,6 +204,105 @@ class RNNLM(nn.Module):
         return nll.reshape(Y.shape[1], Y.shape[0]).T
 
 
+class RNNLM(LanguageModel):
+    """Embedding (or one-hot) -> dropout -> recurrent layers -> dropout -> the output layer
+    (:class:`LanguageModel`; ``tie_weights`` needs embedding == hidden). ``dropout`` applies to the
+    embeddings, between layers and to the outputs.
+
+    Two regularisers of AWD-LSTM (Merity, Keskar & Socher 2017), active in training only:
+    ``weight_drop`` drops hidden-to-hidden weights (DropConnect on every W_h; the torch cells keep
+    their fused kernel: the dropped matrices go in with ``torch.func.functional_call``), and
+    ``embedding_dropout`` drops whole rows of the embedding matrix, i.e. every occurrence of a
+    token type in a batch (Gal & Ghahramani 2016). Both scale what they keep by 1 / (1 - p).
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        impl: str,
+        vocab_size: int,
+        hidden: int = 256,
+        layers: int = 1,
+        dropout: float = 0.0,
+        embedding: int = 32,
+        tie_weights: bool = False,
+        softmax: str = "full",
+        cutoffs: tuple[int, ...] | list[int] = (),
+        bptt: str = "fused",
+        weight_drop: float = 0.0,
+        embedding_dropout: float = 0.0,
+    ):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"unknown impl {impl!r}")
+        if bptt not in BPTT:
+            raise ValueError(f"unknown bptt {bptt!r}")
+        if tie_weights and (embedding != hidden or softmax != "full"):
+            raise ValueError("tie_weights needs embedding == hidden and softmax 'full'")
+        cutoffs = output_cutoffs(softmax, cutoffs, vocab_size)
+        self.config = dict(
+            cell=cell,
+            impl=impl,
+            vocab_size=vocab_size,
+            hidden=hidden,
+            layers=layers,
+            dropout=dropout,
+            embedding=embedding,
+            tie_weights=tie_weights,
+            softmax=softmax,
+            cutoffs=cutoffs,
+            bptt=bptt,
+            weight_drop=weight_drop,
+            embedding_dropout=embedding_dropout,
+        )
+        self.cell, self.impl, self.vocab_size = cell, impl, vocab_size
+        self.hidden, self.num_layers = hidden, layers
+        self.weight_drop, self.embedding_dropout = weight_drop, embedding_dropout
+        self.embedding = nn.Embedding(vocab_size, embedding) if embedding > 0 else None
+        input_size = embedding if embedding > 0 else vocab_size
+        self.drop = nn.Dropout(dropout)
+        inter = dropout if layers > 1 else 0.0
+        if impl == "torch":
+            cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
+            self.rnn = cls(input_size, hidden, num_layers=layers, dropout=inter)
+        else:
+            self.rnn = ScratchRecurrent(cell, input_size, hidden, layers, inter, ids_input=embedding == 0, bptt=bptt)
+        self.init_output(hidden, vocab_size, softmax, cutoffs, tie_weights)
+
+    def begin_state(self, batch_size: int, device=None):
+        dtype = next(self.parameters()).dtype
+        h = torch.zeros(self.num_layers, batch_size, self.hidden, device=device, dtype=dtype)
+        return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
+
+    def features(self, X: torch.Tensor, state=None):
+        """X: (batch, time) token ids. Returns the last layer's outputs (time, batch, hidden), after
+        dropout, and the final state."""
+        if state is None:
+            state = self.begin_state(X.shape[0], X.device)
+        ids = X.T.long()  # time-major inside; token arrays are int32 (compact), indices int64
+        if self.embedding is not None:
+            inputs = self.drop(F.embedding(ids, self._embedding_weights()))
+        elif self.impl == "scratch":
+            inputs = ids  # one-hot handled as a row lookup in the first layer
+        else:
+            inputs = F.one_hot(ids, self.vocab_size).to(next(self.parameters()).dtype)
+        if self.weight_drop and self.training:  # DropConnect on the hidden-to-hidden weights (W_h)
+            dropped = {n: F.dropout(p, self.weight_drop) for n, p in self.rnn.named_parameters() if _recurrent(n)}
+            outputs, state = torch.func.functional_call(self.rnn, dropped, (inputs, state))
+        else:
+            outputs, state = self.rnn(inputs, state)
+        return self.drop(outputs), state
+
+    def _embedding_weights(self) -> torch.Tensor:
+        W = self.embedding.weight
+        if not (self.embedding_dropout and self.training):
+            return W
+        keep = torch.empty(W.shape[0], 1, device=W.device, dtype=W.dtype).bernoulli_(1 - self.embedding_dropout)
+        return W * keep / (1 - self.embedding_dropout)  # a dropped row: that token type is zero everywhere
+
+
 def _recurrent(name: str) -> bool:
     """Whether a parameter of nn.RNN/LSTM/GRU or ScratchRecurrent is a hidden-to-hidden matrix."""
     return name.startswith("weight_hh") or ".W_h" in name
@@ -306,10 +313,26 @@ def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
+def output_cutoffs(softmax: str, cutoffs, vocab_size: int) -> list[int]:
+    """The adaptive softmax's cluster bounds ([] for a full softmax): the given ones, or by default
+    a head of the 2,000 most frequent tokens (ids are frequency-ordered), then 10,000, for
+    vocabularies large enough to gain from them."""
+    if softmax != "adaptive":
+        return []
+    return list(cutoffs) or default_cutoffs(vocab_size)
+
+
 def default_cutoffs(vocab_size: int) -> list[int]:
-    """Adaptive-softmax cluster bounds: a head of the 2,000 most frequent tokens (ids are
-    frequency-ordered), then 10,000, for vocabularies large enough to gain from them."""
     return [c for c in (2000, 10000) if c < vocab_size - 1] or [max(1, vocab_size // 2)]
+
+
+def build(config: dict) -> LanguageModel:
+    """The model a config describes: a params section's keys with ``vocab_size``, or a checkpoint's ``model_config``."""
+    if config["cell"] == "transformer":
+        from .transformer import TransformerLM  # it builds on this module
+
+        return TransformerLM(**config)
+    return RNNLM(**config)
 
 
 def detach_state(state):

@@ -20,8 +20,8 @@ import yaml
 from .errors import ParamError, RnnlmError, did_you_mean
 
 PARAMS_FILE = "params.yaml"
-MODELS = ("rnn", "lstm", "gru")  # the committed params.yaml's model sections (its `models` list)
-CELLS = ("rnn", "lstm", "gru")
+MODELS = ("rnn", "lstm", "gru", "transformer")  # the committed params.yaml's model sections (its `models` list)
+CELLS = ("rnn", "lstm", "gru")  # the recurrent cells; a model section's cell is one of these or "transformer"
 IMPLS = ("scratch", "torch")
 BPTT = ("fused", "autograd")
 SPLIT_NAMES = ("train", "val", "test")
@@ -142,7 +142,7 @@ class TrainConfig:
 class ModelConfig:
     """A model section's own keys (its other keys override ``train`` values for that model)."""
 
-    cell: str = spec(CELLS)
+    cell: str = spec((*CELLS, "transformer"))  # "transformer": a TransformerConfig section
     impl: str = spec(IMPLS)
     hidden: int = spec(positive)
     layers: int = spec(positive)
@@ -154,6 +154,23 @@ class ModelConfig:
     bptt: str = spec(BPTT)
     weight_drop: float = spec(probability)  # DropConnect on the hidden-to-hidden weights (AWD-LSTM)
     embedding_dropout: float = spec(probability)  # drops whole token types from the embedding (AWD-LSTM)
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """A section with ``cell: transformer`` (rnnlm/transformer.py); its other keys override ``train``."""
+
+    cell: str = spec(("transformer",))
+    d_model: int = spec(positive)
+    layers: int = spec(positive)
+    heads: int = spec(positive)
+    context: int = spec(must_be(">= 2", lambda v: v >= 2))  # tokens a window sees (learned positions)
+    dropout: float = spec(probability)
+    tie_weights: bool
+    softmax: str = spec(("full", "adaptive"))
+    cutoffs: list[int] = spec(_cutoffs_check)
+
+    impl = "torch"  # not a key: what the results table shows
 
 
 @dataclass(frozen=True)
@@ -256,18 +273,22 @@ def _checked(name: str, raw: Any, required: dict, optional: dict | None = None) 
     return out
 
 
-def _model_section(name: str, raw: Any) -> tuple[ModelConfig, dict]:
+def _model_section(name: str, raw: Any) -> tuple[ModelConfig | TransformerConfig, dict]:
     """(model ``name``'s own config, its overrides of ``train`` values), checked together."""
-    own = fields_of(ModelConfig)
+    transformer = isinstance(raw, dict) and raw.get("cell") == "transformer"
+    cls = TransformerConfig if transformer else ModelConfig
+    own = fields_of(cls)
     values = _checked(name, raw, own, optional=fields_of(TrainConfig))
-    m = ModelConfig(**{k: values[k] for k in own})
-    if m.tie_weights and m.embedding != m.hidden:
+    m = cls(**{k: values[k] for k in own})
+    if transformer and m.d_model % m.heads:
+        raise ParamError(f"{name}.heads", f"must divide {name}.d_model (got {m.heads} heads and d_model {m.d_model})")
+    if not transformer and m.tie_weights and m.embedding != m.hidden:
         raise ParamError(
             f"{name}.tie_weights", f"needs {name}.embedding == {name}.hidden (got {m.embedding} and {m.hidden})"
         )
     if m.tie_weights and m.softmax == "adaptive":
         raise ParamError(f"{name}.tie_weights", "cannot be combined with softmax: adaptive; choose one")
-    if m.embedding_dropout and not m.embedding:
+    if not transformer and m.embedding_dropout and not m.embedding:
         raise ParamError(f"{name}.embedding_dropout", f"needs an embedding layer ({name}.embedding > 0)")
     if m.cutoffs and m.softmax != "adaptive":
         raise ParamError(
@@ -377,7 +398,7 @@ def model_key(model: str, key: str, params: dict) -> str:
 
 def load_model_config(
     model: str, path: str | Path = PARAMS_FILE, params: dict | None = None
-) -> tuple[ModelConfig, TrainConfig]:
+) -> tuple[ModelConfig | TransformerConfig, TrainConfig]:
     """(model section, effective train config) for ``model``: its section's train keys override ``train``'s."""
     params = read_params(path) if params is None else params
     models = check_sections(params)

@@ -22,7 +22,7 @@ from .fileio import read_stage_json, stage_output, write_text
 from .results import TEXT_COLUMNS, display_table, read_results, with_timing
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TITLE = "Recurrent language models: results"
+TITLE = "Language models: results"
 
 FIGURES = (  # (path, producing stage, caption)
     (

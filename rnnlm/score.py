@@ -174,10 +174,19 @@ def text_ids(text: str, vocab, cleaning: dict, label: str, raw: bool = False) ->
     return vocab.encode(vocab.tokenize(cleaned))
 
 
-@torch.no_grad()
-def score_ids(model, vocab, parts: Iterable[np.ndarray], device, label: str) -> tuple[float, int, int]:
+def score_ids(model, vocab, parts: Iterable[np.ndarray], device, label: str, scorer=None) -> tuple[float, int, int]:
     """(total NLL in nats, tokens scored, of which ``<unk>``) of the ids in ``parts``, every token but the
-    first given all before it, in :func:`rnnlm.metrics.model_token_nll`'s calls however the ids are split."""
+    first given all before it, in :func:`rnnlm.metrics.model_token_nll`'s calls however the ids are split.
+    ``scorer``: ids -> log-probs of ids[1:] (the cache or dynamic evaluation), given the whole text at once."""
+    if scorer is not None:
+        ids = np.concatenate([np.empty(0, dtype=np.int64), *parts])
+        _check_scored(vocab, label, len(ids), bool((ids != vocab.unk).any()))
+        return -float(scorer(ids).sum()), len(ids) - 1, int(np.count_nonzero(ids[1:] == vocab.unk))
+    with torch.no_grad():
+        return _score_model(model, vocab, parts, device, label)
+
+
+def _score_model(model, vocab, parts: Iterable[np.ndarray], device, label: str) -> tuple[float, int, int]:
     model.eval()
     state, nll, n, unks, seen, known = None, 0.0, 0, 0, 0, False
     pending = np.empty(0, dtype=np.int64)
@@ -192,6 +201,11 @@ def score_ids(model, vocab, parts: Iterable[np.ndarray], device, label: str) -> 
             nll, n = nll + float(chunk_nll.double().sum()), n + len(chunk) - 1
             unks += int(np.count_nonzero(chunk[1:] == vocab.unk))
             pending = pending[len(chunk) - 1 :]
+    _check_scored(vocab, label, seen, known)
+    return nll, n, unks
+
+
+def _check_scored(vocab, label: str, seen: int, known: bool) -> None:
     if seen < 2:
         raise RnnlmError(f"{label}: {seen} token(s); scoring needs at least 2 (the first is context only)")
     if not known:
@@ -199,10 +213,11 @@ def score_ids(model, vocab, parts: Iterable[np.ndarray], device, label: str) -> 
             f"{label}: no token is in the model's vocabulary ({vocab.level} level, "
             f"{len(vocab)} types): is this text in the corpus's language and script?"
         )
-    return nll, n, unks
 
 
-def score_file(model, vocab, name: str, cleaning: dict, raw: bool, device, progress: bool) -> tuple[float, int, int]:
+def score_file(
+    model, vocab, name: str, cleaning: dict, raw: bool, device, progress: bool, scorer=None
+) -> tuple[float, int, int]:
     """:func:`score_ids` of the text in file ``name`` (``-``: stdin)."""
     label = "<stdin>" if name == "-" else name
     with opened(name, label) as f:
@@ -214,4 +229,4 @@ def score_file(model, vocab, name: str, cleaning: dict, raw: bool, device, progr
                 ids = [text_ids(clean.decode_utf8(f.read(), label), vocab, cleaning, label, raw)]
             else:
                 ids = streamed_ids(f, size, vocab, cleaning, label, raw, bar)
-            return score_ids(model, vocab, ids, device, label)
+            return score_ids(model, vocab, ids, device, label, scorer)

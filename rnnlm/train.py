@@ -42,8 +42,8 @@ from .distributed import World
 from .errors import ParamError, RnnlmError
 from .fileio import replace_dir, write_json
 from .metrics import model_nll, perplexity
-from .models import RNNLM, detach_state, num_parameters
-from .params import ModelConfig, TrainConfig
+from .models import LanguageModel, build, detach_state, num_parameters
+from .params import ModelConfig, TrainConfig, TransformerConfig
 
 CHECK_EVERY = 25  # steps between looks at the loss on the host (avoids a sync every step)
 COSINE_FLOOR = 0.1  # lr_schedule cosine ends at this fraction of lr
@@ -72,7 +72,7 @@ class TrainPaths:
         )
 
 
-def build_model(model_cfg: ModelConfig, name: str, vocab_size: int) -> RNNLM:
+def build_model(model_cfg: ModelConfig | TransformerConfig, name: str, vocab_size: int) -> LanguageModel:
     """Model section ``name`` (its ``cell`` says which network) for a vocabulary of ``vocab_size``."""
     if model_cfg.softmax == "adaptive" and model_cfg.cutoffs and model_cfg.cutoffs[-1] > vocab_size - 1:
         raise ParamError(
@@ -81,7 +81,7 @@ def build_model(model_cfg: ModelConfig, name: str, vocab_size: int) -> RNNLM:
             f"each cluster bound must be at most {vocab_size - 1}; use cutoffs: [] "
             "(the default bounds for this vocabulary) or softmax: full",
         )
-    return RNNLM(vocab_size=vocab_size, **asdict(model_cfg))
+    return build({**asdict(model_cfg), "vocab_size": vocab_size})
 
 
 def check_inputs(cfg: TrainConfig, train_tokens: np.ndarray, val_tokens: np.ndarray) -> None:
@@ -135,7 +135,7 @@ class TokenNLL(torch.nn.Module):
     """``model.token_nll`` as a module's forward: DistributedDataParallel syncs the gradients of
     what its wrapped module's forward computed."""
 
-    def __init__(self, model: RNNLM):
+    def __init__(self, model: LanguageModel):
         super().__init__()
         self.model = model
 
@@ -226,7 +226,7 @@ class Trainer:
     def __init__(
         self,
         name: str,
-        model_cfg: ModelConfig,
+        model_cfg: ModelConfig | TransformerConfig,
         cfg: TrainConfig,
         vocab,
         train_tokens: np.ndarray,

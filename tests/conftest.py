@@ -51,6 +51,7 @@ TINY = {
     "rnn": {"hidden": 16, "embedding": 8, "dropout": 0.0},
     "lstm": {"hidden": 16, "embedding": 8, "dropout": 0.0},
     "gru": {"hidden": 16, "embedding": 8, "dropout": 0.0},
+    "transformer": {"d_model": 16, "layers": 1, "heads": 2, "context": 16, "num_steps": 16, "dropout": 0.0},
     "evaluate": {"ngram_order": 3, "device": "cpu"},
     "sample": {"length": 20, "device": "cpu"},
 }
@@ -165,10 +166,23 @@ ALL_STAGES = [
     "train@rnn",
     "train@lstm",
     "train@gru",
+    "train@transformer",
     "evaluate",
     "sample",
     "report",
 ]
+
+
+def tiny_model(cell: str, vocab_size: int, width: int = 8, dropout: float = 0.0):
+    """A small model of ``cell`` (rnn, lstm, gru: one torch layer of ``width``, embedding
+    ``width // 2``; transformer: one block of ``width``, 2 heads, context 16)."""
+    from rnnlm.models import build
+
+    if cell == "transformer":
+        sizes = dict(d_model=width, layers=1, heads=2, context=16, tie_weights=True, softmax="full", cutoffs=[])
+    else:
+        sizes = dict(impl="torch", hidden=width, layers=1, embedding=width // 2)
+    return build(dict(cell=cell, vocab_size=vocab_size, dropout=dropout, **sizes))
 
 
 def save_model_file(path, model, vocab, name: str, step: int, val_perplexity: float, **extra) -> None:

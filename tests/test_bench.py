@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,28 @@ def test_contention_bench_runs_each_setting_idle_then_beside_a_spinning_process(
     assert [(r["threads_idle"], r["threads_busy"]) for r in report["rows"]] == [(7, 7), (cores, cores), (1, 1)]
     assert all(r["slowdown"] == 2.0 for r in report["rows"])
     assert report["cpu_capability"] and not multiprocessing.active_children()
+
+
+def test_equal_time_bench_trains_each_family_for_each_point(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_equal_time", ROOT / "bench" / "equal_time.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "equal.json"
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(_corpus(tmp_path).read_text(encoding="utf-8") * 8, encoding="utf-8")  # 64 x 100 fits
+    rows = module.main(["--points", "0.5", "1", "--threads", "1", "--data", str(corpus), "--out", str(out)])
+    assert [(r["seconds"], r["model"]) for r in rows] == [
+        (0.5, "lstm"),
+        (0.5, "transformer"),
+        (1.0, "lstm"),
+        (1.0, "transformer"),
+    ]
+    for r in rows:
+        assert (
+            r["steps"] >= 1
+            and 0 < r["heldout_nats"] < 10
+            and r["heldout_ppl"] == pytest.approx(math.exp(r["heldout_nats"]))
+        )
+    report = json.loads(out.read_text())
+    assert report["rows"] == json.loads(json.dumps(rows)) and "threads" in report["cpu"]
+    assert "| best" in capsys.readouterr().out.replace("  ", "")

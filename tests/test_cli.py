@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import sys
 
@@ -391,3 +392,62 @@ def test_a_long_utf16_text_is_named_as_such(trained, tmp_path, capsys, monkeypat
     monkeypatch.setattr(score, "PIECE", 64)
     code, out, err = rnnlm(capsys, "score", "--model", str(alone), str(path))
     assert code == 1 and out == "" and err.startswith(f"error: {path}: UTF-16LE text, not UTF-8; convert it first")
+
+
+def test_a_transformer_model_file_scores_samples_and_has_a_card(tmp_path, capsys):
+    """The tools read a Transformer's file as a recurrent model's: score equals the exact evaluation
+    (the sliding window, whatever rnnlm score's piece size), sample and info work."""
+    tokens = tokenize(TEXT, "char")
+    vocab = Vocab.build(tokens[: len(tokens) * 8 // 10], "char")
+    vocab.source = SOURCE
+    ids = vocab.encode(tokens)
+    cut = len(ids) * 8 // 10
+    cfg = config("train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "lr": 0.01, "device": "cpu"})
+    model_cfg = config("transformer", {"d_model": 16, "layers": 1, "heads": 2, "context": 12})
+    paths = TrainPaths.for_model("transformer", tmp_path)
+    Trainer("transformer", model_cfg, cfg, vocab, ids[:cut], ids[cut:], paths, progress=False, log=print).run()
+    capsys.readouterr()
+    model, _ = load_model(paths.best)
+    nll, n = model_nll(model, ids[cut:], 1, 64)
+    split = tmp_path / "val.txt"
+    split.write_text(heldout_text(vocab, tokens[cut:]), encoding="utf-8")
+    code, out, _ = rnnlm(capsys, "score", "--model", str(paths.best), str(split))
+    assert code == 0 and out.startswith(f"{split}: perplexity {perplexity(nll, n):.6f}, ")
+    code, out, _ = rnnlm(capsys, "info", "--model", str(paths.best))
+    assert code == 0 and "model:       transformer (transformer, impl torch)" in out
+    assert "d_model 16, layers 1, heads 2, context 12, dropout 0.0, softmax full, tied" in out
+    code, out, _ = rnnlm(capsys, "sample", "--model", str(paths.best), "--prefix", "the time", "--length", "20")
+    assert code == 0 and out.startswith("the time") and len(out) == len("the time") + 20 + 1
+
+
+def test_score_with_the_cache_or_dynamic_evaluation_uses_the_settings_evaluate_fitted(trained, tmp_path, capsys):
+    """`rnnlm score --cache` / `--dynamic` on a model in its project gives the evaluate stage's
+    adaptive scores of the same text; a model file without fitted settings is one clear error."""
+    from rnnlm.evaluate import cache_scores, dynamic_scores
+
+    vocab, data, alone, tmp = trained
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    model_file = project / "models" / "lstm.pt"
+    shutil.copy2(alone, model_file)
+    model, ckpt = load_model(model_file)
+    train_ids = vocab.encode(tokenize(TEXT, "char"))[: len(tokenize(TEXT, "char")) * 8 // 10]
+    (project / "data" / "tokens").mkdir(parents=True)
+    np.save(project / "data" / "tokens" / "train.npy", train_ids)
+    splits = {"train": train_ids, "val": data["val"], "test": data["val"]}
+    cache_fit, cache_val = cache_scores(model, splits)
+    dyn_fit, dyn_val = dynamic_scores(model, splits)
+    report = {"models": {"lstm": {"val": {"perplexity": ckpt["val_perplexity"]}}}}
+    report |= {"cache": {"lstm+cache": cache_fit}, "dynamic": {"lstm+dynamic": dyn_fit}}
+    (project / "metrics").mkdir()
+    (project / "metrics" / "eval.json").write_text(json.dumps(report))
+    split = tmp_path / "val.txt"
+    split.write_text(heldout_text(vocab, data["val_tokens"]), encoding="utf-8")
+    for flag, expected in (("--cache", cache_val), ("--dynamic", dyn_val)):
+        code, out, err = rnnlm(capsys, "score", flag, "--model", str(model_file), str(split))
+        assert code == 0, err
+        assert out.startswith(f"{split}: perplexity {expected['test']['perplexity']:.6f}, ")
+    plain = rnnlm(capsys, "score", "--model", str(model_file), str(split))[1]
+    assert plain != out
+    code, _, err = rnnlm(capsys, "score", "--cache", "--model", str(alone), str(split))
+    assert code == 1 and err.startswith("error: --cache: no cache settings fitted for ") and err.count("\n") == 1

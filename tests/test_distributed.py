@@ -223,32 +223,30 @@ def test_a_budget_ending_at_a_validation_point_finishes(tmp_path):
 
 
 # --------------------------------------------------------------------------- two ranks in-process (gloo)
-def _two_rank_worker(rank: int, port: int, root: str, train_updates: dict, model_updates: dict, results) -> None:
+def _trainer(name: str, train_updates: dict, model_updates: dict, root, **kw) -> Trainer:
+    """A Trainer of a tiny model ``name`` (lstm or transformer) on TEXT; ``root`` None: no outputs."""
+    vocab = Vocab.build(list(TEXT), "char")
+    ids = vocab.encode(list(TEXT))
+    cfg = config("train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "device": "cpu", **train_updates})
+    sizes = {"hidden": 8, "embedding": 4} if name == "lstm" else {}
+    model_cfg = config(name, {**sizes, "layers": 1, "dropout": 0.0, **model_updates})
+    paths = TrainPaths.for_model(name, Path(root)) if root is not None else None
+    return Trainer(
+        name, model_cfg, cfg, vocab, ids[:2000], ids[2000:2300], paths, progress=False, log=lambda *_: None, **kw
+    )
+
+
+def _two_rank_worker(
+    rank: int, port: int, root: str, train_updates: dict, model_updates: dict, results, name: str = "lstm"
+) -> None:
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        vocab = Vocab.build(list(TEXT), "char")
-        ids = vocab.encode(list(TEXT))
-        cfg = config(
-            "train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "device": "cpu", "nproc": 2, **train_updates}
-        )
-        model_cfg = config("lstm", {"hidden": 8, "embedding": 4, "layers": 1, "dropout": 0.0, **model_updates})
-        paths = TrainPaths.for_model("lstm", Path(root)) if rank == 0 else None
-        trainer = Trainer(
-            "lstm",
-            model_cfg,
-            cfg,
-            vocab,
-            ids[:2000],
-            ids[2000:2300],
-            paths,
-            progress=False,
-            log=lambda *_: None,
-            world=distributed.World(rank, 2),
-        )
+        world = distributed.World(rank, 2)
+        trainer = _trainer(name, {"nproc": 2, **train_updates}, model_updates, root if rank == 0 else None, world=world)
         results[rank] = ("ok", trainer.run()["best_val_perplexity"])
     except BaseException as exc:  # noqa: BLE001 - reported to the test
         results[rank] = ("error", f"{type(exc).__name__}: {exc}")
@@ -256,7 +254,7 @@ def _two_rank_worker(rank: int, port: int, root: str, train_updates: dict, model
         dist.destroy_process_group()
 
 
-def run_two_ranks(tmp_path, train_updates: dict, model_updates: dict) -> dict:
+def run_two_ranks(tmp_path, train_updates: dict, model_updates: dict, name: str = "lstm") -> dict:
     import socket
 
     import torch.multiprocessing as mp
@@ -266,7 +264,8 @@ def run_two_ranks(tmp_path, train_updates: dict, model_updates: dict) -> dict:
         port = sock.getsockname()[1]
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_two_rank_worker, args=(port, str(tmp_path), train_updates, model_updates, results), nprocs=2)
+        args = (port, str(tmp_path), train_updates, model_updates, results, name)
+        mp.spawn(_two_rank_worker, args=args, nprocs=2)
         return dict(results)
 
 
@@ -277,6 +276,17 @@ def test_two_ranks_train_an_adaptive_softmax_whose_rare_cluster_one_rank_misses(
     assert results[0][0] == results[1][0] == "ok", results
     assert results[0][1] == results[1][1] < 40  # rank 0's validation, broadcast
     assert (tmp_path / "models" / "lstm.pt").exists()
+
+
+def test_two_ranks_train_a_transformer_like_one_process(tmp_path):
+    """The Transformer's state (the tokens read so far, batch on dim 1) splits by rows like a
+    recurrent state: two ranks of 2 rows reach one process's validation perplexity on 4 rows."""
+    sizes = {"d_model": 8, "heads": 2, "context": 10}
+    results = run_two_ranks(tmp_path / "two", {"max_steps": 8, "precision": "fp32"}, sizes, "transformer")
+    assert results[0][0] == results[1][0] == "ok", results
+    one = _trainer("transformer", {"max_steps": 8, "precision": "fp32"}, sizes, tmp_path / "one").run()
+    assert results[0][1] == pytest.approx(one["best_val_perplexity"], rel=1e-5)
+    assert (tmp_path / "two" / "models" / "transformer.pt").exists()
 
 
 def test_a_divergence_seen_by_the_ranks_is_reported_once(tmp_path):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import config, deep_update, run_stage_script, save_model_file
+from conftest import config, deep_update, run_stage_script, save_model_file, tiny_model
 from ngram_helpers import log_prob, prob
 
 from rnnlm import evaluate as ev
@@ -54,7 +54,7 @@ def make_project(root: Path, models=MODELS, level: str = "char", text: str = TEX
     write_outputs(vocab, encoded, stats, root)
     for i, m in enumerate(models):
         torch.manual_seed(i)
-        model = RNNLM(m, "torch", len(vocab), hidden=8, layers=1, dropout=0.0, embedding=4)
+        model = tiny_model(m, len(vocab))
         # the lstm as trained with precision bf16; the others without the key (files from before it existed)
         bf16 = {"precision": "bf16"} if m == "lstm" else {}
         save_model_file(root / "models" / f"{m}.pt", model, vocab, m, epochs, 10.0 + i, **bf16)
@@ -292,7 +292,7 @@ def test_run_evaluate_writes_every_output(tmp_path):
     assert rows.loc["rnn", "test_perplexity"] == pytest.approx(data["models"]["rnn"]["test"]["perplexity"])
 
     md = (out / "eval" / "results.md").read_text()
-    assert md == result["markdown"] and "bits/char" in md and md.count("\n") == 2 + 14
+    assert md == result["markdown"] and "bits/char" in md and md.count("\n") == 2 + 18
     for png in ("learning_curves.png", "test_perplexity.png"):
         assert (out / "eval" / png).read_bytes()[:8] == PNG_MAGIC
     assert any("kneser-ney-3" in line for line in logs)

@@ -47,7 +47,7 @@ for recipe, params in json.loads(sys.argv[1]).items():
             result = Trainer(model, model_cfg, cfg, vocab, train, train[:200], TrainPaths.for_model(model, Path(tmp)),
                              progress=False, log=lambda *a: None).run()
         out["runs"][f"{recipe}/{model}"] = {"precision": result["precision"], "val": result["best_val_perplexity"],
-                                            "hidden": model_cfg.hidden}
+                                            "width": getattr(model_cfg, "hidden", None) or model_cfg.d_model}
 print("RESULT " + json.dumps(out))
 """
 
@@ -73,12 +73,13 @@ def test_every_recipe_model_trains_on_an_avx2_cpu_in_fp32():
     assert isa and not any(s in isa[0] for s in ("512", "AMX", "AVX 10")), isa  # oneDNN really capped
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])
     assert result["capability"] in ("AVX2", "DEFAULT") and result["bf16"] is False, result
-    assert set(result["runs"]) == {f"{r}/{m}" for r in params for m in ("rnn", "lstm", "gru")}
+    assert set(result["runs"]) == {f"{r}/{m}" for r in params for m in ("rnn", "lstm", "gru", "transformer")}
     for name, run in result["runs"].items():
         assert run["precision"] == "fp32" and 1 < run["val"] < float("inf"), (name, run)
-    # the recipes' sizes really ran (e.g. tinyshakespeare's wider LSTM)
-    recipe_lstm = {name: p["lstm"]["hidden"] for name, p in params.items()}
-    assert {n.split("/")[0]: r["hidden"] for n, r in result["runs"].items() if n.endswith("/lstm")} == recipe_lstm
+    # the recipes' sizes really ran (e.g. tinyshakespeare's wider LSTM, ptb's wider Transformer)
+    for model, key in (("lstm", "hidden"), ("transformer", "d_model")):
+        sizes = {name: p[model][key] for name, p in params.items()}
+        assert {n.split("/")[0]: r["width"] for n, r in result["runs"].items() if n.endswith(f"/{model}")} == sizes
 
 
 @pytest.mark.integration

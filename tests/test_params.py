@@ -26,9 +26,9 @@ def test_project_params_file_is_valid():
     params = read_params(Path(__file__).resolve().parents[1] / "params.yaml")
     for name in SCHEMA:
         validate_section(name, params.get(name))  # raises on any problem
-    assert params["models"] == ["rnn", "lstm", "gru"]  # the model sections, each naming its cell
+    assert params["models"] == ["rnn", "lstm", "gru", "transformer"]  # the model sections, each naming its cell
     assert set(params) == {*SCHEMA, "models", *params["models"]}
-    assert [validate_section(m, params[m]).cell for m in params["models"]] == ["rnn", "lstm", "gru"]
+    assert [validate_section(m, params[m]).cell for m in params["models"]] == ["rnn", "lstm", "gru", "transformer"]
 
 
 def test_a_model_section_names_its_cell(tmp_path):
@@ -39,8 +39,8 @@ def test_a_model_section_names_its_cell(tmp_path):
     assert model_cfg.cell == "lstm" and model_cfg.hidden == 512 and model_cfg.layers == committed["lstm"]["layers"]
     assert train.epochs == 2
     assert load_model_config("lstm", write(tmp_path, big))[1].epochs == committed["train"]["epochs"]
-    # rnn and gru are not in models: checked (they name a cell), not trained
-    assert set(validate_all(big)) == {*SCHEMA, "lstm", "lstm_big", "rnn", "gru"}
+    # rnn, gru and transformer are not in models: checked (they name a cell), not trained
+    assert set(validate_all(big)) == {*SCHEMA, "lstm", "lstm_big", "rnn", "gru", "transformer"}
     with pytest.raises(ParamError, match=r"gru\.hidden: expected an integer"):
         validate_all({**big, "gru": {**committed["gru"], "hidden": "big"}})
     # every key is set in the section itself (DVC tracks a stage's params by section)
@@ -54,13 +54,15 @@ def test_a_model_section_names_its_cell(tmp_path):
         ({"models": ["rnn", "train"]}, r"models: 'train' is not a model section name"),
         ({"models": ["rnn", "rnn"]}, r"models: \['rnn', 'rnn'\] names a section twice"),
         ({"models": []}, r"models: expected a non-empty list of section names"),
-        ({"gru": {**committed["gru"], "cell": "transformer"}}, r"gru\.cell: unknown value 'transformer'"),
+        ({"gru": {**committed["gru"], "cell": "transfomer"}}, r"gru\.cell: unknown value 'transfomer'"),
+        ({"gru": {**committed["gru"], "cell": "transformer"}}, r"gru\.impl: unknown key"),
     ]
     for update, message in cases:
         with pytest.raises(ParamError, match=message):
             validate_all({**committed, **update})
     with pytest.raises(
-        RnnlmError, match=r"unknown model 'lstm_big' \(did you mean 'lstm'\?\); params\.yaml's models: rnn, lstm, gru"
+        RnnlmError,
+        match=r"unknown model 'lstm_big' \(did you mean 'lstm'\?\); params\.yaml's models: rnn, lstm, gru, transformer",
     ):
         load_model_config("lstm_big", write(tmp_path, committed))
 
@@ -236,4 +238,5 @@ def test_check_params_names_the_model_sections_it_does_not_train(tmp_path):
     write(tmp_path, {**committed, "models": ["lstm"]})
     run = run_stage_script("check_params", tmp_path)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[-1] == "check-params: not trained (not in models): gru, rnn"  # in file order
+    # in file order
+    assert run.stdout.splitlines()[-1] == "check-params: not trained (not in models): gru, rnn, transformer"

@@ -29,12 +29,12 @@ def test_full_pipeline_runs_every_stage_and_writes_outputs(built):
     assert source["corpus"] == "timemachine" and source["kind"] == "mirror"
     splits = {s: np.load(p / f"data/tokens/{s}.npy") for s in ("train", "val", "test")}
     assert sum(len(a) for a in splits.values()) == 12000
-    for m in ("rnn", "lstm", "gru"):
+    for m in ("rnn", "lstm", "gru", "transformer"):
         assert (p / f"models/{m}.pt").stat().st_size > 0
         summary = json.loads((p / f"metrics/train/{m}/metrics.json").read_text())
         assert summary["step"] >= 2 and summary["val"]["perplexity"] > 1
     ev = json.loads((p / "metrics/eval.json").read_text())
-    for m in ("rnn", "lstm", "gru"):
+    for m in ("rnn", "lstm", "gru", "transformer"):
         assert ev["models"][m]["test"]["perplexity"] > 1
     assert (p / "samples/samples.md").read_text().count("time traveller") >= 3
     assert (p / "metrics/eval/learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -86,7 +86,7 @@ def test_a_second_section_of_one_cell_trains_and_is_scored_beside_the_others(bui
     listed in `models` trains as train@lstm_big with no code change, and nothing else retrains."""
     proj, _ = built
     big = {**proj.params()["lstm"], "cell": "lstm", "hidden": 20}
-    proj.set_params({"models": ["rnn", "lstm", "gru", "lstm_big"], "lstm_big": big})
+    proj.set_params({"models": ["rnn", "lstm", "gru", "transformer", "lstm_big"], "lstm_big": big})
     out = proj.repro()
     assert sorted(ran_stages(out.stdout)) == sorted(["check-params", "train@lstm_big", "evaluate", "sample", "report"])
     p = proj.path
@@ -99,7 +99,8 @@ def test_a_second_section_of_one_cell_trains_and_is_scored_beside_the_others(bui
         k: v for k, v in lstm.items() if k != "hidden"
     }
     scores = json.loads((p / "metrics/eval.json").read_text())["models"]
-    assert set(scores) == {"rnn", "lstm", "gru", "lstm_big"} and scores["lstm_big"]["test"]["perplexity"] > 1
+    assert set(scores) == {"rnn", "lstm", "gru", "transformer", "lstm_big"}
+    assert scores["lstm_big"]["test"]["perplexity"] > 1
     rows = {r["name"]: r for r in csv.DictReader(open(p / "metrics/eval/results.csv", encoding="utf-8"))}
     assert rows["lstm_big"]["kind"] == "lstm" and (p / "samples/lstm_big.txt").exists()
     assert (p / "metrics/train/lstm_big/metrics.json").exists()

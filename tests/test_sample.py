@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import config, save_model_file
+from conftest import config, save_model_file, tiny_model
 
 from rnnlm import sample as gen
 from rnnlm.errors import ParamError, RnnlmError
 from rnnlm.fileio import write_json
-from rnnlm.models import RNNLM
+from rnnlm.models import RNNLM, LanguageModel
 from rnnlm.vocab import UNK, Vocab, tokenize
 
 TEXT = "the time traveller for so it will be convenient to speak of him was expounding a recondite matter to us "
@@ -26,8 +26,10 @@ def word_vocab() -> Vocab:
     return Vocab.build(tokenize(TEXT, "word"), "word")
 
 
-def make_model(vocab, cell="gru", seed=0) -> RNNLM:
+def make_model(vocab, cell="gru", seed=0) -> LanguageModel:
     torch.manual_seed(seed)
+    if cell == "transformer":
+        return tiny_model(cell, len(vocab), width=16, dropout=0.3).eval()
     return RNNLM(cell, "torch", len(vocab), hidden=16, layers=2, dropout=0.3, embedding=8).eval()
 
 
@@ -219,7 +221,7 @@ def test_default_prefixes_per_corpus():
     assert gen.default_prefixes("https://example.org/corpus.txt") == [""]
 
 
-def _project(root: Path, vocab: Vocab, models=("rnn", "lstm", "gru")):
+def _project(root: Path, vocab: Vocab, models=("rnn", "lstm", "gru", "transformer")):
     write_json(root / "data" / "vocab.json", vocab.to_dict())
     for i, m in enumerate(models):
         model = make_model(vocab, m, seed=i)
@@ -237,13 +239,13 @@ def test_run_sample_writes_files_and_is_reproducible(tmp_path):
     warnings = []
     first = gen.run_sample(CFG, "timemachine", tmp_path, warn=warnings.append)
     files = {p.name: p.read_bytes() for p in (tmp_path / "samples").iterdir()}
-    assert sorted(files) == ["gru.txt", "lstm.txt", "rnn.txt", "samples.md"]
+    assert sorted(files) == ["gru.txt", "lstm.txt", "rnn.txt", "samples.md", "transformer.txt"]
     md = files["samples.md"].decode()
-    for m in ("rnn", "lstm", "gru"):
+    for m in ("rnn", "lstm", "gru", "transformer"):
         assert f"## {m}" in md
         text = first[m][0][1]
         assert text.startswith("time traveller") and text in md and text in files[f"{m}.txt"].decode()
-    assert md.count("time traveller") >= 6 and warnings == []
+    assert md.count("time traveller") >= 8 and warnings == []
 
     # same seed: the same bytes; and a model's sample does not depend on which others are sampled
     gen.run_sample(CFG, "timemachine", tmp_path)

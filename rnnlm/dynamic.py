@@ -26,13 +26,14 @@ import numpy as np
 import torch
 
 from .batching import segments
+from .metrics import model_token_nll
 from .models import detach_state
 
 SEGMENT = 20  # tokens scored between two steps
 MS_TOKENS = 20_000  # training tokens whose gradients give MS
 FIT_TOKENS = 20_000  # eta and decay are fitted on the val split's first FIT_TOKENS targets
 FLOOR = 0.1  # sqrt(MS) is floored at FLOOR x its mean over all weights
-ETAS = (1e-4, 3e-4, 1e-3, 3e-3)  # eta is fitted on val among these (decay 0), then decay at that eta
+ETAS = (1e-4, 3e-4, 1e-3, 3e-3)  # eta is fitted on val among these and 0 (decay 0), then decay at that eta
 DECAYS = (0.0, 0.02)
 
 
@@ -60,6 +61,8 @@ def mean_squared_grads(model, train: np.ndarray, device="cpu", segment: int = SE
 @torch.enable_grad()
 def log_probs(model, tokens: np.ndarray, ms, eta: float, decay: float, device="cpu", segment: int = SEGMENT):
     """log p of each of tokens[1:] under dynamic evaluation; ``model`` itself is left unchanged."""
+    if eta == 0 and decay == 0:  # no step: the model as trained, in one forward pass
+        return -model_token_nll(model, tokens, 1, segment, device)
     model = copy.deepcopy(model).eval()
     weights = list(model.parameters())
     trained = [p.detach().clone() for p in weights]
@@ -84,8 +87,9 @@ def log_probs(model, tokens: np.ndarray, ms, eta: float, decay: float, device="c
 
 def fit(model, val: np.ndarray, ms, device="cpu") -> tuple[dict, np.ndarray]:
     """{"eta", "decay"} maximising the likelihood of the first ``FIT_TOKENS`` val targets: eta
-    among ETAS (no decay), then each of DECAYS at that eta (a pass each); and the log-probs of all
-    val targets under it (the fit's own pass when val is that short, else one more pass)."""
+    among ETAS and 0 (no decay), then each of DECAYS at that eta (a pass each); and the log-probs
+    of all val targets under it (the fit's own pass when val is that short, else one more pass).
+    eta 0 is the model as trained: where every step size hurts on val, the row is the model's."""
     whole, val = val, val[: FIT_TOKENS + 1]
     score, scored = {}, {}
 
@@ -94,10 +98,10 @@ def fit(model, val: np.ndarray, ms, device="cpu") -> tuple[dict, np.ndarray]:
         ll = float(scored[eta, decay].sum())
         return ll if np.isfinite(ll) else -np.inf  # a setting that diverges loses
 
-    for eta in ETAS:
+    for eta in (0.0, *ETAS):
         score[eta, DECAYS[0]] = likelihood(eta, DECAYS[0])
     eta = max(score, key=score.get)[0]
-    for decay in DECAYS[1:]:
+    for decay in DECAYS[1:] if eta else ():
         score[eta, decay] = likelihood(eta, decay)
     eta, decay = max(score, key=score.get)
     if len(whole) > len(val):

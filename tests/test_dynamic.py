@@ -90,3 +90,17 @@ def test_a_token_that_training_text_never_showed_does_not_blow_the_model_up():
     plain = -model_token_nll(model, text, 1, 64).sum()
     for eta in dynamic.ETAS:
         assert dynamic.log_probs(model, text, ms, eta=eta, decay=0.0).sum() > plain
+
+
+def test_where_every_step_size_hurts_the_fit_keeps_the_model_as_trained(monkeypatch):
+    """eta 0 is in the fit: with only a step size that wrecks the model on offer, the fitted
+    setting is no adaptation, and its log-probs are the model's own (one forward pass)."""
+    rng = np.random.default_rng(5)
+    model = _model()
+    ms = dynamic.mean_squared_grads(model, rng.integers(0, 11, 500))
+    monkeypatch.setattr(dynamic, "ETAS", (30.0,))
+    val = rng.integers(0, 11, 300)
+    fitted, val_lp = dynamic.fit(model, val, ms)
+    assert fitted == {"eta": 0.0, "decay": 0.0}
+    np.testing.assert_allclose(val_lp, -model_token_nll(model, val, 1, 64), rtol=0, atol=1e-9)
+    assert dynamic.log_probs(model, val, ms, 30.0, 0.0).sum() < val_lp.sum()

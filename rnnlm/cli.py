@@ -64,8 +64,8 @@ def project_eval(model_path: str, ckpt: dict) -> dict | None:
     path = Path(model_path).resolve().parent.parent / "metrics" / "eval.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        val = data["models"][ckpt.get("name", "")]["val"]["perplexity"]
-    except (OSError, ValueError, KeyError, TypeError):
+        val = float(data["models"][ckpt.get("name", "")]["val"]["perplexity"])
+    except (OSError, ValueError, KeyError, TypeError):  # no file, not JSON, not this model, null (overflowed)
         return None
     return data if math.isclose(val, ckpt["val_perplexity"], rel_tol=1e-5) else None
 
@@ -82,7 +82,8 @@ def adaptive_scorer(args, model, vocab, ckpt, device):
     if fitted is None:
         raise RnnlmError(
             f"--{kind}: no {kind} settings fitted for {args.model}: they come from the evaluate stage "
-            f"(evaluate.{kind}: true), read from metrics/eval.json of the project the model file is in"
+            f"(evaluate.{kind}: true), read from metrics/eval.json of the project the model file is in "
+            "(found when its val perplexity there is this file's)"
         )
     if kind == "cache":
 
@@ -91,12 +92,13 @@ def adaptive_scorer(args, model, vocab, ckpt, device):
             return cache.mix(model_lp, cache_lp[0], fitted["weight"])
 
         return cached
-    train = Path(args.model).resolve().parent.parent / paths.TOKENS / "train.npy"
-    try:
-        ms = dynamic.mean_squared_grads(model, load_tokens(train), device)
-    except (OSError, ValueError) as exc:
-        raise RnnlmError(f"--dynamic: cannot read the training tokens {train}: {exc}") from None
-    return lambda ids: dynamic.log_probs(model, ids, ms, fitted["eta"], fitted["decay"], device)
+    eta, decay = fitted["eta"], fitted["decay"]
+    if eta == 0 and decay == 0:  # the fit found no step that helps: the model as trained, no gradients
+        return lambda ids: dynamic.log_probs(model, ids, None, eta, decay, device)
+    ms = dynamic.mean_squared_grads(
+        model, load_tokens(Path(args.model).resolve().parent.parent / paths.TOKENS / "train.npy"), device
+    )
+    return lambda ids: dynamic.log_probs(model, ids, ms, eta, decay, device)
 
 
 def cmd_score(args) -> None:

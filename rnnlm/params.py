@@ -382,7 +382,10 @@ def validate_all(params: dict) -> dict:
     """Every section of ``params`` validated, unlisted model sections included (the check-params stage)."""
     models = load_models(params=params)
     models = (*models, *unlisted_models(params, models))
-    return {name: validate_section(name, params.get(name), models) for name in (*SCHEMA, *models)}
+    out = {name: validate_section(name, params.get(name), models) for name in (*SCHEMA, *models)}
+    for name in models:
+        load_model_config(name, params=params, models=models)  # each model with its train values
+    return out
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None = None):
@@ -397,15 +400,23 @@ def model_key(model: str, key: str, params: dict) -> str:
 
 
 def load_model_config(
-    model: str, path: str | Path = PARAMS_FILE, params: dict | None = None
+    model: str, path: str | Path = PARAMS_FILE, params: dict | None = None, models: tuple[str, ...] | None = None
 ) -> tuple[ModelConfig | TransformerConfig, TrainConfig]:
     """(model section, effective train config) for ``model``: its section's train keys override ``train``'s."""
     params = read_params(path) if params is None else params
-    models = check_sections(params)
+    models = check_sections(params) if models is None else models
     if model not in models:
         raise RnnlmError(
             f"unknown model {model!r}{did_you_mean(model, models)}; params.yaml's models: {', '.join(models)}"
         )
     train = validate_section("train", params.get("train"))
     model_cfg, overrides = _model_section(model, params.get(model))
-    return model_cfg, dataclasses.replace(train, **overrides)
+    train = dataclasses.replace(train, **overrides)
+    if isinstance(model_cfg, TransformerConfig) and train.num_steps < model_cfg.context:
+        raise ParamError(
+            model_key(model, "num_steps", params),
+            f"{train.num_steps} is shorter than {model}.context ({model_cfg.context}): training windows are "
+            f"num_steps long, so positions past {train.num_steps} would never be trained; set "
+            f"{model}.num_steps to at least {model_cfg.context} (or lower the context)",
+        )
+    return model_cfg, train

@@ -125,7 +125,7 @@ def headline_html(ev: dict) -> str:
     """The best model's and the best baseline's test scores, and what every row scores."""
     unit = {"char": "bits/char", "word": "bits/word"}.get(ev.get("level"), "bits/token")
     parts = []
-    for group, label in (("models", "Best recurrent model"), ("baselines", "best baseline")):
+    for group, label in (("models", "Best neural model"), ("baselines", "best baseline")):
         if entries := ev.get(group):
             name = min(entries, key=lambda n: entries[n]["test"]["perplexity"])
             test = entries[name]["test"]

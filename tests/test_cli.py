@@ -403,7 +403,7 @@ def test_a_transformer_model_file_scores_samples_and_has_a_card(tmp_path, capsys
     ids = vocab.encode(tokens)
     cut = len(ids) * 8 // 10
     cfg = config("train", {"epochs": 1, "batch_size": 4, "num_steps": 10, "lr": 0.01, "device": "cpu"})
-    model_cfg = config("transformer", {"d_model": 16, "layers": 1, "heads": 2, "context": 12})
+    model_cfg = config("transformer", {"d_model": 16, "layers": 1, "heads": 2, "context": 10})
     paths = TrainPaths.for_model("transformer", tmp_path)
     Trainer("transformer", model_cfg, cfg, vocab, ids[:cut], ids[cut:], paths, progress=False, log=print).run()
     capsys.readouterr()
@@ -415,7 +415,7 @@ def test_a_transformer_model_file_scores_samples_and_has_a_card(tmp_path, capsys
     assert code == 0 and out.startswith(f"{split}: perplexity {perplexity(nll, n):.6f}, ")
     code, out, _ = rnnlm(capsys, "info", "--model", str(paths.best))
     assert code == 0 and "model:       transformer (transformer, impl torch)" in out
-    assert "d_model 16, layers 1, heads 2, context 12, dropout 0.0, softmax full, tied" in out
+    assert "d_model 16, layers 1, heads 2, context 10, dropout 0.0, softmax full, tied" in out
     code, out, _ = rnnlm(capsys, "sample", "--model", str(paths.best), "--prefix", "the time", "--length", "20")
     assert code == 0 and out.startswith("the time") and len(out) == len("the time") + 20 + 1
 
@@ -449,5 +449,10 @@ def test_score_with_the_cache_or_dynamic_evaluation_uses_the_settings_evaluate_f
         assert out.startswith(f"{split}: perplexity {expected['test']['perplexity']:.6f}, ")
     plain = rnnlm(capsys, "score", "--model", str(model_file), str(split))[1]
     assert plain != out
+    # a fit that kept the model as trained (eta 0) needs no gradients and no training tokens
+    (project / "data" / "tokens" / "train.npy").unlink()
+    report["dynamic"]["lstm+dynamic"] |= {"eta": 0.0, "decay": 0.0}
+    (project / "metrics" / "eval.json").write_text(json.dumps(report))
+    assert rnnlm(capsys, "score", "--dynamic", "--model", str(model_file), str(split))[1] == plain
     code, _, err = rnnlm(capsys, "score", "--cache", "--model", str(alone), str(split))
     assert code == 1 and err.startswith("error: --cache: no cache settings fitted for ") and err.count("\n") == 1

@@ -115,7 +115,7 @@ def test_report_has_the_table_the_embedded_images_and_the_samples(tmp_path):
     assert page.count('<td class="num">5,000</td>') == 3
     # corpus summary and headline
     assert "vocab size" in page and "10,800" in page and "0.250%" in page
-    assert "Best recurrent model: <b>lstm</b>" in page and "best baseline: <b>kneser-ney-3</b>" in page
+    assert "Best neural model: <b>lstm</b>" in page and "best baseline: <b>kneser-ney-3</b>" in page
     # every figure embedded, byte for byte
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(uris) == 3

@@ -13,7 +13,7 @@ from rnnlm.checkpoint import load_checkpoint, load_model
 from rnnlm.errors import ParamError
 from rnnlm.metrics import model_token_nll
 from rnnlm.models import build
-from rnnlm.params import TransformerConfig, validate_section
+from rnnlm.params import TransformerConfig, load_model_config, validate_all, validate_section
 from rnnlm.train import Trainer, TrainPaths
 from rnnlm.vocab import Vocab, tokenize
 
@@ -159,6 +159,18 @@ def test_cache_and_dynamic_evaluation_run_on_a_transformer_left_to_right():
     np.testing.assert_allclose(lp, -model_token_nll(model, text, 1, 64), atol=1e-5)
 
 
+def test_a_context_longer_than_the_training_windows_is_refused():
+    """Positions past num_steps would keep their initial values and be used in scoring."""
+    params = {**committed_params(), "models": ["transformer"]}
+    params["transformer"] = {**params["transformer"], "context": 128, "num_steps": 64}
+    with pytest.raises(ParamError, match=r"transformer\.num_steps: 64 is shorter than transformer\.context \(128\)"):
+        load_model_config("transformer", params=params)
+    with pytest.raises(ParamError, match=r"transformer\.num_steps: 64 is shorter"):
+        validate_all(params)
+    params["transformer"]["num_steps"] = 128
+    assert load_model_config("transformer", params=params)[1].num_steps == 128
+
+
 def test_the_committed_transformer_section_and_its_checks():
     section = committed_params()["transformer"]
     cfg = validate_section("transformer", section, ("transformer",))
@@ -181,7 +193,7 @@ def _train(tmp_path, log=lambda *_: None, **train):
     vocab = Vocab.build(list(text), "char")
     ids = vocab.encode(list(text))
     cfg = config("train", {"epochs": 2, "batch_size": 4, "num_steps": 10, "lr": 0.003, "device": "cpu", **train})
-    model_cfg = config("transformer", {"d_model": 16, "layers": 1, "heads": 2, "context": 12, "dropout": 0.2})
+    model_cfg = config("transformer", {"d_model": 16, "layers": 1, "heads": 2, "context": 10, "dropout": 0.2})
     paths = TrainPaths.for_model("transformer", tmp_path)
     trainer = Trainer("transformer", model_cfg, cfg, vocab, ids[:2000], ids[2000:2300], paths, progress=False, log=log)
     return trainer.run()

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from rnnlm.batching import batches  # noqa: E402
 from rnnlm.device import cpu_capability  # noqa: E402
 from rnnlm.metrics import model_nll  # noqa: E402
-from rnnlm.models import num_parameters  # noqa: E402
+from rnnlm.models import detach_state, num_parameters  # noqa: E402
 from rnnlm.params import load_model_config  # noqa: E402
 from rnnlm.recipes import load_recipe  # noqa: E402
 from rnnlm.train import build_model, check_inputs, make_optimizer, train_step  # noqa: E402
@@ -80,7 +80,7 @@ def train_for(name: str, model_cfg, cfg, vocab, train: np.ndarray, seconds: floa
             if cfg.sampling == "random" or state is None:
                 state = model.begin_state(X.shape[0])
             _, state = train_step(model, optimizer, X, Y, state, cfg.clip_theta)
-            state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+            state = detach_state(state)
             steps, tokens = steps + 1, tokens + X.numel()
         state = None
 

@@ -454,5 +454,9 @@ def test_score_with_the_cache_or_dynamic_evaluation_uses_the_settings_evaluate_f
     report["dynamic"]["lstm+dynamic"] |= {"eta": 0.0, "decay": 0.0}
     (project / "metrics" / "eval.json").write_text(json.dumps(report))
     assert rnnlm(capsys, "score", "--dynamic", "--model", str(model_file), str(split))[1] == plain
+    report["dynamic"]["lstm+dynamic"]["eta"] = 3e-4  # a real step needs the training tokens: one error line
+    (project / "metrics" / "eval.json").write_text(json.dumps(report))
+    code, _, err = rnnlm(capsys, "score", "--dynamic", "--model", str(model_file), str(split))
+    assert code == 1 and "train.npy: not found" in err and err.count("\n") == 1
     code, _, err = rnnlm(capsys, "score", "--cache", "--model", str(alone), str(split))
     assert code == 1 and err.startswith("error: --cache: no cache settings fitted for ") and err.count("\n") == 1

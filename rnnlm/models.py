@@ -61,6 +61,16 @@ def gru_step(xw, H, W_h, b_hh):
     return Z * H + (1 - Z) * H_tilde  # H_t = Z_t * H_{t-1} + (1 - Z_t) * H~_t
 
 
+def dropout(x, p: float, training: bool, locked: bool = False):
+    """Dropout of x (time, batch, features). ``locked`` (variational dropout, Gal & Ghahramani
+    2016; AWD-LSTM's "locked dropout"): one mask per sequence and feature, the same at every time
+    step, so a unit dropped for a sequence stays dropped along it."""
+    if not locked or not training or p == 0:
+        return F.dropout(x, p, training)
+    mask = x.new_empty(1, *x.shape[1:]).bernoulli_(1 - p)
+    return x * mask / (1 - p)
+
+
 class ScratchLayer(nn.Module):
     """One recurrent layer; parameters W_x<g> (input x hidden), W_h<g> (hidden x hidden), b_<g>.
 
@@ -130,23 +140,23 @@ class ScratchLayer(nn.Module):
 
 
 class ScratchRecurrent(nn.Module):
-    """A stack of ScratchLayers with dropout between layers, mirroring nn.RNN/LSTM/GRU."""
+    """A stack of ScratchLayers with dropout between layers, mirroring nn.RNN/LSTM/GRU
+    (``locked``: one dropout mask per sequence, see :func:`locked_dropout`)."""
 
-    def __init__(self, cell, input_size, hidden, layers, dropout, ids_input=False, bptt="fused"):
+    def __init__(self, cell, input_size, hidden, layers, dropout, ids_input=False, bptt="fused", locked=False):
         super().__init__()
-        self.cell = cell
+        self.cell, self.p, self.locked = cell, dropout, locked
         self.layers = nn.ModuleList(
             ScratchLayer(cell, input_size if i == 0 else hidden, hidden, ids_input and i == 0, bptt)
             for i in range(layers)
         )
-        self.dropout = nn.Dropout(dropout)
 
     def forward(self, inputs, state):
         x, new = inputs, []
         for i, layer in enumerate(self.layers):
-            x, s = layer(
-                self.dropout(x) if i > 0 else x, (state[0][i], state[1][i]) if self.cell == "lstm" else state[i]
-            )
+            if i > 0:
+                x = dropout(x, self.p, self.training, self.locked)
+            x, s = layer(x, (state[0][i], state[1][i]) if self.cell == "lstm" else state[i])
             new.append(s)
         if self.cell == "lstm":  # [(H, C) of each layer] -> (H, C), each (layers, batch, hidden)
             return x, tuple(torch.stack(z) for z in zip(*new))
@@ -161,6 +171,8 @@ class LanguageModel(nn.Module):
     sharing the embedding matrix (``tie_weights``, Press & Wolf 2017), or an adaptive softmax
     (``softmax: adaptive``, Grave et al. 2017: ``nn.AdaptiveLogSoftmaxWithLoss``) whose cost at
     10k+ words is a fraction of the full one."""
+
+    activation_loss = None  # a training forward pass may set it: a term train.train_step adds to the loss
 
     def init_output(self, hidden: int, vocab_size: int, softmax: str, cutoffs: list[int], tie_weights: bool):
         if softmax == "adaptive":
@@ -209,11 +221,15 @@ class RNNLM(LanguageModel):
     (:class:`LanguageModel`; ``tie_weights`` needs embedding == hidden). ``dropout`` applies to the
     embeddings, between layers and to the outputs.
 
-    Two regularisers of AWD-LSTM (Merity, Keskar & Socher 2017), active in training only:
+    The regularisers of AWD-LSTM (Merity, Keskar & Socher 2017), active in training only:
     ``weight_drop`` drops hidden-to-hidden weights (DropConnect on every W_h; the torch cells keep
-    their fused kernel: the dropped matrices go in with ``torch.func.functional_call``), and
-    ``embedding_dropout`` drops whole rows of the embedding matrix, i.e. every occurrence of a
-    token type in a batch (Gal & Ghahramani 2016). Both scale what they keep by 1 / (1 - p).
+    their fused kernel: the dropped matrices go in as the kernel's weights); ``embedding_dropout``
+    drops whole rows of the embedding matrix, i.e. every occurrence of a token type in a batch
+    (Gal & Ghahramani 2016); both scale what they keep by 1 / (1 - p). ``locked_dropout`` makes
+    every ``dropout`` above variational (:func:`dropout`). ``ar`` and ``tar`` set
+    :attr:`activation_loss`, which training adds to the loss: activation regularisation
+    ``ar * mean(o_t^2)`` on the last layer's outputs after dropout, and temporal activation
+    regularisation ``tar * mean((h_t - h_{t-1})^2)`` on them before it.
     """
 
     def __init__(
@@ -231,6 +247,9 @@ class RNNLM(LanguageModel):
         bptt: str = "fused",
         weight_drop: float = 0.0,
         embedding_dropout: float = 0.0,
+        locked_dropout: bool = False,
+        ar: float = 0.0,
+        tar: float = 0.0,
     ):
         super().__init__()
         if cell not in CELLS:
@@ -256,19 +275,25 @@ class RNNLM(LanguageModel):
             bptt=bptt,
             weight_drop=weight_drop,
             embedding_dropout=embedding_dropout,
+            locked_dropout=locked_dropout,
+            ar=ar,
+            tar=tar,
         )
         self.cell, self.impl, self.vocab_size = cell, impl, vocab_size
         self.hidden, self.num_layers = hidden, layers
         self.weight_drop, self.embedding_dropout = weight_drop, embedding_dropout
+        self.p, self.locked, self.ar, self.tar = dropout, locked_dropout, ar, tar
         self.embedding = nn.Embedding(vocab_size, embedding) if embedding > 0 else None
         input_size = embedding if embedding > 0 else vocab_size
-        self.drop = nn.Dropout(dropout)
         inter = dropout if layers > 1 else 0.0
         if impl == "torch":
             cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
-            self.rnn = cls(input_size, hidden, num_layers=layers, dropout=inter)
+            # locked dropout between layers is applied here, running the layers one by one (features)
+            self.rnn = cls(input_size, hidden, num_layers=layers, dropout=0.0 if locked_dropout else inter)
         else:
-            self.rnn = ScratchRecurrent(cell, input_size, hidden, layers, inter, ids_input=embedding == 0, bptt=bptt)
+            self.rnn = ScratchRecurrent(
+                cell, input_size, hidden, layers, inter, ids_input=embedding == 0, bptt=bptt, locked=locked_dropout
+            )
         self.init_output(hidden, vocab_size, softmax, cutoffs, tie_weights)
 
     def begin_state(self, batch_size: int, device=None):
@@ -288,12 +313,39 @@ class RNNLM(LanguageModel):
             inputs = ids  # one-hot handled as a row lookup in the first layer
         else:
             inputs = F.one_hot(ids, self.vocab_size).to(next(self.parameters()).dtype)
+        weights = dict(self.rnn.named_parameters())
         if self.weight_drop and self.training:  # DropConnect on the hidden-to-hidden weights (W_h)
-            dropped = {n: F.dropout(p, self.weight_drop) for n, p in self.rnn.named_parameters() if _recurrent(n)}
-            outputs, state = torch.func.functional_call(self.rnn, dropped, (inputs, state))
+            weights.update({n: F.dropout(p, self.weight_drop) for n, p in weights.items() if _recurrent(n)})
+        if self.locked and self.training and self.impl == "torch" and self.num_layers > 1:
+            outputs, state = self._torch_layers(inputs, state, weights)
+        elif self.weight_drop and self.training:
+            outputs, state = torch.func.functional_call(self.rnn, weights, (inputs, state))
         else:
             outputs, state = self.rnn(inputs, state)
-        return self.drop(outputs), state
+        dropped = self.drop(outputs)
+        if self.training and (self.ar or self.tar):
+            self.activation_loss = (
+                self.ar * dropped.pow(2).mean() + self.tar * (outputs[1:] - outputs[:-1]).pow(2).mean()
+            )
+        return dropped, state
+
+    def drop(self, x):
+        return dropout(x, self.p, self.training, self.locked)
+
+    def _torch_layers(self, inputs, state, weights):
+        """``self.rnn`` (nn.RNN/LSTM/GRU) run one layer at a time, with ``weights`` and locked
+        dropout between layers: the same kernel as nn.Module's forward, called per layer."""
+        kernel = {"rnn": torch.rnn_tanh, "lstm": torch.lstm, "gru": torch.gru}[self.cell]
+        x, new = inputs, []
+        for i in range(self.num_layers):
+            layer = [weights[f"{k}_l{i}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            h = (state[0][i : i + 1], state[1][i : i + 1]) if self.cell == "lstm" else state[i : i + 1]
+            # (input, state, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+            x, *s = kernel(self.drop(x) if i else x, h, layer, True, 1, 0.0, True, False, False)
+            new.append(s)
+        if self.cell == "lstm":
+            return x, tuple(torch.cat(z) for z in zip(*new))
+        return x, torch.cat([s[0] for s in new])
 
     def _embedding_weights(self) -> torch.Tensor:
         W = self.embedding.weight

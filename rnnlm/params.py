@@ -154,6 +154,9 @@ class ModelConfig:
     bptt: str = spec(BPTT)
     weight_drop: float = spec(probability)  # DropConnect on the hidden-to-hidden weights (AWD-LSTM)
     embedding_dropout: float = spec(probability)  # drops whole token types from the embedding (AWD-LSTM)
+    locked_dropout: bool  # dropout masks fixed along each sequence (variational dropout, AWD-LSTM)
+    ar: float = spec(non_negative)  # activation regularisation: ar * mean(output^2) (AWD-LSTM)
+    tar: float = spec(non_negative)  # temporal activation regularisation: tar * mean((h_t - h_{t-1})^2)
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,15 @@ class EvaluateConfig:
     ngram_order: int = spec(positive)
     batch_size: int = spec(positive)
     device: str = spec(DEVICES)
-    cache: bool  # also score each model with a neural cache fitted on val (rnnlm/cache.py)
-    dynamic: bool  # also score each model with dynamic evaluation fitted on val (rnnlm/dynamic.py)
+    # also score models with a neural cache / dynamic evaluation fitted on val (rnnlm/cache.py,
+    # rnnlm/dynamic.py): true (every model), false, or the names of the models to score so
+    cache: bool | list[str]
+    dynamic: bool | list[str]
+
+    def adaptive(self, kind: str, model: str) -> bool:
+        """Whether ``model`` gets a row of ``kind`` ("cache" or "dynamic")."""
+        setting = getattr(self, kind)
+        return setting is True or (isinstance(setting, list) and model in setting)
 
 
 @dataclass(frozen=True)
@@ -217,6 +227,7 @@ TYPES = {  # a field's annotation: (the Python types of its values, what an erro
     "list[str]": (list, "a list of strings"),
     "list[int]": (list, "a list of integers"),
     "list[float]": (list, "a list of numbers"),
+    "bool | list[str]": ((bool, list), "true, false or a list of model names"),
 }
 
 
@@ -227,6 +238,8 @@ def _converted(kind: str, v: Any) -> Any:
             v = float(v)
         except ValueError:
             return None
+    if kind == "bool | list[str]":
+        return v if isinstance(v, bool) else _converted("list[str]", v) if isinstance(v, list) else None
     if not isinstance(v, TYPES[kind][0]) or (isinstance(v, bool) and kind != "bool"):
         return None
     if kind == "float":

@@ -149,15 +149,19 @@ def train_step(model, optimizer, X, Y, state, clip_theta: float, amp_dtype=None,
     The loss stays on the device (no host sync). ``amp_dtype`` (torch.bfloat16 or torch.float16)
     runs the forward pass under autocast; the loss is computed in float32 either way. ``scaler``: a
     ``torch.amp.GradScaler`` (needed by float16, whose small gradients underflow unscaled).
-    ``forward`` computes (nll, state) in place of ``model.token_nll`` (e.g. a DDP-wrapped TokenNLL)."""
+    ``forward`` computes (nll, state) in place of ``model.token_nll`` (e.g. a DDP-wrapped TokenNLL).
+    The step descends the loss plus the model's ``activation_loss`` (AR/TAR) where it sets one; the
+    returned loss is the mean NLL alone."""
     with torch.autocast(X.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
         nll, state = (forward or model.token_nll)(X, Y, state)
     loss = nll.float().mean()
+    objective = loss if model.activation_loss is None else loss + model.activation_loss.float()  # AR/TAR
+    model.activation_loss = None
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
-        loss.backward()
+        objective.backward()
     else:
-        scaler.scale(loss).backward()
+        scaler.scale(objective).backward()
         scaler.unscale_(optimizer)  # clip the true gradients
     if clip_theta > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_theta)

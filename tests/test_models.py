@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlm.models import CELLS, GATES, RNNLM, ScratchLayer, detach_state, num_parameters
+from rnnlm.models import CELLS, GATES, RNNLM, ScratchLayer, detach_state, dropout, num_parameters
 
 
 def copy_torch_to_scratch(torch_model: RNNLM, scratch_model: RNNLM) -> None:
@@ -177,6 +177,84 @@ def test_embedding_dropout_drops_whole_token_types_in_training_only():
     assert 0 < int(zero.sum()) < 50  # some token types dropped, not all
     assert torch.allclose(rows[~zero], 2 * W[~zero])  # the kept ones scaled by 1 / (1 - p)
     assert not torch.equal(zero, (model._embedding_weights() == 0).all(1))  # a new draw each step
+
+
+def test_locked_dropout_keeps_one_mask_along_each_sequence():
+    x = torch.ones(9, 4, 32)  # (time, batch, features)
+    torch.manual_seed(0)
+    y = dropout(x, 0.5, training=True, locked=True)
+    assert torch.equal(y, y[:1].expand_as(y))  # the same mask at every time step
+    assert set(y.unique().tolist()) == {0.0, 2.0} and not torch.equal(y[:, 0], y[:, 1])  # kept scaled; per sequence
+    assert not torch.equal(y, dropout(x, 0.5, training=True, locked=True))  # a new draw each call
+    plain = dropout(x, 0.5, training=True)
+    assert not torch.equal(plain, plain[:1].expand_as(plain))  # ordinary dropout: a mask per step
+    assert torch.equal(dropout(x, 0.5, training=False, locked=True), x)
+
+
+@pytest.mark.parametrize("impl", ["torch", "scratch"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_locked_dropout_model_runs_the_same_network(cell, impl):
+    """With p = 0 the locked path (torch: the layers one by one) gives the model's own outputs,
+    states and gradients; with p > 0 a unit dropped between layers stays dropped along the sequence."""
+    torch.manual_seed(0)
+    kw = dict(hidden=8, layers=3, embedding=4)
+    locked = RNNLM(cell, impl, 11, dropout=0.0, locked_dropout=True, weight_drop=0.0, **kw)
+    plain = RNNLM(cell, impl, 11, dropout=0.0, **kw)
+    plain.load_state_dict(locked.state_dict())
+    X, Y = torch.randint(0, 11, (3, 7)), torch.randint(0, 11, (3, 7))
+    outs = []
+    for model in (locked, plain):
+        model.train()
+        nll, state = model.token_nll(X, Y)
+        nll.sum().backward()
+        outs.append((nll, state, {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][1], outs[1][1])
+    for name, grad in outs[0][2].items():
+        torch.testing.assert_close(grad, outs[1][2][name], msg=name)
+    # p > 0: the input of layer 2 is the hidden output of layer 1 times a mask fixed in time
+    dropped = RNNLM(cell, impl, 11, dropout=0.5, locked_dropout=True, **kw)
+    seen = []
+    target = dropped.rnn.layers[1] if impl == "scratch" else None
+    if target is not None:
+        target.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    else:
+        dropped.drop = lambda x, f=dropped.drop: seen.append(f(x)) or seen[-1]
+    dropped.train()
+    dropped(X)
+    between = seen[0] if impl == "scratch" else seen[1]  # torch: [embeddings, layer 1 -> 2, ...]
+    zero = between == 0
+    assert zero.any() and torch.equal(zero, zero[:1].expand_as(zero))
+
+
+@pytest.mark.parametrize("impl", ["torch", "scratch"])
+def test_ar_and_tar_are_added_to_the_training_loss_only(impl):
+    from rnnlm.train import train_step
+
+    torch.manual_seed(0)
+    X, Y = torch.randint(0, 11, (3, 7)), torch.randint(0, 11, (3, 7))
+    model = RNNLM("lstm", impl, 11, hidden=8, layers=2, dropout=0.0, embedding=4, ar=2.0, tar=1.0)
+    model.eval()
+    model.token_nll(X, Y)
+    assert model.activation_loss is None  # evaluation: nothing added
+    model.train()
+    out, _ = model.features(X)
+    expected = 2.0 * out.pow(2).mean() + 1.0 * (out[1:] - out[:-1]).pow(2).mean()  # no dropout: o_t = h_t
+    torch.testing.assert_close(model.activation_loss, expected)
+    twin = RNNLM("lstm", impl, 11, hidden=8, layers=2, dropout=0.0, embedding=4)
+    twin.load_state_dict(model.state_dict())
+    losses, after = [], []
+    for m in (model, twin):
+        m.train()
+        optimizer = torch.optim.SGD(m.parameters(), lr=1.0)
+        loss, _ = train_step(m, optimizer, X, Y, None, clip_theta=0.0)
+        losses.append(loss)
+        after.append(m.state_dict())
+    torch.testing.assert_close(losses[0], losses[1])  # the reported loss: the NLL alone
+    assert model.activation_loss is None  # used once, then dropped
+    decoder = "decoder.weight"
+    assert torch.equal(after[0][decoder], after[1][decoder])  # AR/TAR do not reach the output layer...
+    assert not torch.allclose(after[0]["embedding.weight"], after[1]["embedding.weight"])  # ...but the network
 
 
 def test_embedding_dropout_needs_an_embedding():

@@ -44,7 +44,10 @@ def test_a_model_section_names_its_cell(tmp_path):
     with pytest.raises(ParamError, match=r"gru\.hidden: expected an integer"):
         validate_all({**big, "gru": {**committed["gru"], "hidden": "big"}})
     # every key is set in the section itself (DVC tracks a stage's params by section)
-    with pytest.raises(ParamError, match=r"lstm_big: impl, hidden, .*bptt, weight_drop, embedding_dropout: missing"):
+    with pytest.raises(
+        ParamError,
+        match=r"lstm_big: impl, hidden, .*bptt, weight_drop, embedding_dropout, locked_dropout, ar, tar: missing",
+    ):
         load_model_config("lstm_big", write(tmp_path, {**big, "lstm_big": {"cell": "lstm"}}))
     cases = [
         ({"lstn": {"hidden": 12}}, r"^params\.yaml: lstn: unknown section; did you mean lstm\?$"),
@@ -80,7 +83,8 @@ def test_params_yaml_is_the_one_source_of_defaults(tmp_path):
     with pytest.raises(ParamError, match=r"lstm\.hidden: missing"):
         load_model_config("lstm", write(tmp_path, {"train": committed["train"], "lstm": lstm}))
     with pytest.raises(
-        ParamError, match=r"lstm: cell, impl, hidden, .*cutoffs, bptt, weight_drop, embedding_dropout: missing"
+        ParamError,
+        match=r"lstm: cell, impl, hidden, .*cutoffs, bptt, weight_drop, .*, locked_dropout, ar, tar: missing",
     ):
         load_model_config("lstm", write(tmp_path, {"train": committed["train"], "lstm": {}}))
 
@@ -146,6 +150,8 @@ def test_unknown_section_is_reported(tmp_path):
         ("clean", {"mode": "letter"}, r"clean\.mode: unknown value 'letter' \(did you mean 'letters'\?\)"),
         ("sample", {"strategy": "topk"}, r"sample\.strategy: unknown value 'topk'"),
         ("evaluate", {"ngram_order": 0}, r"evaluate\.ngram_order: must be positive"),
+        ("evaluate", {"cache": "lstm"}, r"evaluate\.cache: expected true, false or a list of model names, got 'lstm'"),
+        ("evaluate", {"dynamic": [1]}, r"evaluate\.dynamic: expected true, false or a list of model names, got \[1\]"),
         ("train", {"lr": float("inf")}, r"train\.lr: expected a finite number, got inf"),
         ("vocab", {"split": [0.9, "half", 0.05]}, r"vocab\.split: expected a list of numbers"),
         # values past what torch, numpy and the timer thread take: bounded in the schema, not an OverflowError

@@ -57,8 +57,10 @@ def block_log_probs(keys: torch.Tensor, key_y: torch.Tensor, m: int, settings) -
     same = key_y[None] == key_y[k - m :, None]
     out = np.empty((len(settings), m))
     for j, (window, theta) in enumerate(settings):
-        scores = (theta * dots).masked_fill((i >= t) | (i < t - window), -torch.inf)
-        out[j] = (torch.logsumexp(scores.masked_fill(~same, -torch.inf), 1) - torch.logsumexp(scores, 1)).numpy()
+        c = slice(max(0, k - m - window), k)  # the outputs any of these targets' windows can reach
+        scores = (theta * dots[:, c]).masked_fill((i[:, c] >= t) | (i[:, c] < t - window), -torch.inf)
+        hits = scores.masked_fill(~same[:, c], -torch.inf)
+        out[j] = (torch.logsumexp(hits, 1) - torch.logsumexp(scores, 1)).numpy()
     return out
 
 

@@ -29,9 +29,9 @@ from .batching import segments
 from .metrics import model_token_nll
 from .models import detach_state
 
-SEGMENT = 20  # tokens scored between two steps
+SEGMENT = 50  # tokens scored between two steps (20 and 100 fitted within 0.006 nats/char of it on Tiny Shakespeare)
 MS_TOKENS = 20_000  # training tokens whose gradients give MS
-FIT_TOKENS = 20_000  # eta and decay are fitted on the val split's first FIT_TOKENS targets
+FIT_TOKENS = 10_000  # eta and decay are fitted on the val split's first FIT_TOKENS targets
 FLOOR = 0.1  # sqrt(MS) is floored at FLOOR x its mean over all weights
 ETAS = (1e-4, 3e-4, 1e-3, 3e-3)  # eta is fitted on val among these and 0 (decay 0), then decay at that eta
 DECAYS = (0.0, 0.02)

@@ -21,7 +21,8 @@ Outputs: ``metrics/eval/results.{csv,md}`` (:mod:`rnnlm.results`), ``learning_cu
 
 A cache row (``evaluate.cache``) mixes a model with a neural cache over its own recent outputs
 (:mod:`rnnlm.cache`); a dynamic row (``evaluate.dynamic``) lets the model take gradient steps on
-the text it has scored (:mod:`rnnlm.dynamic`). Their settings are fitted on val alone, and both
+the text it has scored (:mod:`rnnlm.dynamic`); each key is true (every model), false, or a list
+of the models to score so. Their settings are fitted on val alone, and both
 read the text left to right: no token is scored after anything learned from it. Both score one
 exact stream whatever ``evaluate.batch_size`` (1, the default, scores the model row the same way).
 
@@ -213,11 +214,11 @@ def dynamic_scores(model, splits: dict[str, np.ndarray], device="cpu") -> tuple[
 def adaptive_rows(model, row: dict, splits: dict[str, np.ndarray], cfg: EvaluateConfig, device) -> list:
     """The model's cache and dynamic-evaluation rows, as ``cfg`` switches them on: (group, row, fitted)."""
     out = []
-    if cfg.cache:
+    if cfg.adaptive("cache", row["name"]):
         fitted, scores = cache_scores(model, splits, device)
         impl = f"cache W={fitted['window']}, theta={fitted['theta']:g}, {fitted['weight']:.2f} x cache"
         out.append(("cache", _row(f"{row['name']}+cache", "cache", impl, row["params"], scores), fitted))
-    if cfg.dynamic:
+    if cfg.adaptive("dynamic", row["name"]):
         fitted, scores = dynamic_scores(model, splits, device)
         impl = f"dynamic eval, eta={fitted['eta']:g}, decay={fitted['decay']:g}"
         out.append(("dynamic", _row(f"{row['name']}+dynamic", "dynamic", impl, row["params"], scores), fitted))
@@ -251,6 +252,9 @@ def run_evaluate(
     output under ``root``. Returns {"eval": eval.json's dict, "table": the results DataFrame,
     "markdown": results.md}."""
     root = Path(root)
+    for kind in ("cache", "dynamic"):
+        if isinstance(listed := getattr(cfg, kind), list) and (unknown := [m for m in listed if m not in models]):
+            raise ParamError(f"evaluate.{kind}", f"{', '.join(unknown)}: not in models ({', '.join(models)})")
     device = resolve_device(cfg.device, "evaluate.device")
     vocab = Vocab.load(root / paths.VOCAB)
     splits = load_splits(root / paths.TOKENS)
@@ -258,7 +262,7 @@ def run_evaluate(
     ckpts = model_files(root, models)
     kn = f"kneser-ney-{cfg.ngram_order}"
     groups = {"models": {}, "baselines": {}, "interpolated": {}}
-    groups.update({g: {} for g in ("cache", "dynamic") if getattr(cfg, g)})
+    groups.update({g: {} for g in ("cache", "dynamic") if any(cfg.adaptive(g, m) for m in models)})
     rows, curves, baseline_scores = [], {}, {}
 
     def add(group: str, row: dict, label: str = "", **entry) -> None:

@@ -449,3 +449,13 @@ def test_the_cache_and_dynamic_evaluation_are_fitted_on_val_alone_and_can_be_swi
     off = dataclasses.replace(CFG, cache=False, dynamic=False)
     off = ev.run_evaluate(off, tmp_path, models=("lstm",), log=lambda s: None)
     assert not {"cache", "dynamic"} & (set(off["eval"]) | set(off["table"]["kind"]))
+
+
+def test_the_adaptive_rows_can_be_asked_for_some_models_only(tmp_path):
+    make_project(tmp_path, models=("rnn", "lstm"))
+    some = dataclasses.replace(CFG, cache=["lstm"], dynamic=[])
+    out = ev.run_evaluate(some, tmp_path, models=("rnn", "lstm"), log=lambda s: None)["eval"]
+    assert list(out["cache"]) == ["lstm+cache"] and "dynamic" not in out
+    assert set(out["models"]) == {"rnn", "lstm"} and len(out["interpolated"]) == 2
+    with pytest.raises(ParamError, match=r"^params\.yaml: evaluate\.dynamic: lstn: not in models \(rnn, lstm\)$"):
+        ev.run_evaluate(dataclasses.replace(CFG, dynamic=["lstn"]), tmp_path, models=("rnn", "lstm"))

@@ -82,8 +82,8 @@ def adaptive_scorer(args, model, vocab, ckpt, device):
     if fitted is None:
         raise RnnlmError(
             f"--{kind}: no {kind} settings fitted for {args.model}: they come from the evaluate stage "
-            f"(evaluate.{kind}: true), read from metrics/eval.json of the project the model file is in "
-            "(found when its val perplexity there is this file's)"
+            f"(evaluate.{kind}: true, or a list with {name or 'the model'}), read from metrics/eval.json of the "
+            "project the model file is in (found when its val perplexity there is this file's)"
         )
     if kind == "cache":
 

@@ -47,7 +47,7 @@ from .fileio import read_stage_json, stage_output, write_json, write_text
 from .metrics import bits_per_token, mixture_log_probs, mixture_weight, model_token_nll, perplexity
 from .models import num_parameters
 from .ngram import KneserNeyLM, UnigramLM
-from .params import MODELS, EvaluateConfig
+from .params import MODELS, EvaluateConfig, check_adaptive_models
 from .results import DIGITS, markdown_table, results_table
 from .vocab import Vocab, load_splits
 
@@ -252,9 +252,7 @@ def run_evaluate(
     output under ``root``. Returns {"eval": eval.json's dict, "table": the results DataFrame,
     "markdown": results.md}."""
     root = Path(root)
-    for kind in ("cache", "dynamic"):
-        if isinstance(listed := getattr(cfg, kind), list) and (unknown := [m for m in listed if m not in models]):
-            raise ParamError(f"evaluate.{kind}", f"{', '.join(unknown)}: not in models ({', '.join(models)})")
+    check_adaptive_models(cfg, tuple(models))
     device = resolve_device(cfg.device, "evaluate.device")
     vocab = Vocab.load(root / paths.VOCAB)
     splits = load_splits(root / paths.TOKENS)

@@ -141,7 +141,7 @@ class ScratchLayer(nn.Module):
 
 class ScratchRecurrent(nn.Module):
     """A stack of ScratchLayers with dropout between layers, mirroring nn.RNN/LSTM/GRU
-    (``locked``: one dropout mask per sequence, see :func:`locked_dropout`)."""
+    (``locked``: one dropout mask per sequence, see :func:`dropout`)."""
 
     def __init__(self, cell, input_size, hidden, layers, dropout, ids_input=False, bptt="fused", locked=False):
         super().__init__()
@@ -323,11 +323,17 @@ class RNNLM(LanguageModel):
         else:
             outputs, state = self.rnn(inputs, state)
         dropped = self.drop(outputs)
-        if self.training and (self.ar or self.tar):
-            self.activation_loss = (
-                self.ar * dropped.pow(2).mean() + self.tar * (outputs[1:] - outputs[:-1]).pow(2).mean()
-            )
+        self.activation_loss = self._activation_loss(outputs, dropped) if self.training else None
         return dropped, state
+
+    def _activation_loss(self, outputs, dropped):
+        """AR + TAR of the last layer's outputs (time, batch, hidden), or None when both are off."""
+        terms = []
+        if self.ar:  # activation regularisation: large outputs cost (after dropout)
+            terms.append(self.ar * dropped.pow(2).mean())
+        if self.tar and len(outputs) > 1:  # temporal: outputs that jump from step to step cost (before dropout)
+            terms.append(self.tar * (outputs[1:] - outputs[:-1]).pow(2).mean())
+        return sum(terms) if terms else None
 
     def drop(self, x):
         return dropout(x, self.p, self.training, self.locked)

@@ -396,9 +396,20 @@ def validate_all(params: dict) -> dict:
     models = load_models(params=params)
     models = (*models, *unlisted_models(params, models))
     out = {name: validate_section(name, params.get(name), models) for name in (*SCHEMA, *models)}
+    check_adaptive_models(out["evaluate"], load_models(params=params))
     for name in models:
         load_model_config(name, params=params, models=models)  # each model with its train values
     return out
+
+
+def check_adaptive_models(cfg: EvaluateConfig, models: tuple[str, ...]) -> None:
+    """A list in ``evaluate.cache`` / ``evaluate.dynamic`` names only models that are trained."""
+    for kind in ("cache", "dynamic"):
+        listed = getattr(cfg, kind)
+        for name in listed if isinstance(listed, list) else ():
+            if name not in models:
+                did = did_you_mean(name, models)
+                raise ParamError(f"evaluate.{kind}", f"{name!r} is not in models ({', '.join(models)}){did}")
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE, params: dict | None = None):

@@ -457,5 +457,7 @@ def test_the_adaptive_rows_can_be_asked_for_some_models_only(tmp_path):
     out = ev.run_evaluate(some, tmp_path, models=("rnn", "lstm"), log=lambda s: None)["eval"]
     assert list(out["cache"]) == ["lstm+cache"] and "dynamic" not in out
     assert set(out["models"]) == {"rnn", "lstm"} and len(out["interpolated"]) == 2
-    with pytest.raises(ParamError, match=r"^params\.yaml: evaluate\.dynamic: lstn: not in models \(rnn, lstm\)$"):
+    with pytest.raises(
+        ParamError, match=r"evaluate\.dynamic: 'lstn' is not in models \(rnn, lstm\) \(did you mean 'lstm'\?\)$"
+    ):
         ev.run_evaluate(dataclasses.replace(CFG, dynamic=["lstn"]), tmp_path, models=("rnn", "lstm"))

@@ -233,19 +233,29 @@ def test_ar_and_tar_are_added_to_the_training_loss_only(impl):
 
     torch.manual_seed(0)
     X, Y = torch.randint(0, 11, (3, 7)), torch.randint(0, 11, (3, 7))
-    model = RNNLM("lstm", impl, 11, hidden=8, layers=2, dropout=0.0, embedding=4, ar=2.0, tar=1.0)
+    kw = dict(hidden=8, layers=2, dropout=0.5, embedding=4, locked_dropout=True)
+    model = RNNLM("lstm", impl, 11, ar=2.0, tar=1.0, **kw)
+    seen = []  # what the output dropout got and gave: the last layer's outputs h_t and o_t
+    model.drop = lambda x, f=model.drop: seen.append((x, f(x))) or seen[-1][1]
+    model.train()
+    model.features(X)
+    h, o = seen[-1]
+    assert not torch.equal(h, o)  # dropout on: AR reads o_t, TAR reads h_t
+    expected = 2.0 * o.pow(2).mean() + 1.0 * (h[1:] - h[:-1]).pow(2).mean()
+    torch.testing.assert_close(model.activation_loss, expected)
     model.eval()
     model.token_nll(X, Y)
-    assert model.activation_loss is None  # evaluation: nothing added
+    assert model.activation_loss is None  # evaluation: nothing added, the training term dropped
     model.train()
-    out, _ = model.features(X)
-    expected = 2.0 * out.pow(2).mean() + 1.0 * (out[1:] - out[:-1]).pow(2).mean()  # no dropout: o_t = h_t
-    torch.testing.assert_close(model.activation_loss, expected)
-    twin = RNNLM("lstm", impl, 11, hidden=8, layers=2, dropout=0.0, embedding=4)
+    model.features(X[:, :1])  # one time step: no step to regularise, AR alone
+    torch.testing.assert_close(model.activation_loss, 2.0 * seen[-1][1].pow(2).mean())
+    del model.drop  # back to the method
+    twin = RNNLM("lstm", impl, 11, **kw)
     twin.load_state_dict(model.state_dict())
     losses, after = [], []
     for m in (model, twin):
         m.train()
+        torch.manual_seed(1)  # the same dropout masks in both
         optimizer = torch.optim.SGD(m.parameters(), lr=1.0)
         loss, _ = train_step(m, optimizer, X, Y, None, clip_theta=0.0)
         losses.append(loss)
@@ -255,6 +265,27 @@ def test_ar_and_tar_are_added_to_the_training_loss_only(impl):
     decoder = "decoder.weight"
     assert torch.equal(after[0][decoder], after[1][decoder])  # AR/TAR do not reach the output layer...
     assert not torch.allclose(after[0]["embedding.weight"], after[1]["embedding.weight"])  # ...but the network
+
+
+def test_locked_dropout_with_weight_drop_trains_the_torch_layers_one_by_one():
+    """AWD-LSTM's setting: W_hh dropped and locked masks on the embeddings, between layers and on
+    the outputs; every weight gets a gradient, and the stored weights stay as they were."""
+    torch.manual_seed(0)
+    model = RNNLM(
+        "lstm", "torch", 11, hidden=8, layers=3, dropout=0.5, embedding=4, locked_dropout=True, weight_drop=0.5
+    )
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    outs = []
+    model.drop = lambda x, f=model.drop: outs.append(f(x)) or outs[-1]
+    model.train()
+    nll, (H, C) = model.token_nll(torch.randint(0, 11, (5, 9)), torch.randint(0, 11, (5, 9)))
+    assert H.shape == C.shape == (3, 5, 8)
+    masks = [out == 0 for out in outs]
+    assert len(masks) == 4  # embeddings, layer 1 -> 2, layer 2 -> 3, outputs
+    assert all(m.any() and torch.equal(m, m[:1].expand_as(m)) for m in masks)
+    nll.mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
 
 
 def test_embedding_dropout_needs_an_embedding():

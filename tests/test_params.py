@@ -43,6 +43,14 @@ def test_a_model_section_names_its_cell(tmp_path):
     assert set(validate_all(big)) == {*SCHEMA, "lstm", "lstm_big", "rnn", "gru", "transformer"}
     with pytest.raises(ParamError, match=r"gru\.hidden: expected an integer"):
         validate_all({**big, "gru": {**committed["gru"], "hidden": "big"}})
+    # the adaptive rows' lists name trained models (checked by check-params, before any training)
+    with pytest.raises(
+        ParamError, match=r"evaluate\.cache: 'lsmt' is not in models \(lstm, lstm_big\) \(did you mean 'lstm'\?\)"
+    ):
+        validate_all({**big, "evaluate": {**committed["evaluate"], "cache": ["lsmt"]}})
+    assert validate_all({**big, "evaluate": {**committed["evaluate"], "dynamic": ["lstm"]}})["evaluate"].dynamic == [
+        "lstm"
+    ]
     # every key is set in the section itself (DVC tracks a stage's params by section)
     with pytest.raises(
         ParamError,

@@ -34,6 +34,7 @@ MS_TOKENS = 20_000  # training tokens whose gradients give MS
 FIT_TOKENS = 10_000  # eta and decay are fitted on the val split's first FIT_TOKENS targets
 FLOOR = 0.1  # sqrt(MS) is floored at FLOOR x its mean over all weights
 ETAS = (1e-4, 3e-4, 1e-3, 3e-3)  # eta is fitted on val among these and 0 (decay 0), then decay at that eta
+LARGER = (1e-2, 3e-2)  # then each of these in turn, while the largest eta tried fits best
 DECAYS = (0.0, 0.02)
 
 
@@ -87,9 +88,11 @@ def log_probs(model, tokens: np.ndarray, ms, eta: float, decay: float, device="c
 
 def fit(model, val: np.ndarray, ms, device="cpu") -> tuple[dict, np.ndarray]:
     """{"eta", "decay"} maximising the likelihood of the first ``FIT_TOKENS`` val targets: eta
-    among ETAS and 0 (no decay), then each of DECAYS at that eta (a pass each); and the log-probs
-    of all val targets under it (the fit's own pass when val is that short, else one more pass).
-    eta 0 is the model as trained: where every step size hurts on val, the row is the model's."""
+    among ETAS and 0 (no decay), and LARGER ones while the largest tried wins (a text that repeats
+    itself, such as lyrics, wants large steps), then each of DECAYS at that eta (a pass each); and
+    the log-probs of all val targets under it (the fit's own pass when val is that short, else one
+    more pass). eta 0 is the model as trained: where every step size hurts on val, the row is the
+    model's."""
     whole, val = val, val[: FIT_TOKENS + 1]
     score, scored = {}, {}
 
@@ -98,7 +101,9 @@ def fit(model, val: np.ndarray, ms, device="cpu") -> tuple[dict, np.ndarray]:
         ll = float(scored[eta, decay].sum())
         return ll if np.isfinite(ll) else -np.inf  # a setting that diverges loses
 
-    for eta in (0.0, *ETAS):
+    for eta in (0.0, *ETAS, *LARGER):
+        if eta in LARGER and max(score, key=score.get)[0] < max(e for e, _ in score):
+            break  # a smaller eta than the largest tried fits best: larger ones are not tried
         score[eta, DECAYS[0]] = likelihood(eta, DECAYS[0])
     eta = max(score, key=score.get)[0]
     for decay in DECAYS[1:] if eta else ():

@@ -51,7 +51,7 @@ def test_a_repetitive_text_is_learned_and_the_fit_reads_val_alone():
     model = _model()
     ms = dynamic.mean_squared_grads(model, rng.integers(0, 11, 500))
     fitted, val_lp = dynamic.fit(model, val, ms)
-    assert fitted["eta"] in dynamic.ETAS and fitted["decay"] in dynamic.DECAYS
+    assert fitted["eta"] in (*dynamic.ETAS, *dynamic.LARGER) and fitted["decay"] in dynamic.DECAYS
     assert np.array_equal(val_lp, dynamic.log_probs(model, val, ms, **fitted))  # the fit's own pass, returned
     assert val_lp.sum() > -model_token_nll(model, val, 1, 64).sum() + 30
 
@@ -104,3 +104,21 @@ def test_where_every_step_size_hurts_the_fit_keeps_the_model_as_trained(monkeypa
     assert fitted == {"eta": 0.0, "decay": 0.0}
     np.testing.assert_allclose(val_lp, -model_token_nll(model, val, 1, 64), rtol=0, atol=1e-9)
     assert dynamic.log_probs(model, val, ms, 30.0, 0.0).sum() < val_lp.sum()
+
+
+@pytest.mark.parametrize(
+    "best,tried", [(1e-3, [0.0, 1e-4, 3e-4, 1e-3, 3e-3]), (1e-2, [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])]
+)
+def test_larger_step_sizes_are_tried_only_while_the_largest_wins(monkeypatch, best, tried):
+    """The grid goes past its largest eta only when that one fits best, and stops at the first
+    larger eta that fits worse."""
+    calls = []
+
+    def fake(model, tokens, ms, eta, decay, device="cpu", segment=dynamic.SEGMENT):
+        calls.append((eta, decay))
+        return np.full(len(tokens) - 1, -abs(np.log((eta or 1e-9) / best)))  # the likelihood peaks at `best`
+
+    monkeypatch.setattr(dynamic, "log_probs", fake)
+    fitted, _ = dynamic.fit(None, np.zeros(50, dtype=np.int64), None)
+    assert fitted["eta"] == best and [eta for eta, decay in calls if decay == 0.0][: len(tried)] == tried
+    assert {eta for eta, _ in calls} == {*tried}  # nothing beyond the first larger eta that lost

@@ -142,6 +142,8 @@ def test_info_shows_the_test_perplexity_when_its_project_evaluated_it(trained, c
     assert "evaluated:   test perplexity 7.500000, 2.900000 bits per token" in out
     eval_json.write_text('{"models": {"lstm": {"val": {"perplexity": 1.0}, "test": {"perplexity": 7.5}}}}')
     assert "evaluated:" not in rnnlm(capsys, "info", "--model", str(project / "models" / "lstm.pt"))[1]
+    eval_json.write_text('{"models": {"lstm": {"val": {"perplexity": null}, "test": {"perplexity": 7.5}}}}')
+    assert "evaluated:" not in rnnlm(capsys, "info", "--model", str(project / "models" / "lstm.pt"))[1]  # overflowed
 
 
 class _RunsCode:

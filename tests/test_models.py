@@ -194,24 +194,25 @@ def test_locked_dropout_keeps_one_mask_along_each_sequence():
 @pytest.mark.parametrize("impl", ["torch", "scratch"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_locked_dropout_model_runs_the_same_network(cell, impl):
-    """With p = 0 the locked path (torch: the layers one by one) gives the model's own outputs,
+    """With p = 0 the torch cells' locked path (the layers one by one) gives the model's own outputs,
     states and gradients; with p > 0 a unit dropped between layers stays dropped along the sequence."""
     torch.manual_seed(0)
     kw = dict(hidden=8, layers=3, embedding=4)
-    locked = RNNLM(cell, impl, 11, dropout=0.0, locked_dropout=True, weight_drop=0.0, **kw)
-    plain = RNNLM(cell, impl, 11, dropout=0.0, **kw)
-    plain.load_state_dict(locked.state_dict())
     X, Y = torch.randint(0, 11, (3, 7)), torch.randint(0, 11, (3, 7))
-    outs = []
-    for model in (locked, plain):
-        model.train()
-        nll, state = model.token_nll(X, Y)
-        nll.sum().backward()
-        outs.append((nll, state, {n: p.grad for n, p in model.named_parameters()}))
-    torch.testing.assert_close(outs[0][0], outs[1][0])
-    torch.testing.assert_close(outs[0][1], outs[1][1])
-    for name, grad in outs[0][2].items():
-        torch.testing.assert_close(grad, outs[1][2][name], msg=name)
+    if impl == "torch":  # (scratch runs the very same code at p = 0: only its masks, below, can differ)
+        locked = RNNLM(cell, impl, 11, dropout=0.0, locked_dropout=True, weight_drop=0.0, **kw)
+        plain = RNNLM(cell, impl, 11, dropout=0.0, **kw)
+        plain.load_state_dict(locked.state_dict())
+        outs = []
+        for model in (locked, plain):
+            model.train()
+            nll, state = model.token_nll(X, Y)
+            nll.sum().backward()
+            outs.append((nll, state, {n: p.grad for n, p in model.named_parameters()}))
+        torch.testing.assert_close(outs[0][0], outs[1][0])
+        torch.testing.assert_close(outs[0][1], outs[1][1])
+        for name, grad in outs[0][2].items():
+            torch.testing.assert_close(grad, outs[1][2][name], msg=name)
     # p > 0: the input of layer 2 is the hidden output of layer 1 times a mask fixed in time
     dropped = RNNLM(cell, impl, 11, dropout=0.5, locked_dropout=True, **kw)
     seen = []
